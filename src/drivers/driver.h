@@ -1,0 +1,75 @@
+/* The driver ops table: one driver per image format or storage kind, in the
+ * manner of nbdkit plugins and blktap's struct tap_disk. A driver knows
+ * nothing of taps, pools or exports: it moves bytes between an aligned
+ * buffer and its storage, asynchronously.
+ *
+ * Threading: all callbacks run on the loop thread and must not block it
+ * (no synchronous data I/O; open/close may do metadata syscalls). */
+#ifndef TAPD_DRIVER_H
+#define TAPD_DRIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../util.h"
+
+enum tap_op {
+	TAP_OP_READ,
+	TAP_OP_WRITE,
+	TAP_OP_FLUSH,
+	TAP_OP_TRIM,
+	TAP_OP_WRITE_ZEROES,
+};
+
+#define IMAGE_F_FUA 0x1u /* write through to stable storage before completing */
+
+struct image;
+
+/* One operation on one image. off and len are multiples of the image's
+ * align; buf is aligned to POOL_PAGE and holds len bytes (READ, WRITE). */
+struct image_io {
+	enum tap_op op;
+	uint32_t flags;
+	uint64_t off;
+	uint32_t len;
+	void *buf;
+	/* Called by the driver exactly once with 0 or a negative errno (the
+	 * storage's own: ENOSPC stays ENOSPC). May be called from inside
+	 * submit. */
+	void (*done)(struct image_io *io, int err);
+	/* Scratch space for the driver while the io is in flight. */
+	_Alignas(16) unsigned char priv[128];
+};
+
+struct driver {
+	/* Required. Prefix of the image string: "raw" in "raw:/path". */
+	const char *name;
+	/* Required. Open the storage named by arg (the text after "name:").
+	 * img->read_only is set on entry. Must set img->size and img->align
+	 * (the smallest I/O unit, a power of two; 1 for memory), and may set
+	 * img->priv and the capability flags. Returns 0 or a negative errno
+	 * with eb filled. */
+	int (*open)(struct image *img, const char *arg, struct errbuf *eb);
+	/* Required. Release everything open() took. No io is in flight. */
+	void (*close)(struct image *img);
+	/* Required. Start io; complete it through io->done. */
+	void (*submit)(struct image *img, struct image_io *io);
+};
+
+struct image {
+	const struct driver *drv;
+	char *spec;     /* the full image string, owned */
+	uint64_t size;  /* bytes */
+	uint32_t align; /* bytes, power of two */
+	bool read_only;
+	bool can_flush; /* flush does something (false: no-op is correct) */
+	bool can_trim;
+	bool can_zero;
+	void *priv;
+};
+
+extern const struct driver driver_raw;
+extern const struct driver driver_ram;
+extern const struct driver driver_null;
+
+#endif

@@ -1,0 +1,138 @@
+/* Taps: one userspace block device each, with a minor, a name, an image chain
+ * and a pool. Exports (NBD, FUSE, ...) turn their consumers' protocol into
+ * tap requests; the tap validates them, gives them pool buffers, aligns them
+ * for the image, runs them and completes them asynchronously.
+ *
+ * State: opening -> running -> closing -> gone. A state change is a callback
+ * step on the loop, never a nested event loop.
+ *
+ * Threading: everything here runs on the loop thread. */
+#ifndef TAPD_TAP_H
+#define TAPD_TAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "drivers/driver.h"
+#include "pools/pool.h"
+#include "util.h"
+
+struct event_base;
+struct tap;
+
+#define TAP_NAME_MAX 64
+/* Largest data length of one request (the NBD protocol's usual limit). */
+#define TAP_REQ_MAX (32u << 20)
+
+enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_CLOSING };
+
+/* One request from an export. The export owns the struct (usually embedded
+ * in its own per-request state); the tap borrows it between
+ * tap_req_prepare() and the done callback, and owns req->buf until
+ * tap_req_release(). */
+struct tap_req {
+	/* Set by the export before tap_req_prepare(). */
+	enum tap_op op;
+	uint32_t flags; /* IMAGE_F_FUA */
+	uint64_t off;
+	uint32_t len;
+	/* Called on the loop when the request has finished, with req->error
+	 * set. Never called from inside a tap_* call. */
+	void (*done)(struct tap_req *req);
+
+	/* Set by the tap. */
+	void *buf;  /* len bytes of data for READ and WRITE */
+	int error;  /* 0 or a negative errno */
+
+	/* Private to tap.c. */
+	struct tap *tap;
+	void (*ready)(struct tap_req *req, int err);
+	struct pool_waiter wait;
+	void *base;        /* pool buffer: the aligned envelope, then scratch */
+	size_t base_len;
+	uint64_t env_off;  /* aligned envelope around [off, off + len) */
+	uint32_t env_len;
+	int stage;
+	bool rmw;
+	TAILQ_ENTRY(tap_req) link;
+	struct image_io io;
+};
+
+struct tap_config {
+	const char *name;  /* NULL: "tapN" */
+	const char *image; /* "raw:/path", "ram:SIZE", "null:SIZE" */
+	const char *pool;  /* NULL: the default pool */
+	bool read_only;
+};
+
+struct tap_stats {
+	uint64_t reads, writes, flushes, trims, zeroes;
+	uint64_t read_bytes, write_bytes;
+	uint64_t errors;      /* requests completed with an error */
+	uint32_t inflight;    /* requests submitted and not yet done */
+	uint32_t waiting;     /* requests waiting for pool memory */
+	uint32_t connections; /* exports' clients attached */
+};
+
+void tap_setup(struct event_base *base);
+/* Free every tap at once (after tap_shutdown_all, or in tests). */
+void tap_teardown(void);
+
+/* Open the image and register the tap. Errors: -EINVAL bad name or image
+ * string, -EEXIST name taken, -ENODEV no such pool, -ENOENT/-EACCES/...
+ * from opening the image, -ENOSPC no free minor. eb says which. */
+int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb);
+
+/* Remove the tap: -EBUSY while clients are attached. On success the tap is
+ * closed, its minor freed and it is gone when this returns. */
+int tap_destroy(struct tap *t, struct errbuf *eb);
+
+/* Stop every tap for daemon exit: new requests are refused with
+ * -ESHUTDOWN, in-flight ones drain, images are flushed and closed. done is
+ * called from the loop when all taps are gone. */
+void tap_shutdown_all(void (*done)(void *arg), void *arg);
+
+/* Look up by name, or by minor given as a decimal string. */
+struct tap *tap_find(const char *name_or_minor);
+struct tap *tap_by_minor(int minor);
+struct tap *tap_first(void);
+struct tap *tap_next(struct tap *t);
+unsigned tap_count(void);
+
+const char *tap_name(const struct tap *t);
+int tap_minor(const struct tap *t);
+const char *tap_image(const struct tap *t);
+uint64_t tap_size(const struct tap *t);
+bool tap_read_only(const struct tap *t);
+enum tap_state tap_state(const struct tap *t);
+const char *tap_state_name(enum tap_state s);
+struct pool *tap_pool(const struct tap *t);
+void tap_get_stats(const struct tap *t, struct tap_stats *st);
+/* Capabilities of the image, for exports to advertise. */
+bool tap_can_flush(const struct tap *t);
+bool tap_can_fua(const struct tap *t);
+
+/* A client of an export attaches for as long as it may send requests.
+ * -ESHUTDOWN if the tap is closing. */
+int tap_attach(struct tap *t);
+void tap_detach(struct tap *t);
+
+/* Validate req and get its buffer. Returns 0 when req->buf is ready (for
+ * WRITE the export fills it, then submits), 1 when ready(req, 0) will be
+ * called later, or a negative errno: -EINVAL (read past the end, bad
+ * length), -ENOSPC (write past the end), -EPERM (write to a read-only tap),
+ * -ESHUTDOWN (tap closing). ready may also be called with an error. */
+int tap_req_prepare(struct tap *t, struct tap_req *req,
+		    void (*ready)(struct tap_req *req, int err));
+/* Run a prepared request; req->done is called later. */
+void tap_req_submit(struct tap_req *req);
+/* Give back the buffer (after the reply was sent), or cancel a request
+ * still waiting for memory. Safe to call on a request without buffer. */
+void tap_req_release(struct tap_req *req);
+
+/* Called when taps come, change state and go; used by the bus. */
+enum tap_event { TAP_ADDED, TAP_CHANGED, TAP_REMOVED };
+void tap_set_listener(void (*fn)(struct tap *t, enum tap_event ev));
+
+#endif

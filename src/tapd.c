@@ -1,0 +1,380 @@
+/* tapd: options, privileges, the loop, and the start and stop sequences.
+ * Start: protect the process (I/O flusher, locked memory) before any thread
+ * exists, build pools, taps, the NBD export and the bus, then tell systemd
+ * READY. Stop: refuse new work, drain, flush, close, exit 0. */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "aio.h"
+#include "bus.h"
+#include "log.h"
+#include "nbd-server.h"
+#include "pools/pool.h"
+#include "tap.h"
+#include "util.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#define PR_GET_IO_FLUSHER 58
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
+#ifndef TAPD_VERSION
+#define TAPD_VERSION "0.0.0"
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TAPD_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TAPD_SANITIZED 1
+#endif
+#endif
+
+/* A stop that takes longer than this (a client that never reads its
+ * replies, storage that never answers) ends with exit status 1. */
+#define STOP_TIMEOUT_SEC 30
+
+struct options {
+	bool foreground;
+	const char *state_dir;
+	const char *nbd_socket;
+	const char *bus;
+	uint64_t default_pool_size;
+	bool strict;
+	bool no_mlock;
+};
+
+static struct {
+	struct event_base *base;
+	struct event *sig_term, *sig_int, *tick, *stop_timer;
+	struct daemon_info info;
+	bool stopping;
+	int exit_code;
+	uint64_t watchdog_usec;
+	unsigned last_count;
+} d = { .last_count = (unsigned)-1 };
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: tapd [OPTIONS]\n"
+		"Serve userspace block devices (taps) over NBD, controlled over D-Bus.\n\n"
+		"  -f, --foreground            stay in the foreground (the default; for systemd)\n"
+		"      --state-dir DIR         state and sockets (default /run/tapd)\n"
+		"      --nbd-socket PATH       NBD unix socket (default STATE_DIR/nbd.sock)\n"
+		"      --bus BUS               system, session or a D-Bus address (default system)\n"
+		"      --log-level LEVEL       err, warning, notice, info or debug (default info)\n"
+		"      --default-pool-size SZ  size of the default pool (default 64M)\n"
+		"      --strict                fail if the I/O flusher flag or memory locking fails\n"
+		"      --no-mlock              do not lock memory (for tests under sanitizers)\n"
+		"  -h, --help                  this help\n"
+		"  -V, --version               print the version\n");
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	enum { O_STATE = 256, O_NBD, O_BUS, O_LOG, O_POOL, O_STRICT, O_NOMLOCK };
+	static const struct option longopts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "state-dir", required_argument, NULL, O_STATE },
+		{ "nbd-socket", required_argument, NULL, O_NBD },
+		{ "bus", required_argument, NULL, O_BUS },
+		{ "log-level", required_argument, NULL, O_LOG },
+		{ "default-pool-size", required_argument, NULL, O_POOL },
+		{ "strict", no_argument, NULL, O_STRICT },
+		{ "no-mlock", no_argument, NULL, O_NOMLOCK },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	int c, level;
+
+	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o->foreground = true;
+			break;
+		case O_STATE:
+			o->state_dir = optarg;
+			break;
+		case O_NBD:
+			o->nbd_socket = optarg;
+			break;
+		case O_BUS:
+			o->bus = optarg;
+			break;
+		case O_LOG:
+			level = log_parse_level(optarg);
+			if (level < 0) {
+				fprintf(stderr, "tapd: bad log level '%s'\n", optarg);
+				return 2;
+			}
+			log_set_level(level);
+			break;
+		case O_POOL:
+			if (parse_size(optarg, &o->default_pool_size) < 0 ||
+			    o->default_pool_size < POOL_PAGE) {
+				fprintf(stderr, "tapd: bad pool size '%s' (e.g. 64M)\n", optarg);
+				return 2;
+			}
+			break;
+		case O_STRICT:
+			o->strict = true;
+			break;
+		case O_NOMLOCK:
+			o->no_mlock = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("tapd %s\n", TAPD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tapd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+/* The I/O flusher flag exempts us from dirty-page throttling and makes our
+ * allocations avoid recursing into I/O: without it, a tap whose consumer
+ * lives on this host (loop, FUSE, kernel NBD) can wedge the daemon behind the
+ * very pages it is meant to clean. */
+static int protect_flusher(bool strict)
+{
+	int ret = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+
+	if (ret < 0) {
+		int e = errno;
+
+		log_msg(strict ? LOG_ERR : LOG_WARNING,
+			"PR_SET_IO_FLUSHER failed: %s%s. Without it, writes to taps consumed on "
+			"this host (loop, FUSE, kernel NBD) can deadlock in dirty-page throttling "
+			"under memory pressure.",
+			strerror(e), e == EPERM ? " (tapd lacks CAP_SYS_RESOURCE)" : "");
+		if (strict)
+			return -e;
+	}
+	d.info.io_flusher = prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0) == 1;
+	return 0;
+}
+
+/* Locked memory keeps the daemon's own pages (code, pools, metadata) out of
+ * swap, so serving I/O never waits for I/O. MCL_ONFAULT locks pages as they
+ * are touched rather than populating every mapping now: a sparse ram: disk
+ * then costs only what is written to it. */
+static int protect_memory(bool strict, bool no_mlock)
+{
+	if (no_mlock) {
+		log_notice("memory locking disabled by --no-mlock");
+		return 0;
+	}
+#ifdef TAPD_SANITIZED
+	(void)strict;
+	log_notice("memory locking skipped: sanitizer builds map terabytes of shadow memory");
+	return 0;
+#else
+	if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0) {
+		int e = errno;
+
+		log_msg(strict ? LOG_ERR : LOG_WARNING,
+			"mlockall failed: %s. The daemon's memory may be swapped out and I/O "
+			"may then stall behind swap-in (raise LimitMEMLOCK or grant CAP_IPC_LOCK).",
+			strerror(e));
+		if (strict)
+			return -e;
+		return 0;
+	}
+	d.info.memory_locked = true;
+	return 0;
+#endif
+}
+
+static void update_status(void)
+{
+	unsigned n = tap_count();
+
+	if (n == d.last_count)
+		return;
+	d.last_count = n;
+	sd_notifyf(0, "STATUS=Serving %u tap%s", n, n == 1 ? "" : "s");
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (d.watchdog_usec)
+		sd_notify(0, "WATCHDOG=1");
+	if (!d.stopping)
+		update_status();
+}
+
+static void stop_done(void *arg)
+{
+	(void)arg;
+	log_info("all taps closed; exiting");
+	bus_stop();
+	event_base_loopbreak(d.base);
+}
+
+static void stop_exports_done(void *arg)
+{
+	(void)arg;
+	tap_shutdown_all(stop_done, NULL);
+}
+
+static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_err("stop did not finish within %d s; exiting with in-flight work abandoned",
+		STOP_TIMEOUT_SEC);
+	d.exit_code = 1;
+	event_base_loopbreak(d.base);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct timeval tv = { STOP_TIMEOUT_SEC, 0 };
+
+	(void)what;
+	(void)arg;
+	if (d.stopping) {
+		log_notice("already stopping (signal %d)", (int)sig);
+		return;
+	}
+	d.stopping = true;
+	log_info("%s received: stopping", strsignal((int)sig));
+	sd_notify(0, "STOPPING=1\nSTATUS=Stopping: draining in-flight requests");
+	d.stop_timer = evtimer_new(d.base, on_stop_timeout, NULL);
+	evtimer_add(d.stop_timer, &tv);
+	nbd_server_shutdown(stop_exports_done, NULL);
+}
+
+static int make_state_dir(const char *dir)
+{
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		log_err("cannot create state directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {
+		.state_dir = "/run/tapd",
+		.bus = "system",
+		.default_pool_size = 64u << 20,
+	};
+	struct errbuf eb = { { 0 } };
+	char sock_buf[4096];
+	struct timeval one_sec = { 1, 0 };
+	struct pool *def;
+	int ret;
+
+	ret = parse_options(argc, argv, &o);
+	if (ret >= 0)
+		return ret;
+
+	/* Both must happen before any thread exists, so that every thread
+	 * inherits the flag and every stack is locked. */
+	if (protect_flusher(o.strict) < 0 || protect_memory(o.strict, o.no_mlock) < 0)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+
+	if (make_state_dir(o.state_dir) < 0)
+		return 1;
+	if (!o.nbd_socket) {
+		snprintf(sock_buf, sizeof(sock_buf), "%s/nbd.sock", o.state_dir);
+		o.nbd_socket = sock_buf;
+	}
+	d.info.version = TAPD_VERSION;
+	d.info.state_dir = o.state_dir;
+	d.info.nbd_socket = o.nbd_socket;
+
+	d.base = event_base_new();
+	if (!d.base) {
+		log_err("cannot create the event loop");
+		return 1;
+	}
+	pool_setup(d.base);
+	tap_setup(d.base);
+	if (aio_setup(d.base) < 0)
+		return 1;
+	ret = pool_create(POOL_DEFAULT, o.default_pool_size, &def, &eb);
+	if (ret < 0) {
+		log_err("cannot create the default pool: %s", eb.msg[0] ? eb.msg : strerror(-ret));
+		return 1;
+	}
+	ret = nbd_server_start(d.base, o.nbd_socket, &eb);
+	if (ret < 0) {
+		log_err("NBD export on %s: %s", o.nbd_socket, eb.msg[0] ? eb.msg : strerror(-ret));
+		return 1;
+	}
+	ret = bus_start(d.base, o.bus, &d.info, &eb);
+	if (ret < 0) {
+		log_err("D-Bus (%s): %s", o.bus, eb.msg[0] ? eb.msg : strerror(-ret));
+		return 1;
+	}
+
+	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, NULL);
+	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, NULL);
+	evsignal_add(d.sig_term, NULL);
+	evsignal_add(d.sig_int, NULL);
+	if (sd_watchdog_enabled(0, &d.watchdog_usec) > 0) {
+		/* Pet at a third of the interval: late enough to be cheap,
+		 * early enough to survive a slow tick. */
+		one_sec.tv_sec = (time_t)(d.watchdog_usec / 3000000);
+		one_sec.tv_usec = (suseconds_t)(d.watchdog_usec / 3 % 1000000);
+		if (one_sec.tv_sec >= 1) {
+			one_sec.tv_sec = 1;
+			one_sec.tv_usec = 0;
+		}
+	} else {
+		d.watchdog_usec = 0;
+	}
+	d.tick = event_new(d.base, -1, EV_PERSIST, on_tick, NULL);
+	event_add(d.tick, &one_sec);
+
+	log_info("tapd %s ready: NBD on %s, bus %s, I/O flusher %s, memory %s", TAPD_VERSION,
+		 o.nbd_socket, o.bus, d.info.io_flusher ? "on" : "OFF",
+		 d.info.memory_locked ? "locked" : "NOT locked");
+	sd_notify(0, "READY=1");
+	update_status();
+
+	event_base_dispatch(d.base);
+
+	nbd_server_free();
+	tap_teardown();
+	pool_teardown();
+	aio_teardown();
+	event_free(d.tick);
+	event_free(d.sig_term);
+	event_free(d.sig_int);
+	if (d.stop_timer)
+		event_free(d.stop_timer);
+	event_base_free(d.base);
+	return d.exit_code;
+}

@@ -1,0 +1,118 @@
+# Shared harness for integration tests. Each test sources this file, then
+# calls start_bus and start_tapd; everything it starts is stopped and its
+# temporary folder removed on exit. Exit 77 means "skipped" (automake).
+#
+# Environment (set by `make check`, defaults work from the build tree):
+#   TOP_SRCDIR, TOP_BUILDDIR   source and build trees
+#   TAPD_WRAPPER               prefix for tapd, e.g. "valgrind --error-exitcode=99"
+set -eu
+
+TOP_SRCDIR=${TOP_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+TOP_BUILDDIR=${TOP_BUILDDIR:-$TOP_SRCDIR}
+TAPD=$TOP_BUILDDIR/src/tapd
+TAPCTL=$TOP_BUILDDIR/tools/tapctl
+TAPD_WRAPPER=${TAPD_WRAPPER:-}
+
+T=$(mktemp -d /tmp/tapd-test.XXXXXX)
+chmod 755 "$T"
+NBD_SOCK=$T/nbd.sock
+STATE=$T/state
+BUS_PID=
+TAPD_PID=
+TAPD_LOG=$T/tapd.log
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+fail() {
+	log "FAIL: $*"
+	if [ -f "$TAPD_LOG" ]; then
+		log "--- last lines of tapd log"
+		tail -n 30 "$TAPD_LOG" >&2 || true
+	fi
+	exit 1
+}
+skip() { log "SKIP: $*"; exit 77; }
+need() { for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; then
+		kill -TERM "$TAPD_PID"
+		for _ in $(seq 1 100); do kill -0 "$TAPD_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$TAPD_PID" 2>/dev/null
+	fi
+	[ -n "$BUS_PID" ] && kill "$BUS_PID" 2>/dev/null
+	for m in $(findmnt -rno TARGET | grep "^$T/" | sort -r); do umount -l "$m"; done
+	[ "${KEEP_TEST_DIR:-}" ] || rm -rf "$T"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A private dbus-daemon of type "system" whose policy is our policy file,
+# so the access rules under test are the ones we ship.
+start_bus() {
+	cat >"$T/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$T/bus.sock</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>$TOP_SRCDIR/units/org.xenproject.Tapd1.conf</include>
+</busconfig>
+CONF
+	dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile --nosyslog 2>"$T/bus.log" &
+	BUS_PID=$!
+	for _ in $(seq 1 100); do [ -S "$T/bus.sock" ] && break; sleep 0.05; done
+	[ -S "$T/bus.sock" ] || fail "dbus-daemon did not start: $(cat "$T/bus.log")"
+	export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$T/bus.sock"
+}
+
+# Start tapd in the foreground (background job) and wait until it serves:
+# the NBD socket exists and the bus answers.
+start_tapd() {
+	mkdir -p "$STATE"
+	$TAPD_WRAPPER "$TAPD" --foreground --state-dir "$STATE" --nbd-socket "$NBD_SOCK" \
+		--bus "$DBUS_SYSTEM_BUS_ADDRESS" --log-level debug "$@" >>"$TAPD_LOG" 2>&1 &
+	TAPD_PID=$!
+	for _ in $(seq 1 200); do
+		kill -0 "$TAPD_PID" 2>/dev/null || fail "tapd exited at start"
+		if [ -S "$NBD_SOCK" ] && "$TAPCTL" list >/dev/null 2>&1; then return 0; fi
+		sleep 0.05
+	done
+	fail "tapd did not become ready"
+}
+
+# Stop tapd with SIGTERM and return its exit status.
+stop_tapd() {
+	local rc=0
+	kill -TERM "$TAPD_PID"
+	wait "$TAPD_PID" || rc=$?
+	TAPD_PID=
+	return $rc
+}
+
+tapd_alive() { [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; }
+
+tapctl() { "$TAPCTL" "$@"; }
+
+nbd_uri() { printf 'nbd+unix:///%s?socket=%s' "$1" "$NBD_SOCK"; }
+
+# Number of open fds of tapd.
+tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }
