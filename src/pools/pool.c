@@ -22,10 +22,8 @@
 struct arena {
 	TAILQ_ENTRY(arena) link;
 	char *base;
-	size_t pages;
-	size_t free;
-	bool locked;
-	bool keep; /* scratch for pool_fit() */
+	size_t pages, free;
+	bool locked, keep; /* keep: scratch for pool_fit() */
 	uint64_t bits[];
 };
 
@@ -62,14 +60,11 @@ static bool bit_test(const struct arena *a, size_t i)
 	return (a->bits[i / 64] >> (i % 64)) & 1;
 }
 
-static void bits_set(struct arena *a, size_t start, size_t n, bool on)
+/* Callers know the run is all clear (alloc) or all set (put). */
+static void bits_flip(struct arena *a, size_t start, size_t n)
 {
-	for (size_t i = start; i < start + n; i++) {
-		if (on)
-			a->bits[i / 64] |= 1ULL << (i % 64);
-		else
-			a->bits[i / 64] &= ~(1ULL << (i % 64));
-	}
+	for (size_t i = start; i < start + n; i++)
+		a->bits[i / 64] ^= 1ULL << (i % 64);
 }
 
 static struct arena *arena_map(uint64_t bytes)
@@ -107,37 +102,25 @@ static void arena_unmap(struct arena *a)
 	free(a);
 }
 
-/* First page of a run of n free pages, or -1. Whole words are skipped so a
- * full or empty 32 MiB arena costs 128 word tests, not 8192 bit tests. */
+/* First page of a run of n free pages, or -1. Whole words that are full or
+ * empty are stepped over at once: a 32 MiB arena is 128 words. */
 static ssize_t arena_find(const struct arena *a, size_t n)
 {
 	size_t i = 0, run = 0, start = 0;
 
 	while (i < a->pages) {
 		uint64_t w = a->bits[i / 64];
+		size_t step = i % 64 || (w && ~w) ? 1 : 64;
 
-		if (i % 64 == 0 && (w == ~0ULL || w == 0)) {
-			if (w) {
-				run = 0;
-			} else {
-				if (!run)
-					start = i;
-				run += 64;
-				if (run >= n)
-					return start;
-			}
-			i += 64;
-			continue;
-		}
-		if (bit_test(a, i)) {
+		if ((w >> (i % 64)) & 1) {
 			run = 0;
 		} else {
-			if (!run)
-				start = i;
-			if (++run == n)
+			start = run ? start : i;
+			run += step;
+			if (run >= n)
 				return start;
 		}
-		i++;
+		i += step;
 	}
 	return -1;
 }
@@ -159,7 +142,7 @@ static void *pool_alloc(struct pool *p, size_t n)
 
 		if (start < 0)
 			continue;
-		bits_set(a, start, n, true);
+		bits_flip(a, start, n);
 		a->free -= n;
 		p->in_use += (uint64_t)n * POOL_PAGE;
 		p->high_water = MAX(p->high_water, p->in_use);
@@ -168,90 +151,76 @@ static void *pool_alloc(struct pool *p, size_t n)
 	return NULL;
 }
 
-/* Reconcile arenas with size (see the invariants at the top). Arenas in use
- * stay; entirely free ones are kept if still useful, and new ones are mapped
- * only for what is missing. Nothing changes unless it fixes an invariant or
- * lowers mapped, so a pool at rest never remaps. New arenas are mapped before
- * old ones are dropped: on failure the pool is left as it was. */
-static int pool_fit(struct pool *p)
+static void arenas_drop(struct pool *p, bool all)
 {
-	uint64_t target = pool_limit(p), largest = 0, kept = 0, all_largest = 0;
-	uint64_t big = 0, adding, total;
-	int64_t deficit;
-	struct arena *a, *tmp;
-	TAILQ_HEAD(, arena) fresh = TAILQ_HEAD_INITIALIZER(fresh);
+	struct arena *a, *next;
 
-	TAILQ_FOREACH(a, &p->arenas, link) {
-		a->keep = a->free < a->pages;
-		all_largest = MAX(all_largest, arena_bytes(a));
-		if (a->keep) {
-			kept += arena_bytes(a);
-			largest = MAX(largest, arena_bytes(a));
-		}
-	}
-	deficit = (int64_t)p->size - (int64_t)kept;
-	/* A free arena big enough for the largest request, but no bigger
-	 * than needed, is worth keeping. */
-	TAILQ_FOREACH(a, &p->arenas, link) {
-		uint64_t b = arena_bytes(a);
-
-		if (largest >= target)
-			break;
-		if (!a->keep && b >= target && (int64_t)b <= MAX(deficit, (int64_t)target)) {
-			a->keep = true;
-			largest = b;
-			deficit -= b;
-		}
-	}
-	TAILQ_FOREACH(a, &p->arenas, link) {
-		if (!a->keep && (int64_t)arena_bytes(a) <= deficit) {
-			a->keep = true;
-			largest = MAX(largest, arena_bytes(a));
-			deficit -= arena_bytes(a);
-		}
-	}
-	/* New arenas: one for the largest request if missing, then full
-	 * arenas and a remainder for whatever size is still uncovered. */
-	if (largest < target) {
-		big = target;
-		deficit -= target;
-	}
-	adding = big + (deficit > 0 ? (uint64_t)deficit : 0);
-	total = p->mapped + adding;
-	TAILQ_FOREACH(a, &p->arenas, link)
-		if (!a->keep)
-			total -= arena_bytes(a);
-	if (!(p->mapped < p->size || all_largest < target || total < p->mapped))
-		return 0;
-
-	while (adding) {
-		uint64_t b = big ? big : MIN(adding, (uint64_t)POOL_ARENA_MAX);
-
-		a = arena_map(b);
-		if (!a) {
-			while ((a = TAILQ_FIRST(&fresh))) {
-				TAILQ_REMOVE(&fresh, a, link);
-				arena_unmap(a);
-			}
-			return -ENOMEM;
-		}
-		TAILQ_INSERT_TAIL(&fresh, a, link);
-		adding -= b;
-		big = 0;
-	}
-	for (a = TAILQ_FIRST(&p->arenas); a; a = tmp) {
-		tmp = TAILQ_NEXT(a, link);
-		if (!a->keep) {
+	for (a = TAILQ_FIRST(&p->arenas); a; a = next) {
+		next = TAILQ_NEXT(a, link);
+		if (all || !a->keep) {
 			TAILQ_REMOVE(&p->arenas, a, link);
 			p->mapped -= arena_bytes(a);
 			arena_unmap(a);
 		}
 	}
-	while ((a = TAILQ_FIRST(&fresh))) {
-		TAILQ_REMOVE(&fresh, a, link);
-		TAILQ_INSERT_TAIL(&p->arenas, a, link);
-		p->mapped += arena_bytes(a);
+}
+
+/* Reconcile arenas with size (see the invariants at the top). Arenas in use
+ * stay; a free one is kept if it can serve the largest request (and is no
+ * bigger than needed) or helps cover size; new ones are mapped only for what
+ * is missing. Nothing changes unless it fixes an invariant or lowers mapped,
+ * so a pool at rest never remaps. New arenas are mapped before old ones are
+ * dropped: on failure the pool is left as it was. */
+static int pool_fit(struct pool *p)
+{
+	uint64_t target = pool_limit(p), largest = 0, all_largest = 0, big = 0, adding, total;
+	int64_t deficit = p->size;
+	struct pool fresh = { .mapped = 0 }; /* only its arena list is used */
+	struct arena *a;
+
+	TAILQ_INIT(&fresh.arenas);
+	TAILQ_FOREACH(a, &p->arenas, link) {
+		a->keep = a->free < a->pages;
+		all_largest = MAX(all_largest, arena_bytes(a));
+		if (a->keep) {
+			deficit -= arena_bytes(a);
+			largest = MAX(largest, arena_bytes(a));
+		}
 	}
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && largest < target) {
+			big = target;
+			deficit -= big;
+		}
+		TAILQ_FOREACH(a, &p->arenas, link) {
+			int64_t b = arena_bytes(a);
+
+			if (a->keep || !(pass ? b <= deficit :
+					 largest < target && b >= (int64_t)target &&
+						 b <= MAX(deficit, (int64_t)target)))
+				continue;
+			a->keep = true;
+			largest = MAX(largest, (uint64_t)b);
+			deficit -= b;
+		}
+	}
+	adding = big + (deficit > 0 ? (uint64_t)deficit : 0);
+	total = p->size + (deficit < 0 ? (uint64_t)-deficit : 0);
+	if (p->mapped >= p->size && all_largest >= target && total >= p->mapped)
+		return 0;
+	for (uint64_t b; adding; adding -= b, big = 0) {
+		b = big ? big : MIN(adding, (uint64_t)POOL_ARENA_MAX);
+		a = arena_map(b);
+		if (!a) {
+			arenas_drop(&fresh, true);
+			return -ENOMEM;
+		}
+		TAILQ_INSERT_TAIL(&fresh.arenas, a, link);
+		fresh.mapped += b;
+	}
+	arenas_drop(p, false);
+	p->mapped += fresh.mapped;
+	TAILQ_CONCAT(&p->arenas, &fresh.arenas, link);
 	return 0;
 }
 
@@ -270,12 +239,7 @@ static void pool_kick(struct pool *p)
 
 static void pool_free(struct pool *p)
 {
-	struct arena *a;
-
-	while ((a = TAILQ_FIRST(&p->arenas))) {
-		TAILQ_REMOVE(&p->arenas, a, link);
-		arena_unmap(a);
-	}
+	arenas_drop(p, true);
 	event_free(p->wake);
 	free(p);
 }
@@ -560,7 +524,7 @@ void pool_put(struct pool *p, void *buf, size_t len)
 		if ((char *)buf >= a->base && (char *)buf < a->base + arena_bytes(a))
 			break;
 	start = a ? (size_t)((char *)buf - a->base) / POOL_PAGE : 0;
-	if (!a || ((char *)buf - a->base) % POOL_PAGE || len == 0 || start + n > a->pages) {
+	if (!a || ((char *)buf - a->base) % POOL_PAGE || n == 0 || start + n > a->pages) {
 		log_err("pool %s: put of %zu bytes at %p not from this pool", p->name, len, buf);
 		return;
 	}
@@ -570,7 +534,7 @@ void pool_put(struct pool *p, void *buf, size_t len)
 			return;
 		}
 	}
-	bits_set(a, start, n, false);
+	bits_flip(a, start, n);
 	a->free += n;
 	p->in_use -= (uint64_t)n * POOL_PAGE;
 	if (p->mapped > p->size && a->free == a->pages && pool_fit(p) < 0)

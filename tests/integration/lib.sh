@@ -20,6 +20,7 @@ STATE=$T/state
 BUS_PID=
 TAPD_PID=
 TAPD_LOG=$T/tapd.log
+EXTRA_PIDS=
 
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 fail() {
@@ -36,11 +37,26 @@ need() { for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not insta
 cleanup() {
 	local rc=$?
 	set +e
+	# Every test ends with a graceful stop, and a daemon that does not
+	# exit 0 from it (a hang, a crash, a sanitizer or valgrind report)
+	# fails the test that was running.
 	if [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; then
+		local st=0
 		kill -TERM "$TAPD_PID"
-		for _ in $(seq 1 100); do kill -0 "$TAPD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$TAPD_PID" 2>/dev/null
+		for _ in $(seq 1 300); do kill -0 "$TAPD_PID" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "$TAPD_PID" 2>/dev/null; then
+			kill -KILL "$TAPD_PID" 2>/dev/null
+			log "FAIL: tapd did not stop within 30 s of SIGTERM"
+			st=1
+		fi
+		wait "$TAPD_PID" 2>/dev/null || st=$?
+		if [ "$st" != 0 ] && [ "$rc" = 0 ]; then
+			log "FAIL: tapd exited with status $st on SIGTERM at the end of the test"
+			tail -n 40 "$TAPD_LOG" >&2
+			rc=1
+		fi
 	fi
+	[ -n "$EXTRA_PIDS" ] && kill $EXTRA_PIDS 2>/dev/null
 	[ -n "$BUS_PID" ] && kill "$BUS_PID" 2>/dev/null
 	for m in $(findmnt -rno TARGET | grep "^$T/" | sort -r); do umount -l "$m"; done
 	[ "${KEEP_TEST_DIR:-}" ] || rm -rf "$T"
@@ -107,6 +123,9 @@ stop_tapd() {
 	TAPD_PID=
 	return $rc
 }
+
+# Kill this helper process (a client, a monitor) when the test ends.
+track_pid() { EXTRA_PIDS="$EXTRA_PIDS $1"; }
 
 tapd_alive() { [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; }
 

@@ -139,9 +139,11 @@ START_TEST(test_aligned_writable)
 	/* No two buffers overlap: every byte still holds its own pattern. */
 	for (size_t i = 0; i < ARRAY_SIZE(lens); i++) {
 		unsigned char *c = bufs[i];
+		size_t j = 0, n = ALIGN_UP(lens[i], POOL_PAGE);
 
-		for (size_t j = 0; j < ALIGN_UP(lens[i], POOL_PAGE); j++)
-			ck_assert_uint_eq(c[j], 0xa0 + i);
+		while (j < n && c[j] == 0xa0 + i)
+			j++;
+		ck_assert_uint_eq(j, n);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(lens); i++)
 		pool_put(p, bufs[i], lens[i]);

@@ -1,0 +1,250 @@
+/* NBD option haggling: the greeting, client flags, and the options a client
+ * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT, and error
+ * replies for the rest). Replies collect in the connection's hs buffer. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "nbd-internal.h"
+
+/* Room for n more handshake bytes; NULL (and the connection killed by the
+ * caller) if memory is short. Handshake replies are rare and small except
+ * LIST, so a growing buffer is fine here. */
+static unsigned char *hs_space(struct nbd_conn *c, size_t n)
+{
+	if (c->hs_off == c->hs_len)
+		c->hs_off = c->hs_len = 0;
+	if (c->hs_len + n > c->hs_cap) {
+		size_t cap = MAX(c->hs_cap * 2, c->hs_len + n + 256);
+		unsigned char *p = realloc(c->hs, cap);
+
+		if (!p)
+			return NULL;
+		c->hs = p;
+		c->hs_cap = cap;
+	}
+	return c->hs + c->hs_len;
+}
+
+static int hs_put(struct nbd_conn *c, const void *p, size_t n)
+{
+	unsigned char *d = hs_space(c, n);
+
+	if (!d) {
+		nbd_conn_kill(c, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(d, p, n);
+	c->hs_len += n;
+	return 0;
+}
+
+static void opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *msg)
+{
+	size_t len = msg ? strlen(msg) : 0;
+	unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + len);
+
+	if (!d) {
+		nbd_conn_kill(c, "out of memory");
+		return;
+	}
+	nbd_encode_opt_reply(d, opt, type, len);
+	if (len)
+		memcpy(d + NBD_OPT_REPLY_HDR_LEN, msg, len);
+	c->hs_len += NBD_OPT_REPLY_HDR_LEN + len;
+}
+
+int nbd_hs_greet(struct nbd_conn *c)
+{
+	unsigned char *d = hs_space(c, NBD_GREETING_LEN);
+
+	if (!d)
+		return -ENOMEM;
+	c->hs_len += nbd_encode_greeting(d);
+	return 0;
+}
+
+static struct tap *find_export(const char *name, size_t len)
+{
+	char buf[TAP_NAME_MAX + 1];
+
+	if (len > TAP_NAME_MAX || !nbd_name_valid(name, len))
+		return NULL;
+	memcpy(buf, name, len);
+	buf[len] = '\0';
+	return tap_find(buf);
+}
+
+static void enter_transmission(struct nbd_conn *c, struct tap *t)
+{
+	c->tap = t;
+	c->size = tap_size(t);
+	c->tx_flags = nbd_tx_flags(tap_read_only(t), tap_can_flush(t), tap_can_fua(t));
+	c->rs = RS_HDR;
+	log_info("nbd: client %u: export %s (%llu bytes%s)", c->id, tap_name(t),
+		 (unsigned long long)c->size, tap_read_only(t) ? ", read-only" : "");
+}
+
+static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32_t len)
+{
+	unsigned char reply[NBD_EXPORT_NAME_REPLY_LEN];
+	struct tap *t = find_export((const char *)data, len);
+	size_t n;
+
+	/* This option has no error reply: the protocol says hang up. */
+	if (!t) {
+		nbd_conn_kill(c, "EXPORT_NAME: no such export");
+		return;
+	}
+	if (tap_attach(t) < 0) {
+		nbd_conn_kill(c, "EXPORT_NAME: export is shutting down");
+		return;
+	}
+	enter_transmission(c, t);
+	n = nbd_encode_export_name_reply(reply, c->size, c->tx_flags, c->no_zeroes);
+	hs_put(c, reply, n);
+}
+
+static void opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+{
+	unsigned char buf[NBD_INFO_EXPORT_LEN + NBD_INFO_BLOCK_SIZE_LEN];
+	struct nbd_opt_go go;
+	struct tap *t;
+	char msg[128];
+	size_t n;
+
+	if (nbd_parse_opt_go(data, len, &go) < 0) {
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
+		return;
+	}
+	t = find_export(go.name, go.name_len);
+	if (!t) {
+		snprintf(msg, sizeof(msg), "no such export: %.*s", (int)MIN(go.name_len, 64u),
+			 go.name);
+		log_info("nbd: client %u: %s", c->id, msg);
+		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
+		return;
+	}
+	if (opt == NBD_OPT_GO) {
+		if (tap_attach(t) < 0) {
+			opt_reply(c, opt, NBD_REP_ERR_SHUTDOWN, "export is shutting down");
+			return;
+		}
+		c->tap = t; /* detached by conn_destroy whatever happens next */
+	}
+	n = nbd_encode_info_export(
+		buf, opt, tap_size(t),
+		nbd_tx_flags(tap_read_only(t), tap_can_flush(t), tap_can_fua(t)));
+	/* The tap aligns and read-modify-writes, so any byte granularity
+	 * works; 4 KiB is what avoids the read-modify-write. */
+	n += nbd_encode_info_block_size(buf + n, opt, 1, 4096, TAP_REQ_MAX);
+	if (hs_put(c, buf, n) < 0)
+		return;
+	opt_reply(c, opt, NBD_REP_ACK, NULL);
+	if (opt == NBD_OPT_GO && !c->dead)
+		enter_transmission(c, t);
+}
+
+static void opt_list(struct nbd_conn *c, uint32_t len)
+{
+	if (len) {
+		opt_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
+		return;
+	}
+	for (struct tap *t = tap_first(); t; t = tap_next(t)) {
+		const char *name = tap_name(t);
+		size_t nl = strlen(name);
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + nl);
+
+		if (!d) {
+			nbd_conn_kill(c, "out of memory");
+			return;
+		}
+		c->hs_len += nbd_encode_rep_server(d, name, (uint32_t)nl);
+	}
+	opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL);
+}
+
+static void handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+{
+	char msg[64];
+
+	switch (opt) {
+	case NBD_OPT_EXPORT_NAME:
+		opt_export_name(c, data, len);
+		break;
+	case NBD_OPT_GO:
+	case NBD_OPT_INFO:
+		opt_go(c, opt, data, len);
+		break;
+	case NBD_OPT_LIST:
+		opt_list(c, len);
+		break;
+	case NBD_OPT_ABORT:
+		opt_reply(c, opt, NBD_REP_ACK, NULL);
+		c->closing = true;
+		c->rs = RS_STOP;
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "option %s (%u) not supported", nbd_opt_name(opt), opt);
+		log_debug("nbd: client %u: %s", c->id, msg);
+		opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
+		break;
+	}
+}
+
+void nbd_hs_opt_discarded(struct nbd_conn *c)
+{
+	c->rs = RS_OPT;
+	opt_reply(c, c->discard_opt, NBD_REP_ERR_TOO_BIG, "option too long");
+}
+
+int nbd_hs_consume(struct nbd_conn *c)
+{
+	unsigned char *p = c->in + c->in_start;
+	size_t avail = c->in_end - c->in_start;
+	struct nbd_opt_hdr oh;
+	bool nz;
+
+	if (c->rs == RS_FLAGS) {
+		if (avail < NBD_CLIENT_FLAGS_LEN)
+			return 0;
+		if (nbd_parse_client_flags(p, &nz) < 0) {
+			nbd_conn_kill(c, "unknown client flags");
+			return -1;
+		}
+		c->no_zeroes = nz;
+		c->in_start += NBD_CLIENT_FLAGS_LEN;
+		c->rs = RS_OPT;
+		return 1;
+	}
+	/* RS_OPT */
+	if (c->closing)
+		return -1;
+	if (avail < NBD_OPT_HDR_LEN)
+		return 0;
+	if (nbd_parse_opt_hdr(p, &oh) < 0) {
+		nbd_conn_kill(c, "bad option magic");
+		return -1;
+	}
+	if (oh.len > NBD_OPT_DATA_MAX) {
+		if (oh.opt == NBD_OPT_EXPORT_NAME || oh.len > NBD_OPT_DISCARD_MAX) {
+			nbd_conn_kill(c, "option too long");
+			return -1;
+		}
+		/* Dropped by the input side, then refused by
+		 * nbd_hs_opt_discarded. */
+		c->in_start += NBD_OPT_HDR_LEN;
+		c->discard = oh.len;
+		c->discard_opt = oh.opt;
+		c->rs = RS_DISCARD;
+		return 1;
+	}
+	if (avail < NBD_OPT_HDR_LEN + oh.len)
+		return 0;
+	c->in_start += NBD_OPT_HDR_LEN + oh.len;
+	handle_option(c, oh.opt, p + NBD_OPT_HDR_LEN, oh.len);
+	return 1;
+}
