@@ -148,15 +148,12 @@ static int tap_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
 	struct tap *t = userdata;
-	char name[TAP_NAME_MAX + 1];
 	int r;
 
-	snprintf(name, sizeof(name), "%s", tap_name(t));
 	r = tap_destroy(t, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_TAP);
 	/* t is gone now. */
-	log_info("tap %s destroyed", name);
 	return sd_bus_reply_method_return(m, "");
 }
 

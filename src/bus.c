@@ -380,7 +380,6 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	path = bus_tap_path(t);
 	if (!path)
 		return -ENOMEM;
-	log_info("tap %s (minor %d) created on %s", tap_name(t), tap_minor(t), tap_image(t));
 	return sd_bus_reply_method_return(m, "os", path, tap_name(t));
 }
 

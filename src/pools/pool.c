@@ -193,11 +193,10 @@ static int pool_fit(struct pool *p)
 			deficit -= big;
 		}
 		TAILQ_FOREACH(a, &p->arenas, link) {
-			int64_t b = arena_bytes(a);
+			int64_t b = arena_bytes(a), t = target;
+			bool serves_largest = largest < target && b >= t && b <= MAX(deficit, t);
 
-			if (a->keep || !(pass ? b <= deficit :
-					 largest < target && b >= (int64_t)target &&
-						 b <= MAX(deficit, (int64_t)target)))
+			if (a->keep || !(pass ? b <= deficit : serves_largest))
 				continue;
 			a->keep = true;
 			largest = MAX(largest, (uint64_t)b);
@@ -348,8 +347,7 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
 	r = pool_fit(p);
 	if (r < 0) {
 		pool_free(p);
-		err_set(eb, "cannot map %llu bytes for pool %s", (unsigned long long)size,
-			name);
+		err_set(eb, "cannot map %llu bytes for pool %s", (unsigned long long)size, name);
 		return r;
 	}
 	TAILQ_INSERT_TAIL(&pools, p, link);

@@ -63,7 +63,8 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
 /* Grow at once; shrink as buffers come back. Waiters that no longer fit
  * (len > new size) are failed with -EINVAL. */
 int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb);
-/* -EBUSY while referenced or for the default pool. */
+/* -EBUSY while referenced, while buffers are still out (unmapping them
+ * would corrupt I/O in progress), or for the default pool. */
 int pool_destroy(struct pool *p, struct errbuf *eb);
 
 struct pool *pool_find(const char *name);
@@ -79,11 +80,13 @@ void pool_get_stats(const struct pool *p, struct pool_stats *st);
 
 /* Get a buffer of len bytes (rounded up to POOL_PAGE), page aligned.
  * Returns 0 with *buf set, 1 when w was queued (w->ready is called later),
- * or -EINVAL when len is 0 or larger than the pool or POOL_ARENA_MAX. */
+ * or -EINVAL when len is 0 or larger than the pool or POOL_ARENA_MAX.
+ * With w == NULL nothing is queued: -EAGAIN where it would have waited. */
 int pool_get(struct pool *p, size_t len, struct pool_waiter *w, void **buf);
 /* Remove a queued waiter without calling it. No-op if not queued. */
 void pool_cancel(struct pool *p, struct pool_waiter *w);
-/* Return a buffer obtained from pool_get with the same len. */
+/* Return a buffer obtained from pool_get with the same len. A pointer the
+ * pool did not hand out is logged and ignored. */
 void pool_put(struct pool *p, void *buf, size_t len);
 
 /* Called after any change to a pool's stats or set (created, resized,

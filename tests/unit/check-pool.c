@@ -3,9 +3,14 @@
 #include <check.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <linux/capability.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "pools/pool.h"
 
@@ -481,6 +486,53 @@ START_TEST(test_reentrant_destroy)
 }
 END_TEST
 
+/* Raise or drop CAP_IPC_LOCK in the effective set (it stays permitted). */
+static void ipc_lock_cap(bool on)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	ck_assert_int_eq(syscall(SYS_capget, &h, d), 0);
+	if (on)
+		d[0].effective |= d[0].permitted & (1u << CAP_IPC_LOCK);
+	else
+		d[0].effective &= ~(1u << CAP_IPC_LOCK);
+	ck_assert_int_eq(syscall(SYS_capset, &h, d), 0);
+}
+
+/* Without the right to lock memory a pool still works, and says so. */
+START_TEST(test_mlock_denied)
+{
+	struct rlimit old, none;
+	struct pool *p;
+	void *buf;
+	bool enforced;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_MEMLOCK, &old), 0);
+	none = old;
+	none.rlim_cur = 0;
+	ck_assert_int_eq(setrlimit(RLIMIT_MEMLOCK, &none), 0);
+	ipc_lock_cap(false);
+	/* ASan replaces mlock() with a no-op that succeeds. */
+	buf = mmap(NULL, POOL_PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert(buf != MAP_FAILED);
+	enforced = mlock(buf, POOL_PAGE) < 0;
+	munmap(buf, POOL_PAGE);
+	p = mkpool("unlocked", 64 * K);
+	ipc_lock_cap(true);
+	ck_assert_int_eq(setrlimit(RLIMIT_MEMLOCK, &old), 0);
+	ck_assert(!enforced || !stats(p).locked);
+	buf = get_now(p, 64 * K);
+	memset(buf, 4, 64 * K);
+	pool_put(p, buf, 64 * K);
+	/* Where locking is allowed, a new pool is locked. */
+	if (mlock(buf, 1) == 0) {
+		munlock(buf, 1);
+		ck_assert(stats(mkpool("locked", 64 * K)).locked);
+	}
+}
+END_TEST
+
 static int events[3];
 static struct pool *last_pool;
 
@@ -611,6 +663,7 @@ int main(void)
 	tcase_add_test(tc, test_teardown_fails_waiters);
 	tcase_add_test(tc, test_reentrant_destroy);
 	tcase_add_test(tc, test_listener);
+	tcase_add_test(tc, test_mlock_denied);
 	tcase_add_test(tc, test_stress);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
