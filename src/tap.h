@@ -34,9 +34,15 @@ enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_CLOSING };
 struct tap_req {
 	/* Set by the export before tap_req_prepare(). */
 	enum tap_op op;
-	uint32_t flags; /* IMAGE_F_FUA */
+	uint32_t flags; /* IMAGE_F_FUA, IMAGE_F_NO_HOLE, IMAGE_F_FAST_ZERO */
 	uint64_t off;
 	uint32_t len;
+	/* BLOCK_STATUS: where to put the answer (ext_max >= 1); on success
+	 * ext_count extents describe [off, off + sum of their lengths), at
+	 * least one byte and at most len bytes. */
+	struct image_extent *ext;
+	uint32_t ext_max;
+	uint32_t ext_count;
 	/* Called on the loop when the request has finished, with req->error
 	 * set. Never called from inside a tap_* call. */
 	void (*done)(struct tap_req *req);
@@ -52,7 +58,8 @@ struct tap_req {
 	void *base;        /* pool buffer: the aligned envelope, then scratch */
 	size_t base_len;
 	uint64_t env_off;  /* aligned envelope around [off, off + len) */
-	uint32_t env_len;
+	uint64_t env_len;
+	uint64_t pos;      /* progress of a multi-step request */
 	int stage;
 	bool rmw;
 	TAILQ_ENTRY(tap_req) link;
@@ -75,7 +82,8 @@ struct tap_stats {
 	uint32_t connections; /* exports' clients attached */
 };
 
-void tap_setup(struct event_base *base);
+/* Set up the registry and the completion queue: 0 or -ENOMEM. */
+int tap_setup(struct event_base *base);
 /* Free every tap at once (after tap_shutdown_all, or in tests). */
 void tap_teardown(void);
 
@@ -112,6 +120,10 @@ void tap_get_stats(const struct tap *t, struct tap_stats *st);
 /* Capabilities of the image, for exports to advertise. */
 bool tap_can_flush(const struct tap *t);
 bool tap_can_fua(const struct tap *t);
+bool tap_can_trim(const struct tap *t);       /* TRIM frees storage */
+bool tap_can_fast_zero(const struct tap *t);  /* WRITE_ZEROES is cheap */
+/* Smallest I/O unit the image prefers (requests of any alignment work). */
+uint32_t tap_align(const struct tap *t);
 
 /* A client of an export attaches for as long as it may send requests.
  * -ESHUTDOWN if the tap is closing. */
@@ -120,9 +132,17 @@ void tap_detach(struct tap *t);
 
 /* Validate req and get its buffer. Returns 0 when req->buf is ready (for
  * WRITE the export fills it, then submits), 1 when ready(req, 0) will be
- * called later, or a negative errno: -EINVAL (read past the end, bad
- * length), -ENOSPC (write past the end), -EPERM (write to a read-only tap),
- * -ESHUTDOWN (tap closing). ready may also be called with an error. */
+ * called later, or a negative errno: -EINVAL (read or block status past
+ * the end, bad length), -ENOSPC (write, trim or zeroes past the end),
+ * -EPERM (write, trim or zeroes to a read-only tap), -ESHUTDOWN (tap
+ * closing). ready may also be called with an error.
+ *
+ * Every op works on every tap, whatever the image can do: TRIM is a no-op
+ * where storage cannot be freed, WRITE_ZEROES writes zeros where the image
+ * has no cheaper way (or fails with -ENOTSUP under IMAGE_F_FAST_ZERO),
+ * BLOCK_STATUS says "all data" where the image cannot tell, CACHE succeeds.
+ * WRITE_ZEROES and TRIM may be up to 4 GiB - 1 long (no buffer needed);
+ * READ and WRITE at most TAP_REQ_MAX. */
 int tap_req_prepare(struct tap *t, struct tap_req *req,
 		    void (*ready)(struct tap_req *req, int err));
 /* Run a prepared request; req->done is called later. */

@@ -21,6 +21,7 @@
 #include "pools/pool.h"
 #include "tap.h"
 #include "util.h"
+#include "worker.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -320,9 +321,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pool_setup(d.base);
-	tap_setup(d.base);
-	if (aio_setup(d.base) < 0)
+	/* Two workers: a slow fallocate on one image does not hold up
+	 * block status on another. */
+	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0) {
+		log_err("cannot set up the I/O path");
 		return 1;
+	}
 	ret = pool_create(POOL_DEFAULT, o.default_pool_size, &def, &eb);
 	if (ret < 0) {
 		log_err("cannot create the default pool: %s", eb.msg[0] ? eb.msg : strerror(-ret));
@@ -369,6 +373,7 @@ int main(int argc, char **argv)
 	nbd_server_free();
 	tap_teardown();
 	pool_teardown();
+	worker_teardown();
 	aio_teardown();
 	event_free(d.tick);
 	event_free(d.sig_term);

@@ -17,11 +17,24 @@ enum tap_op {
 	TAP_OP_READ,
 	TAP_OP_WRITE,
 	TAP_OP_FLUSH,
-	TAP_OP_TRIM,
-	TAP_OP_WRITE_ZEROES,
+	TAP_OP_TRIM,         /* advisory: the range may be deallocated */
+	TAP_OP_WRITE_ZEROES, /* the range reads as zeros afterwards */
+	TAP_OP_BLOCK_STATUS, /* describe allocation of the range into io->ext */
+	TAP_OP_CACHE,        /* advisory: the range will be read soon */
 };
 
-#define IMAGE_F_FUA 0x1u /* write through to stable storage before completing */
+#define IMAGE_F_FUA 0x1u       /* write through to stable storage before completing */
+#define IMAGE_F_NO_HOLE 0x2u   /* WRITE_ZEROES: leave the range allocated */
+#define IMAGE_F_FAST_ZERO 0x4u /* WRITE_ZEROES: fail with -ENOTSUP rather than be slow */
+
+/* One run of a BLOCK_STATUS answer; the flags mean what NBD's
+ * base:allocation context means by them. */
+#define IMAGE_EXT_HOLE 0x1u /* not allocated: reads come from below (zeros) */
+#define IMAGE_EXT_ZERO 0x2u /* reads as zeros */
+struct image_extent {
+	uint64_t len;
+	uint32_t flags;
+};
 
 struct image;
 
@@ -37,6 +50,12 @@ struct image_io {
 	 * storage's own: ENOSPC stays ENOSPC). May be called from inside
 	 * submit. */
 	void (*done)(struct image_io *io, int err);
+	/* BLOCK_STATUS: an array of ext_max extents (ext_max >= 1) that the
+	 * driver fills from off onwards, in order and without gaps, covering
+	 * at most len bytes and at least one byte; it sets ext_count. */
+	struct image_extent *ext;
+	uint32_t ext_max;
+	uint32_t ext_count;
 	/* Scratch space for the driver while the io is in flight. */
 	_Alignas(16) unsigned char priv[128];
 };
@@ -52,7 +71,12 @@ struct driver {
 	int (*open)(struct image *img, const char *arg, struct errbuf *eb);
 	/* Required. Release everything open() took. No io is in flight. */
 	void (*close)(struct image *img);
-	/* Required. Start io; complete it through io->done. */
+	/* Required. Start io; complete it through io->done. READ, WRITE and
+	 * FLUSH are always sent. TRIM only when can_trim, BLOCK_STATUS only
+	 * when can_extents, WRITE_ZEROES only when can_zero and aligned to
+	 * align; a driver may still answer WRITE_ZEROES with -EOPNOTSUPP (the
+	 * storage turned out not to support it) and the tap then writes
+	 * zeros itself. CACHE never reaches drivers. */
 	void (*submit)(struct image *img, struct image_io *io);
 };
 
@@ -62,9 +86,10 @@ struct image {
 	uint64_t size;  /* bytes */
 	uint32_t align; /* bytes, power of two */
 	bool read_only;
-	bool can_flush; /* flush does something (false: no-op is correct) */
-	bool can_trim;
-	bool can_zero;
+	bool can_flush;     /* flush does something (false: no-op is correct) */
+	bool can_trim;      /* TRIM can free storage */
+	bool can_zero;      /* WRITE_ZEROES is cheaper than writing zeros */
+	bool can_extents;   /* BLOCK_STATUS knows holes (else: all data) */
 	void *priv;
 };
 

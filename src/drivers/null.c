@@ -13,8 +13,10 @@ static int null_open(struct image *img, const char *arg, struct errbuf *eb)
 		err_set(eb, "null: bad size '%s' (want e.g. null:1G)", arg);
 		return -EINVAL;
 	}
-	/* No storage, so no alignment constraint. */
+	/* No storage, so no alignment constraint; every byte is a hole
+	 * that reads as zero, and zeroing it costs nothing. */
 	img->align = 1;
+	img->can_zero = img->can_extents = true;
 	return 0;
 }
 
@@ -33,7 +35,14 @@ static void null_submit(struct image *img, struct image_io *io)
 		break;
 	case TAP_OP_WRITE:
 	case TAP_OP_FLUSH:
+	case TAP_OP_TRIM:
+	case TAP_OP_WRITE_ZEROES:
 		/* Discarded, and trivially durable. */
+		break;
+	case TAP_OP_BLOCK_STATUS:
+		io->ext[0].len = io->len;
+		io->ext[0].flags = IMAGE_EXT_HOLE | IMAGE_EXT_ZERO;
+		io->ext_count = 1;
 		break;
 	default:
 		io->done(io, -EOPNOTSUPP);

@@ -8,6 +8,10 @@
  * passed up unchanged, so a full filesystem is ENOSPC to the client and the
  * same write succeeds once space is freed.
  *
+ * Trim punches holes, write-zeroes punches (or with NO_HOLE zero-fills the
+ * extents) with fallocate, and block status asks SEEK_DATA/SEEK_HOLE: the
+ * kernel has no asynchronous form of those, so they run on worker threads.
+ *
  * Requests arrive aligned to img->align (the file's direct-I/O alignment);
  * the tap layer does read-modify-write for clients that are not. */
 #include <errno.h>
@@ -20,6 +24,7 @@
 
 #include "../aio.h"
 #include "../log.h"
+#include "../worker.h"
 #include "driver.h"
 
 #ifndef STATX_DIOALIGN
@@ -29,14 +34,22 @@
 struct raw {
 	int fd;
 	bool direct;
+	bool blockdev;
 };
 
-/* Per-io state, kept in image_io.priv. */
+/* Per-io state, kept in image_io.priv: an io goes either to AIO or to a
+ * worker thread, never both. */
 struct raw_io {
-	struct aio_op op;
+	union {
+		struct aio_op op;
+		struct worker_job job;
+	};
 	struct image_io *io;
 	struct raw *raw;
-	uint32_t done_bytes; /* progress across short transfers */
+	union {
+		uint32_t done_bytes; /* AIO: progress across short transfers */
+		int err;             /* worker: the result */
+	};
 };
 
 _Static_assert(sizeof(struct raw_io) <= sizeof(((struct image_io *)0)->priv),
@@ -105,9 +118,15 @@ static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 	}
 	raw->fd = fd;
 	raw->direct = flags & O_DIRECT;
+	raw->blockdev = S_ISBLK(st.st_mode);
 	img->priv = raw;
 	img->align = raw->direct ? raw_dio_align(fd, &st) : 1;
 	img->can_flush = true;
+	/* Optimistic: a filesystem or device that cannot says EOPNOTSUPP on
+	 * first use and the tap stops asking. */
+	img->can_trim = img->can_zero = !img->read_only;
+	/* SEEK_DATA means nothing on a block device. */
+	img->can_extents = !raw->blockdev;
 	return 0;
 fail:
 	err_set(eb, "cannot use %s: %s", path, strerror(-ret));
@@ -180,19 +199,118 @@ static void raw_complete(struct aio_op *op, long res)
 	io->done(io, 0);
 }
 
+/* ---- on a worker thread -------------------------------------------- */
+
+static int raw_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+	return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
+static int raw_zero(struct raw *raw, struct image_io *io)
+{
+	int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	int zero = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+	int ret;
+
+	/* A hole reads as zeros and costs nothing; NO_HOLE asks to keep
+	 * the blocks, which ZERO_RANGE does. */
+	if (io->flags & IMAGE_F_NO_HOLE)
+		return raw_fallocate(raw->fd, zero, io->off, io->len);
+	ret = raw_fallocate(raw->fd, punch, io->off, io->len);
+	if (ret == -EOPNOTSUPP)
+		ret = raw_fallocate(raw->fd, zero, io->off, io->len);
+	return ret;
+}
+
+/* Describe [off, off + len) as runs of data and holes. */
+static int raw_extents(struct raw *raw, struct image_io *io)
+{
+	uint64_t pos = io->off, end = io->off + io->len;
+
+	io->ext_count = 0;
+	while (pos < end && io->ext_count < io->ext_max) {
+		off_t data = lseek(raw->fd, (off_t)pos, SEEK_DATA);
+		struct image_extent *e = &io->ext[io->ext_count];
+		uint64_t next;
+
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || (uint64_t)data > pos) {
+			/* ENXIO: no data from here to the end of the file. */
+			next = data < 0 ? end : MIN((uint64_t)data, end);
+			e->flags = IMAGE_EXT_HOLE | IMAGE_EXT_ZERO;
+		} else {
+			off_t hole = lseek(raw->fd, (off_t)pos, SEEK_HOLE);
+
+			if (hole < 0)
+				return -errno;
+			next = MIN((uint64_t)hole, end);
+			e->flags = 0;
+		}
+		e->len = next - pos;
+		io->ext_count++;
+		pos = next;
+	}
+	return 0;
+}
+
+static void raw_work(struct worker_job *job)
+{
+	struct raw_io *rio = container_of(job, struct raw_io, job);
+	struct image_io *io = rio->io;
+	struct raw *raw = rio->raw;
+
+	switch (io->op) {
+	case TAP_OP_TRIM:
+		rio->err = raw_fallocate(raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					 io->off, io->len);
+		/* Trim is advice; storage that cannot take it loses nothing. */
+		if (rio->err == -EOPNOTSUPP)
+			rio->err = 0;
+		break;
+	case TAP_OP_WRITE_ZEROES:
+		rio->err = raw_zero(raw, io);
+		break;
+	default:
+		rio->err = raw_extents(raw, io);
+		return;
+	}
+	if (!rio->err && (io->flags & IMAGE_F_FUA) && fdatasync(raw->fd) < 0)
+		rio->err = -errno;
+}
+
+static void raw_work_done(struct worker_job *job)
+{
+	struct raw_io *rio = container_of(job, struct raw_io, job);
+
+	rio->io->done(rio->io, rio->err);
+}
+
 static void raw_submit(struct image *img, struct image_io *io)
 {
 	struct raw_io *rio = (struct raw_io *)io->priv;
 
-	if (io->op != TAP_OP_READ && io->op != TAP_OP_WRITE && io->op != TAP_OP_FLUSH) {
+	rio->io = io;
+	rio->raw = img->priv;
+	switch (io->op) {
+	case TAP_OP_READ:
+	case TAP_OP_WRITE:
+	case TAP_OP_FLUSH:
+		rio->done_bytes = 0;
+		rio->op.done = raw_complete;
+		raw_issue(rio);
+		return;
+	case TAP_OP_TRIM:
+	case TAP_OP_WRITE_ZEROES:
+	case TAP_OP_BLOCK_STATUS:
+		rio->job.run = raw_work;
+		rio->job.done = raw_work_done;
+		worker_submit(&rio->job);
+		return;
+	default:
 		io->done(io, -EOPNOTSUPP);
 		return;
 	}
-	rio->io = io;
-	rio->raw = img->priv;
-	rio->done_bytes = 0;
-	rio->op.done = raw_complete;
-	raw_issue(rio);
 }
 
 const struct driver driver_raw = {

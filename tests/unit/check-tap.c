@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "aio.h"
 #include "log.h"
 #include "tap.h"
+#include "worker.h"
 
 static struct event_base *base;
 static char dir[] = "/var/tmp/check-tap.XXXXXX";
@@ -28,8 +30,9 @@ static void setup(void)
 	log_set_level(LOG_WARNING);
 	base = event_base_new();
 	pool_setup(base);
-	tap_setup(base);
+	ck_assert_int_eq(tap_setup(base), 0);
 	ck_assert_int_eq(aio_setup(base), 0);
+	ck_assert_int_eq(worker_setup(base, 1), 0);
 	ck_assert_int_eq(pool_create(POOL_DEFAULT, 4u << 20, &p, &eb), 0);
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/disk.raw", dir);
@@ -44,6 +47,7 @@ static void teardown(void)
 {
 	tap_teardown();
 	pool_teardown();
+	worker_teardown();
 	aio_teardown();
 	event_base_free(base);
 	unlink(path);
@@ -312,6 +316,141 @@ START_TEST(test_shutdown_flushes)
 }
 END_TEST
 
+
+/* Run one buffer-less request to completion and return its error. */
+static int run_op(struct tap *t, enum tap_op op, uint64_t off, uint32_t len, uint32_t flags,
+		  struct image_extent *ext, uint32_t ext_max, uint32_t *ext_count)
+{
+	struct tap_req req = { .op = op, .off = off, .len = len, .flags = flags, .done = on_done,
+			       .ext = ext, .ext_max = ext_max };
+	int before = completed, ret;
+
+	ret = tap_req_prepare(t, &req, no_wait);
+	if (ret < 0)
+		return ret;
+	tap_req_submit(&req);
+	run_until(before + 1);
+	if (ext_count)
+		*ext_count = req.ext_count;
+	tap_req_release(&req);
+	return req.error;
+}
+
+static void fill(struct tap *t, uint64_t off, uint32_t len, int c)
+{
+	struct tap_req w;
+	int before = completed;
+
+	start_write(t, &w, off, len, c);
+	run_until(before + 1);
+	ck_assert_int_eq(w.error, 0);
+	tap_req_release(&w);
+}
+
+static uint64_t allocated_bytes(void)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+START_TEST(test_zeroes_unaligned)
+{
+	char spec[600], *got = malloc(65536), *model = malloc(65536);
+	struct tap *t;
+
+	snprintf(spec, sizeof(spec), "raw:%s", path);
+	t = make_tap(spec, "z", false);
+	fill(t, 0, 65536, 'x');
+	memset(model, 'x', 65536);
+	/* Partial head block, whole middle blocks, partial tail block. */
+	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 1000, 13000, 0, NULL, 0, NULL), 0);
+	memset(model + 1000, 0, 13000);
+	/* Inside a single block. */
+	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 20000, 10, IMAGE_F_FUA, NULL, 0, NULL), 0);
+	memset(model + 20000, 0, 10);
+	/* Kept allocated. */
+	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 32768, 16384, IMAGE_F_NO_HOLE, NULL, 0,
+				NULL), 0);
+	memset(model + 32768, 0, 16384);
+	read_back(t, 0, 65536, got);
+	ck_assert(memcmp(model, got, 65536) == 0);
+	free(got);
+	free(model);
+}
+END_TEST
+
+START_TEST(test_trim_and_extents_raw)
+{
+	struct image_extent ext[8];
+	uint32_t n = 0;
+	char spec[600];
+	struct tap *t;
+	uint64_t before;
+
+	snprintf(spec, sizeof(spec), "raw:%s", path);
+	t = make_tap(spec, "e", false);
+	fill(t, 65536, 65536, 'd');
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(ext[0].len, 65536);
+	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
+	ck_assert_uint_eq(ext[1].len, 65536);
+	ck_assert_uint_eq(ext[1].flags, 0);
+	ck_assert_uint_eq(ext[2].len, (1 << 20) - 131072);
+	/* REQ_ONE-style: room for one extent only. */
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 70000, 100, 0, ext, 1, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(ext[0].flags, 0);
+	ck_assert_uint_le(ext[0].len, 100);
+	/* Trim frees the blocks, which then read as a hole. */
+	before = allocated_bytes();
+	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 65536, 65536, 0, NULL, 0, NULL), 0);
+	ck_assert_uint_lt(allocated_bytes(), before);
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
+	/* Bad requests. */
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 0, 0, ext, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 4096, 0, NULL, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 1 << 20, 1, 0, ext, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 1 << 20, 1, 0, NULL, 0, NULL), -ENOSPC);
+}
+END_TEST
+
+START_TEST(test_ram_ops)
+{
+	struct tap *t = make_tap("ram:1M", "r", false);
+	struct tap *ro = make_tap("ram:1M", "rro", true);
+	struct image_extent ext[8];
+	char got[8192];
+	uint32_t n = 0;
+
+	fill(t, 4096, 4096, 'r');
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
+	ck_assert_uint_eq(ext[1].flags, 0);
+	ck_assert_uint_eq(ext[1].len, 4096);
+	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 4100, 100, IMAGE_F_FAST_ZERO, NULL, 0,
+				NULL), 0);
+	read_back(t, 4096, 4096, got);
+	ck_assert_int_eq(got[3], 'r');
+	ck_assert_int_eq(got[4], 0);
+	ck_assert_int_eq(got[103], 0);
+	ck_assert_int_eq(got[104], 'r');
+	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 4096, 4096, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(ext[0].len, 12288);
+	ck_assert_int_eq(run_op(t, TAP_OP_CACHE, 0, 4096, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(ro, TAP_OP_TRIM, 0, 4096, 0, NULL, 0, NULL), -EPERM);
+	ck_assert_int_eq(run_op(ro, TAP_OP_WRITE_ZEROES, 0, 4096, 0, NULL, 0, NULL), -EPERM);
+	ck_assert_int_eq(run_op(ro, TAP_OP_BLOCK_STATUS, 0, 4096, 0, ext, 8, &n), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tap");
@@ -327,6 +466,9 @@ int main(void)
 	tcase_add_test(tc, test_wait_for_memory);
 	tcase_add_test(tc, test_minors_and_busy);
 	tcase_add_test(tc, test_shutdown_flushes);
+	tcase_add_test(tc, test_zeroes_unaligned);
+	tcase_add_test(tc, test_trim_and_extents_raw);
+	tcase_add_test(tc, test_ram_ops);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,36 @@
+/* What tap.c (registry and lifecycle) and tap-io.c (the request path) share.
+ * Private to those two files. */
+#ifndef TAPD_TAP_INTERNAL_H
+#define TAPD_TAP_INTERNAL_H
+
+#include "tap.h"
+
+struct tap {
+	TAILQ_ENTRY(tap) link;
+	char name[TAP_NAME_MAX];
+	int minor;
+	enum tap_state state;
+	struct image *img;
+	struct pool *pool;
+	bool read_only;
+	struct tap_stats st;
+	/* Requests holding (or waiting for) a pool buffer: the tap must
+	 * outlive them, so closing waits for this to reach zero too. */
+	unsigned held;
+	/* Write-like requests in flight, for read-modify-write exclusion. */
+	TAILQ_HEAD(, tap_req) writes;
+	/* Write-like requests waiting for an overlapping one to finish. */
+	TAILQ_HEAD(, tap_req) blocked;
+	/* Shutdown: flush, then close. */
+	struct image_io flush_io;
+	bool flushing;
+};
+
+/* tap-io.c: the completion queue, set up with the registry. */
+int tap_io_setup(struct event_base *base);
+void tap_io_teardown(void);
+
+/* tap.c: a closing tap may have drained; look again from the loop. */
+void tap_closing_progress(struct tap *t);
+
+#endif
