@@ -14,6 +14,8 @@ TAPD_DEPS=(
 	util-linux                # setpriv, findmnt
 	e2fsprogs                 # mkfs.ext4 for the ENOSPC test
 	valgrind socat
+	libvhdi-utils             # vhdiinfo, vhdimount: a second VHD reader
+	clang libclang-rt-14-dev  # libFuzzer for tests/fuzz
 )
 
 # Install whatever in TAPD_DEPS is missing; apt-get update only if needed.
