@@ -1,17 +1,26 @@
-/* The data path of one NBD connection: reading the socket, turning requests
- * into tap requests held in a fixed array of slots (no malloc per request),
- * and writing replies in completion order through an output queue that
- * survives partial writes. Wire details live in nbd-proto.c. */
+/* The request side of one NBD connection: reading the socket and turning
+ * requests into tap requests held in a fixed array of slots (no malloc per
+ * request), including the hole probe of sparse READs. Replies are built
+ * and written by nbd-reply.c; wire details live in nbd-proto.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <event2/event.h>
 
 #include "log.h"
 #include "nbd-internal.h"
+
+/* ---- transport ----
+ * Every byte from the client comes through here (and every byte to it
+ * through sock_send in nbd-reply.c), so that a TLS layer can wrap them
+ * later. Behaves like recv() on a non-blocking socket. */
+
+static ssize_t sock_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	return recv(c->fd, buf, len, 0);
+}
 
 /* ---- slots ---- */
 
@@ -25,21 +34,37 @@ void nbd_slots_init(struct nbd_conn *c)
 	}
 }
 
-static struct nbd_slot *slot_get(struct nbd_conn *c)
+static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r)
 {
 	struct nbd_slot *s = TAILQ_FIRST(&c->freeq);
 
 	TAILQ_REMOVE(&c->freeq, s, link);
 	memset(&s->req, 0, sizeof(s->req));
+	s->cookie = r->cookie;
+	s->type = r->type;
+	s->flags = r->flags;
+	s->off = r->off;
+	s->len = r->len;
 	s->prepared = false;
-	s->with_data = false;
+	s->sparse = false;
 	s->error = 0;
+	s->bytes = 0;
 	s->sent = 0;
+	s->rtotal = 0;
+	s->rn = 0;
 	c->busy++;
 	return s;
 }
 
-static void slot_free(struct nbd_slot *s)
+/* Count a READ/WRITE's data against the client's cap until the slot is
+ * freed (its reply written or dropped). */
+static void slot_hold(struct nbd_slot *s)
+{
+	s->bytes = s->len;
+	s->conn->bytes_held += s->len;
+}
+
+void nbd_slot_free(struct nbd_slot *s)
 {
 	struct nbd_conn *c = s->conn;
 
@@ -47,15 +72,18 @@ static void slot_free(struct nbd_slot *s)
 		tap_req_release(&s->req);
 	s->prepared = false;
 	s->state = SLOT_FREE;
+	c->bytes_held -= s->bytes;
+	s->bytes = 0;
 	TAILQ_INSERT_TAIL(&c->freeq, s, link);
 	c->busy--;
-	/* A free slot may unblock the reader. */
+	/* A free slot (or freed bytes) may unblock the reader. */
 	c->rerun = true;
 }
 
 void nbd_slots_drop(struct nbd_conn *c)
 {
-	/* Requests the tap still runs come back through slot_done. */
+	/* Requests the tap still runs come back through their done
+	 * callback. */
 	for (unsigned i = 0; i < NBD_SLOTS; i++) {
 		struct nbd_slot *s = &c->slots[i];
 
@@ -63,105 +91,13 @@ void nbd_slots_drop(struct nbd_conn *c)
 			continue;
 		if (s->state == SLOT_QUEUED)
 			TAILQ_REMOVE(&c->outq, s, link);
-		slot_free(s);
-	}
-}
-
-/* ---- output ---- */
-
-static void queue_reply(struct nbd_slot *s, uint32_t error)
-{
-	struct nbd_conn *c = s->conn;
-
-	if (c->dead) {
-		slot_free(s);
-		return;
-	}
-	nbd_encode_simple_reply(s->hdr, error, s->cookie);
-	s->with_data = s->type == NBD_CMD_READ && !error;
-	s->sent = 0;
-	s->state = SLOT_QUEUED;
-	TAILQ_INSERT_TAIL(&c->outq, s, link);
-}
-
-static size_t slot_total(const struct nbd_slot *s)
-{
-	return NBD_SIMPLE_REPLY_LEN + (s->with_data ? s->req.len : 0);
-}
-
-void nbd_conn_flush(struct nbd_conn *c)
-{
-	while (!c->dead) {
-		struct iovec iov[NBD_IOV];
-		struct msghdr msg = {.msg_iov = iov};
-		size_t n = 0;
-		ssize_t w;
-
-		if (c->hs_off < c->hs_len) {
-			iov[n].iov_base = c->hs + c->hs_off;
-			iov[n++].iov_len = c->hs_len - c->hs_off;
-		} else {
-			struct nbd_slot *s;
-
-			TAILQ_FOREACH (s, &c->outq, link) {
-				if (n + 2 > NBD_IOV)
-					break;
-				if (s->sent < NBD_SIMPLE_REPLY_LEN) {
-					iov[n].iov_base = s->hdr + s->sent;
-					iov[n++].iov_len = NBD_SIMPLE_REPLY_LEN - s->sent;
-					if (s->with_data) {
-						iov[n].iov_base = s->req.buf;
-						iov[n++].iov_len = s->req.len;
-					}
-				} else {
-					size_t done = s->sent - NBD_SIMPLE_REPLY_LEN;
-
-					iov[n].iov_base = (char *)s->req.buf + done;
-					iov[n++].iov_len = s->req.len - done;
-				}
-			}
-		}
-		if (!n) {
-			if (c->writing)
-				event_del(c->ev_write);
-			c->writing = false;
-			return;
-		}
-		msg.msg_iovlen = n;
-		w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				if (!c->writing)
-					event_add(c->ev_write, NULL);
-				c->writing = true;
-				return;
-			}
-			nbd_conn_kill(c, strerror(errno));
-			return;
-		}
-		if (c->hs_off < c->hs_len) {
-			c->hs_off += (size_t)w;
-			continue;
-		}
-		while (w > 0) {
-			struct nbd_slot *s = TAILQ_FIRST(&c->outq);
-			size_t left = slot_total(s) - s->sent;
-
-			if ((size_t)w < left) {
-				s->sent += (size_t)w;
-				break;
-			}
-			w -= (ssize_t)left;
-			TAILQ_REMOVE(&c->outq, s, link);
-			/* The buffer was needed until now: release it. */
-			slot_free(s);
-		}
+		nbd_slot_free(s);
 	}
 }
 
 /* ---- request side ---- */
+
+static void slot_ready(struct tap_req *req, int err);
 
 /* Outcome of tap_req_prepare, immediate or through the ready callback. */
 static void prepare_result(struct nbd_slot *s, int err)
@@ -169,7 +105,7 @@ static void prepare_result(struct nbd_slot *s, int err)
 	struct nbd_conn *c = s->conn;
 
 	if (c->dead) {
-		slot_free(s);
+		nbd_slot_free(s);
 		return;
 	}
 	if (err < 0) {
@@ -180,7 +116,7 @@ static void prepare_result(struct nbd_slot *s, int err)
 			c->discard = s->req.len;
 			c->rs = RS_DISCARD;
 		} else {
-			queue_reply(s, nbd_errno_to_nbd(err));
+			nbd_queue_reply(s, nbd_errno_to_nbd(err));
 		}
 		return;
 	}
@@ -192,6 +128,17 @@ static void prepare_result(struct nbd_slot *s, int err)
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(&s->req);
 	}
+}
+
+static void slot_prepare(struct nbd_slot *s)
+{
+	int ret;
+
+	s->prepared = true;
+	s->state = SLOT_PREPARE;
+	ret = tap_req_prepare(s->conn->tap, &s->req, slot_ready);
+	if (ret != 1)
+		prepare_result(s, ret);
 }
 
 static void slot_ready(struct tap_req *req, int err)
@@ -209,16 +156,141 @@ static void slot_done(struct tap_req *req)
 	if (req->error)
 		log_debug("nbd: client %u: %s at %llu+%u: %s", s->conn->id, nbd_cmd_name(s->type),
 			  (unsigned long long)req->off, req->len, strerror(-req->error));
-	queue_reply(s, nbd_errno_to_nbd(req->error));
+	nbd_queue_reply(s, nbd_errno_to_nbd(req->error));
 	nbd_conn_run(s->conn);
+}
+
+static void start_read(struct nbd_slot *s)
+{
+	memset(&s->req, 0, sizeof(s->req));
+	s->req.op = TAP_OP_READ;
+	s->req.off = s->off;
+	s->req.len = s->len;
+	s->req.done = slot_done;
+	slot_prepare(s);
+}
+
+/* Whether this eligible READ should look for holes first. */
+static bool probe_wanted(struct nbd_conn *c)
+{
+	if (c->probing)
+		return false;
+	if (!c->probe_skip)
+		return c->probing = true;
+	c->probe_skip--;
+	return false;
+}
+
+static void probe_learn(struct nbd_conn *c, bool found_zeros)
+{
+	c->probing = false;
+	if (found_zeros) {
+		c->probe_misses = 0;
+		c->probe_skip = 0;
+		return;
+	}
+	if (c->probe_misses < NBD_PROBE_BACKOFF_MAX)
+		c->probe_misses++;
+	c->probe_skip = (1u << c->probe_misses) - 1;
+}
+
+/* The BLOCK_STATUS probe of a sparse READ finished: plan the reply. A
+ * probe that failed only costs the optimisation; the READ says what is
+ * really wrong, if anything. */
+static void probe_done(struct tap_req *req)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+	struct nbd_conn *c = s->conn;
+
+	if (c->dead) {
+		nbd_slot_free(s);
+		nbd_conn_run(c);
+		return;
+	}
+	s->npieces = 0;
+	if (!req->error)
+		s->npieces = nbd_plan_read(s->ext, MIN(req->ext_count, (uint32_t)NBD_EXTENTS),
+					   s->len, s->pieces, NBD_READ_CHUNKS);
+	tap_req_release(req);
+	s->prepared = false;
+	s->sparse = s->npieces > 1 || (s->npieces == 1 && s->pieces[0].hole);
+	probe_learn(c, s->sparse);
+	if (s->npieces == 1 && s->pieces[0].hole)
+		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
+	else
+		start_read(s);
+	nbd_conn_run(c);
+}
+
+static void probe_ready(struct tap_req *req, int err)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+
+	if (s->conn->dead) {
+		nbd_slot_free(s);
+	} else if (err < 0) {
+		s->conn->probing = false;
+		tap_req_release(req);
+		s->prepared = false;
+		start_read(s);
+	} else {
+		s->state = SLOT_INFLIGHT;
+		tap_req_submit(req);
+	}
+	nbd_conn_run(s->conn);
+}
+
+/* Sparse READ: ask the tap where the holes are before reading. */
+static void start_probe(struct nbd_slot *s)
+{
+	int ret;
+
+	s->req.op = TAP_OP_BLOCK_STATUS;
+	s->req.off = s->off;
+	s->req.len = s->len;
+	s->req.ext = s->ext;
+	s->req.ext_max = NBD_EXTENTS;
+	s->req.done = probe_done;
+	s->prepared = true;
+	s->state = SLOT_PREPARE;
+	ret = tap_req_prepare(s->conn->tap, &s->req, probe_ready);
+	if (ret == 0) {
+		s->state = SLOT_INFLIGHT;
+		tap_req_submit(&s->req);
+	} else if (ret < 0) {
+		s->conn->probing = false;
+		tap_req_release(&s->req);
+		s->prepared = false;
+		start_read(s);
+	}
+}
+
+static enum tap_op submit_op(uint16_t type)
+{
+	switch (type) {
+	case NBD_CMD_TRIM:
+		return TAP_OP_TRIM;
+	case NBD_CMD_WRITE_ZEROES:
+		return TAP_OP_WRITE_ZEROES;
+	case NBD_CMD_CACHE:
+		return TAP_OP_CACHE;
+	default:
+		return TAP_OP_FLUSH;
+	}
+}
+
+static uint32_t image_flags(uint16_t f)
+{
+	return (f & NBD_CMD_FLAG_FUA ? IMAGE_F_FUA : 0) |
+	       (f & NBD_CMD_FLAG_NO_HOLE ? IMAGE_F_NO_HOLE : 0) |
+	       (f & NBD_CMD_FLAG_FAST_ZERO ? IMAGE_F_FAST_ZERO : 0);
 }
 
 static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 {
 	uint32_t error;
-	enum nbd_action act = nbd_classify(r, c->tx_flags, c->size, TAP_REQ_MAX, &error);
+	enum nbd_action act = nbd_classify(r, &c->view, &error);
 	struct nbd_slot *s;
-	int ret;
 
 	if (act == NBD_ACT_HANGUP) {
 		char why[96];
@@ -234,16 +306,17 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 		c->rs = RS_STOP;
 		return;
 	}
-	s = slot_get(c);
-	s->cookie = r->cookie;
-	s->type = r->type;
+	s = slot_get(c, r);
+	s->req.off = r->off;
+	s->req.len = r->len;
+	s->req.done = slot_done;
 	switch (act) {
 	case NBD_ACT_REPLY:
 		if (error)
 			log_debug("nbd: client %u: %s (type %u) at %llu+%u refused: error %u",
 				  c->id, nbd_cmd_name(r->type), r->type, (unsigned long long)r->off,
 				  r->len, error);
-		queue_reply(s, error);
+		nbd_queue_reply(s, error);
 		return;
 	case NBD_ACT_DISCARD:
 		s->error = error;
@@ -253,29 +326,34 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 		c->rs = RS_DISCARD;
 		return;
 	case NBD_ACT_READ:
+		slot_hold(s);
+		if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_MIN &&
+		    probe_wanted(c)) {
+			start_probe(s);
+			return;
+		}
 		s->req.op = TAP_OP_READ;
 		break;
 	case NBD_ACT_WRITE:
+		slot_hold(s);
 		s->req.op = TAP_OP_WRITE;
-		if (r->flags & NBD_CMD_FLAG_FUA)
-			s->req.flags = IMAGE_F_FUA;
+		s->req.flags = image_flags(r->flags & NBD_CMD_FLAG_FUA);
 		c->cur = s;
 		c->rs = RS_WRITE_WAIT;
 		break;
-	default: /* NBD_ACT_FLUSH */
-		s->req.op = TAP_OP_FLUSH;
+	case NBD_ACT_BLOCK_STATUS:
+		s->req.op = TAP_OP_BLOCK_STATUS;
+		s->req.ext = s->ext;
+		s->req.ext_max = NBD_EXTENTS;
+		break;
+	default: /* NBD_ACT_SUBMIT */
+		s->req.op = submit_op(r->type);
+		s->req.flags = image_flags(r->flags);
+		if (r->type == NBD_CMD_FLUSH)
+			s->req.off = s->req.len = 0;
 		break;
 	}
-	if (act != NBD_ACT_FLUSH) {
-		s->req.off = r->off;
-		s->req.len = r->len;
-	}
-	s->req.done = slot_done;
-	s->prepared = true;
-	s->state = SLOT_PREPARE;
-	ret = tap_req_prepare(c->tap, &s->req, slot_ready);
-	if (ret != 1)
-		prepare_result(s, ret);
+	slot_prepare(s);
 }
 
 /* ---- input ---- */
@@ -287,7 +365,7 @@ static void discard_done(struct nbd_conn *c)
 	if (s) {
 		c->cur = NULL;
 		c->rs = RS_HDR;
-		queue_reply(s, s->error);
+		nbd_queue_reply(s, s->error);
 	} else {
 		nbd_hs_opt_discarded(c);
 	}
@@ -324,6 +402,12 @@ static int conn_consume(struct nbd_conn *c)
 			nbd_conn_kill(c, "bad request magic");
 			return -1;
 		}
+		/* The per-client cap: leave the header where it is until
+		 * replies drain. One request alone may exceed it, so a big
+		 * request never waits forever. */
+		if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && c->bytes_held &&
+		    c->bytes_held + r.len > nbd_server_max_client_bytes())
+			return -1;
 		c->in_start += NBD_REQUEST_LEN;
 		handle_request(c, &r);
 		return 1;
@@ -361,7 +445,7 @@ static ssize_t conn_recv(struct nbd_conn *c)
 		/* Straight into the tap's buffer: no copy for big writes. */
 		struct nbd_slot *s = c->cur;
 
-		n = recv(c->fd, (char *)s->req.buf + c->got, s->req.len - c->got, 0);
+		n = sock_recv(c, (char *)s->req.buf + c->got, s->req.len - c->got);
 		if (n > 0) {
 			c->got += n;
 			if (c->got == s->req.len)
@@ -374,7 +458,7 @@ static ssize_t conn_recv(struct nbd_conn *c)
 		c->in_end -= c->in_start;
 		c->in_start = 0;
 	}
-	n = recv(c->fd, c->in + c->in_end, NBD_IN_BUF - c->in_end, 0);
+	n = sock_recv(c, c->in + c->in_end, NBD_IN_BUF - c->in_end);
 	if (n > 0)
 		c->in_end += n;
 	return n;

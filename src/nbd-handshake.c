@@ -1,6 +1,7 @@
 /* NBD option haggling: the greeting, client flags, and the options a client
- * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT, and error
- * replies for the rest). Replies collect in the connection's hs buffer. */
+ * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT,
+ * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, and error replies for the rest).
+ * Replies collect in the connection's hs buffer. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,20 +78,50 @@ static struct tap *find_export(const char *name, size_t len)
 	return tap_find(buf);
 }
 
+static uint16_t export_flags(struct nbd_conn *c, struct tap *t)
+{
+	struct nbd_caps caps = {
+		.read_only = tap_read_only(t),
+		.fast_zero = tap_can_fast_zero(t),
+		.structured = c->structured,
+	};
+
+	return nbd_tx_flags(&caps);
+}
+
 static void enter_transmission(struct nbd_conn *c, struct tap *t)
 {
 	c->tap = t;
-	c->size = tap_size(t);
-	c->tx_flags = nbd_tx_flags(tap_read_only(t), tap_can_flush(t), tap_can_fua(t));
+	c->view.size = tap_size(t);
+	c->view.tx_flags = export_flags(c, t);
+	c->view.max_len = TAP_REQ_MAX;
+	/* Contexts chosen for another export do not carry over. */
+	c->view.meta = c->meta_set && strcmp(c->meta_export, tap_name(t)) == 0;
 	c->rs = RS_HDR;
-	log_info("nbd: client %u: export %s (%llu bytes%s)", c->id, tap_name(t),
-		 (unsigned long long)c->size, tap_read_only(t) ? ", read-only" : "");
+	log_info("nbd: client %u: export %s (%llu bytes%s%s%s)", c->id, tap_name(t),
+		 (unsigned long long)c->view.size, tap_read_only(t) ? ", read-only" : "",
+		 c->structured ? ", structured replies" : "",
+		 c->view.meta ? ", base:allocation" : "");
+}
+
+/* The per-tap connection cap. Returns true (after logging and filling msg)
+ * when t already has as many NBD clients as allowed. */
+static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)
+{
+	unsigned n = nbd_server_tap_conns(t), max = nbd_server_max_connections();
+
+	if (n < max)
+		return false;
+	snprintf(msg, len, "tap %s has %u connections (limit %u)", tap_name(t), n, max);
+	log_notice("nbd: client %u refused: %s", c->id, msg);
+	return true;
 }
 
 static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32_t len)
 {
 	unsigned char reply[NBD_EXPORT_NAME_REPLY_LEN];
 	struct tap *t = find_export((const char *)data, len);
+	char msg[TAP_NAME_MAX + 64];
 	size_t n;
 
 	/* This option has no error reply: the protocol says hang up. */
@@ -98,22 +129,60 @@ static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint3
 		nbd_conn_kill(c, "EXPORT_NAME: no such export");
 		return;
 	}
+	if (tap_full(c, t, msg, sizeof(msg))) {
+		nbd_conn_kill(c, NULL);
+		return;
+	}
 	if (tap_attach(t) < 0) {
 		nbd_conn_kill(c, "EXPORT_NAME: export is shutting down");
 		return;
 	}
 	enter_transmission(c, t);
-	n = nbd_encode_export_name_reply(reply, c->size, c->tx_flags, c->no_zeroes);
+	n = nbd_encode_export_name_reply(reply, c->view.size, c->view.tx_flags, c->no_zeroes);
 	hs_put(c, reply, n);
+}
+
+/* The NBD_REP_INFO replies of GO/INFO: the export always, block sizes
+ * always (any alignment works, the preferred size avoids read-modify-write
+ * in the tap), name and description when asked. */
+static int put_infos(struct nbd_conn *c, uint32_t opt, struct tap *t, const struct nbd_opt_go *go)
+{
+	unsigned char buf[NBD_INFO_EXPORT_LEN + NBD_INFO_BLOCK_SIZE_LEN];
+	const char *name = tap_name(t), *desc = tap_image(t);
+	size_t n;
+
+	n = nbd_encode_info_export(buf, opt, tap_size(t), export_flags(c, t));
+	n += nbd_encode_info_block_size(buf + n, opt, 1, MAX(4096u, tap_align(t)), TAP_REQ_MAX);
+	if (hs_put(c, buf, n) < 0)
+		return -ENOMEM;
+	if (nbd_opt_go_wants(go, NBD_INFO_NAME)) {
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 2 + strlen(name));
+
+		if (!d)
+			goto nomem;
+		c->hs_len +=
+			nbd_encode_info_string(d, opt, NBD_INFO_NAME, name, (uint32_t)strlen(name));
+	}
+	if (nbd_opt_go_wants(go, NBD_INFO_DESCRIPTION)) {
+		size_t dl = MIN(strlen(desc), (size_t)NBD_NAME_MAX);
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 2 + dl);
+
+		if (!d)
+			goto nomem;
+		c->hs_len +=
+			nbd_encode_info_string(d, opt, NBD_INFO_DESCRIPTION, desc, (uint32_t)dl);
+	}
+	return 0;
+nomem:
+	nbd_conn_kill(c, "out of memory");
+	return -ENOMEM;
 }
 
 static void opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
-	unsigned char buf[NBD_INFO_EXPORT_LEN + NBD_INFO_BLOCK_SIZE_LEN];
 	struct nbd_opt_go go;
 	struct tap *t;
-	char msg[128];
-	size_t n;
+	char msg[TAP_NAME_MAX + 64];
 
 	if (nbd_parse_opt_go(data, len, &go) < 0) {
 		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
@@ -128,23 +197,79 @@ static void opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, 
 		return;
 	}
 	if (opt == NBD_OPT_GO) {
+		if (tap_full(c, t, msg, sizeof(msg))) {
+			opt_reply(c, opt, NBD_REP_ERR_POLICY, msg);
+			return;
+		}
 		if (tap_attach(t) < 0) {
 			opt_reply(c, opt, NBD_REP_ERR_SHUTDOWN, "export is shutting down");
 			return;
 		}
 		c->tap = t; /* detached by conn_destroy whatever happens next */
 	}
-	n = nbd_encode_info_export(
-		buf, opt, tap_size(t),
-		nbd_tx_flags(tap_read_only(t), tap_can_flush(t), tap_can_fua(t)));
-	/* The tap aligns and read-modify-writes, so any byte granularity
-	 * works; 4 KiB is what avoids the read-modify-write. */
-	n += nbd_encode_info_block_size(buf + n, opt, 1, 4096, TAP_REQ_MAX);
-	if (hs_put(c, buf, n) < 0)
+	if (put_infos(c, opt, t, &go) < 0)
 		return;
 	opt_reply(c, opt, NBD_REP_ACK, NULL);
 	if (opt == NBD_OPT_GO && !c->dead)
 		enter_transmission(c, t);
+}
+
+static void opt_structured_reply(struct nbd_conn *c, uint32_t len)
+{
+	if (len) {
+		opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+			  "STRUCTURED_REPLY takes no data");
+		return;
+	}
+	c->structured = true;
+	opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL);
+}
+
+/* LIST_META_CONTEXT and SET_META_CONTEXT: we know one context,
+ * base:allocation; unknown queries simply select nothing. */
+static void opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned char *data,
+			     uint32_t len)
+{
+	bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+	struct nbd_opt_meta m;
+	struct tap *t;
+	bool base;
+	unsigned char *d;
+
+	if (!list) {
+		/* A failed SET leaves nothing selected. */
+		c->meta_set = false;
+		if (!c->structured) {
+			opt_reply(c, opt, NBD_REP_ERR_INVALID,
+				  "SET_META_CONTEXT needs structured replies first");
+			return;
+		}
+	}
+	if (nbd_parse_opt_meta(data, len, &m) < 0) {
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
+		return;
+	}
+	t = find_export(m.name, m.name_len);
+	if (!t) {
+		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+		return;
+	}
+	base = nbd_meta_selects_base(&m, list);
+	if (base) {
+		d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + strlen(NBD_CONTEXT_BASE_ALLOCATION));
+		if (!d) {
+			nbd_conn_kill(c, "out of memory");
+			return;
+		}
+		/* LIST replies carry id 0 (reserved). */
+		c->hs_len += nbd_encode_meta_context(d, opt, list ? 0 : NBD_CONTEXT_ID_BASE,
+						     NBD_CONTEXT_BASE_ALLOCATION);
+	}
+	if (!list && base) {
+		c->meta_set = true;
+		strcpy(c->meta_export, tap_name(t));
+	}
+	opt_reply(c, opt, NBD_REP_ACK, NULL);
 }
 
 static void opt_list(struct nbd_conn *c, uint32_t len)
@@ -181,6 +306,13 @@ static void handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char 
 		break;
 	case NBD_OPT_LIST:
 		opt_list(c, len);
+		break;
+	case NBD_OPT_STRUCTURED_REPLY:
+		opt_structured_reply(c, len);
+		break;
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		opt_meta_context(c, opt, data, len);
 		break;
 	case NBD_OPT_ABORT:
 		opt_reply(c, opt, NBD_REP_ACK, NULL);

@@ -1,7 +1,8 @@
 /* Shared internals of the NBD server, private to src/nbd-*.c: the
- * per-connection state and the calls its three parts make into each other
- * (nbd-server.c: listener and lifetime; nbd-handshake.c: options; nbd-conn.c:
- * socket I/O and requests). Not a contract for anything outside them. */
+ * per-connection state and the calls its parts make into each other
+ * (nbd-server.c: connections' lifetime and limits; nbd-listen.c: listening
+ * sockets; nbd-handshake.c: options; nbd-conn.c: reading and requests;
+ * nbd-reply.c: replies and writing). Not a contract for anything outside them. */
 #ifndef TAPD_NBD_INTERNAL_H
 #define TAPD_NBD_INTERNAL_H
 
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/uio.h>
 
 #include "nbd-proto.h"
 #include "tap.h"
@@ -26,14 +28,36 @@ struct event;
 #define NBD_OPT_DISCARD_MAX (1u << 20)
 /* recv() calls per wakeup, so one busy client cannot starve the others. */
 #define NBD_RECV_BUDGET 32
-/* Slots gathered per sendmsg(): header and data each. */
+/* iovecs gathered per sendmsg(). */
 #define NBD_IOV 64
+/* Extents one BLOCK_STATUS asks the tap for (a sparse READ too). */
+#define NBD_EXTENTS 64
+/* Chunks of a sparse READ reply; more pieces are merged into data. */
+#define NBD_READ_CHUNKS 16
+/* READs at least this long with structured replies look for holes first:
+ * below it the extra BLOCK_STATUS costs more than the zeros it saves. */
+#ifndef NBD_SPARSE_MIN
+#define NBD_SPARSE_MIN (64u << 10)
+#endif
+/* A probe that finds no zeros doubles the number of eligible READs sent
+ * without one, up to 2^NBD_PROBE_BACKOFF_MAX - 1: on dense images the
+ * BLOCK_STATUS round trip (a SEEK_HOLE that tmpfs answers by walking every
+ * page to the end of the file) would otherwise cost more than the read. */
+#define NBD_PROBE_BACKOFF_MAX 10
+/* Reply iovecs per slot: a header and data for each chunk. */
+#define NBD_SLOT_IOV (2 * NBD_READ_CHUNKS)
+/* Reply headers per slot: every chunk header of a sparse READ, or a whole
+ * BLOCK_STATUS chunk. */
+#define NBD_SPARSE_HDRS_MAX (NBD_READ_CHUNKS * NBD_CHUNK_HOLE_LEN)
+#define NBD_BS_REPLY_MAX (NBD_CHUNK_BS_HDR_LEN + NBD_EXTENTS * NBD_BS_DESC_LEN)
+#define NBD_SLOT_RBUF MAX(NBD_SPARSE_HDRS_MAX, NBD_BS_REPLY_MAX)
 
 enum slot_state {
 	SLOT_FREE,
 	SLOT_PREPARE,  /* waiting for tap_req_prepare's ready callback */
 	SLOT_PAYLOAD,  /* WRITE: payload being read (or discarded) */
-	SLOT_INFLIGHT, /* submitted to the tap, done callback pending */
+	SLOT_INFLIGHT, /* submitted to the tap, done callback pending (for a
+			* sparse READ, first its BLOCK_STATUS probe) */
 	SLOT_QUEUED,   /* reply in the output queue */
 };
 
@@ -46,13 +70,24 @@ struct nbd_slot {
 	struct tap_req req;
 	struct nbd_conn *conn;
 	uint64_t cookie;
+	uint64_t off; /* as the client asked (req may be cut shorter) */
+	uint32_t len;
 	uint16_t type;
+	uint16_t flags;
 	enum slot_state state;
 	bool prepared;	/* tap_req_prepare was called: release when freed */
-	bool with_data; /* the reply carries req.buf */
+	bool sparse;	/* READ: pieces[] plans the reply */
 	uint32_t error; /* NBD error to send after a discarded payload */
-	size_t sent;	/* bytes of header + data written */
-	unsigned char hdr[NBD_SIMPLE_REPLY_LEN];
+	uint32_t bytes; /* counted in conn->bytes_held until freed */
+	/* The reply: riov[0, rn) covers rtotal bytes, sent of them written.
+	 * Headers live in rbuf, data in req.buf. */
+	size_t sent, rtotal;
+	unsigned rn;
+	struct iovec riov[NBD_SLOT_IOV];
+	unsigned char rbuf[NBD_SLOT_RBUF];
+	unsigned npieces;
+	struct nbd_piece pieces[NBD_READ_CHUNKS];
+	struct image_extent ext[NBD_EXTENTS];
 	TAILQ_ENTRY(nbd_slot) link; /* free list or output queue */
 };
 
@@ -79,13 +114,28 @@ struct nbd_conn {
 	bool reading, writing;
 	enum read_state rs;
 	bool no_zeroes;
-	bool closing; /* close once idle (DISC, ABORT, server shutdown) */
-	bool dead;    /* socket closed; waiting for in-flight requests */
+	bool structured; /* NBD_OPT_STRUCTURED_REPLY negotiated */
+	bool tcp;	 /* accepted on a TCP listener */
+	bool closing;	 /* close once idle (DISC, ABORT, server shutdown) */
+	bool dead;	 /* socket closed; waiting for in-flight requests */
 	bool running, rerun;
 
-	struct tap *tap; /* attached after GO / EXPORT_NAME */
-	uint16_t tx_flags;
-	uint64_t size;
+	struct tap *tap;	     /* attached after GO / EXPORT_NAME */
+	struct nbd_export_view view; /* what requests are checked against */
+
+	/* SET_META_CONTEXT selected base:allocation for this export (by
+	 * name: the tap may come and go before GO). */
+	bool meta_set;
+	char meta_export[TAP_NAME_MAX + 1];
+
+	/* READ/WRITE bytes between taking a slot and freeing it; new
+	 * requests wait while this is at the server's per-client cap. */
+	uint64_t bytes_held;
+
+	/* Sparse READ probing backoff (see NBD_PROBE_BACKOFF_MAX); one probe
+	 * at a time, so a slow one cannot be multiplied by the queue depth. */
+	unsigned probe_misses, probe_skip;
+	bool probing;
 
 	struct nbd_slot *cur; /* WRITE whose payload is being read */
 	uint32_t got;
@@ -107,6 +157,18 @@ struct nbd_conn {
 
 /* nbd-server.c */
 
+/* Remember the loop (every listener calls this when it starts). */
+struct event_base;
+void nbd_server_init(struct event_base *base);
+/* Limits set by nbd_server_set_limits. */
+uint64_t nbd_server_max_client_bytes(void);
+unsigned nbd_server_max_connections(void);
+/* Connections attached to tap t (those in transmission, and those still
+ * draining after their socket closed). */
+unsigned nbd_server_tap_conns(const struct tap *t);
+/* A client accepted on a listener (nbd-listen.c). */
+void nbd_server_accepted(int fd, bool tcp);
+
 /* Run the connection until nothing more can happen now; may free c (only
  * when it is dead and idle), so callers must not touch c afterwards. */
 void nbd_conn_run(struct nbd_conn *c);
@@ -126,15 +188,32 @@ int nbd_hs_consume(struct nbd_conn *c);
  * back to option haggling. */
 void nbd_hs_opt_discarded(struct nbd_conn *c);
 
+/* nbd-listen.c */
+
+/* Stop accepting and close every listener (unlinking unix socket paths we
+ * created, not those systemd passed). */
+void nbd_listen_close_all(void);
+/* Free the listeners' memory (after nbd_listen_close_all). */
+void nbd_listen_free(void);
+
 /* nbd-conn.c */
 
 /* Put every slot of a fresh connection on its free list. */
 void nbd_slots_init(struct nbd_conn *c);
+/* Release the slot's tap request and put it back on the free list. */
+void nbd_slot_free(struct nbd_slot *s);
 /* Free every slot the tap does not hold (the socket is gone). */
 void nbd_slots_drop(struct nbd_conn *c);
-/* Write as much output as the socket takes; arm EV_WRITE for the rest. */
-void nbd_conn_flush(struct nbd_conn *c);
 /* Read and act on input until it must wait or the recv budget is spent. */
 void nbd_conn_pump(struct nbd_conn *c);
+
+/* nbd-reply.c */
+
+/* Build the reply to s with NBD error value error (0: success, with the
+ * data of a READ or the extents of a BLOCK_STATUS) and queue it; on a dead
+ * connection just free s. */
+void nbd_queue_reply(struct nbd_slot *s, uint32_t error);
+/* Write as much output as the socket takes; arm EV_WRITE for the rest. */
+void nbd_conn_flush(struct nbd_conn *c);
 
 #endif

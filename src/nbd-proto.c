@@ -1,6 +1,7 @@
 /* NBD wire format: parsing and encoding with no I/O, so that every rule
  * about what a client may send is checked here and unit-tested in
- * tests/unit/check-nbd-proto.c. The connection logic is in nbd-server.c. */
+ * tests/unit/check-nbd-proto.c. Structured reply chunks are in nbd-chunk.c,
+ * the connection logic in nbd-conn.c and nbd-handshake.c. */
 #include <errno.h>
 #include <string.h>
 
@@ -177,17 +178,107 @@ size_t nbd_encode_export_name_reply(void *buf, uint64_t size, uint16_t tx_flags,
 	return NBD_EXPORT_NAME_REPLY_LEN;
 }
 
-uint16_t nbd_tx_flags(bool read_only, bool can_flush, bool can_fua)
+size_t nbd_encode_info_string(void *buf, uint32_t opt, uint16_t type, const char *str, uint32_t len)
 {
-	uint16_t f = NBD_FLAG_HAS_FLAGS;
+	unsigned char *b = buf;
 
-	if (read_only)
-		f |= NBD_FLAG_READ_ONLY;
-	if (can_flush)
-		f |= NBD_FLAG_SEND_FLUSH;
-	/* FUA on a read-only export means nothing. */
-	if (can_fua && !read_only)
-		f |= NBD_FLAG_SEND_FUA;
+	nbd_encode_opt_reply(b, opt, NBD_REP_INFO, 2 + len);
+	nbd_put16(b + NBD_OPT_REPLY_HDR_LEN, type);
+	memcpy(b + NBD_OPT_REPLY_HDR_LEN + 2, str, len);
+	return NBD_OPT_REPLY_HDR_LEN + 2 + len;
+}
+
+size_t nbd_encode_meta_context(void *buf, uint32_t opt, uint32_t id, const char *name)
+{
+	unsigned char *b = buf;
+	uint32_t len = (uint32_t)strlen(name);
+
+	nbd_encode_opt_reply(b, opt, NBD_REP_META_CONTEXT, 4 + len);
+	nbd_put32(b + NBD_OPT_REPLY_HDR_LEN, id);
+	memcpy(b + NBD_OPT_REPLY_HDR_LEN + 4, name, len);
+	return NBD_OPT_REPLY_HDR_LEN + 4 + len;
+}
+
+/* One length-prefixed string at *pos of data[0, len): checks that it fits
+ * and is valid, then moves *pos past it. 64-bit arithmetic throughout so a
+ * length near 4G cannot wrap. */
+static int take_string(const unsigned char *data, uint32_t len, uint64_t *pos, const char **s,
+		       uint32_t *slen)
+{
+	if (*pos + 4 > len)
+		return -EINVAL;
+	*slen = nbd_get32(data + *pos);
+	*pos += 4;
+	if (*pos + *slen > len)
+		return -EINVAL;
+	*s = (const char *)data + *pos;
+	*pos += *slen;
+	return nbd_name_valid(*s, *slen) ? 0 : -EINVAL;
+}
+
+int nbd_parse_opt_meta(const void *data, uint32_t len, struct nbd_opt_meta *m)
+{
+	const unsigned char *b = data;
+	uint64_t pos = 0;
+	const char *q;
+	uint32_t qlen;
+
+	if (take_string(b, len, &pos, &m->name, &m->name_len) < 0 || pos + 4 > len)
+		return -EINVAL;
+	m->n_queries = nbd_get32(b + pos);
+	pos += 4;
+	m->queries = b + pos;
+	m->queries_len = len - (uint32_t)pos;
+	/* Each query takes at least its 4-byte length: a huge count cannot
+	 * make us loop long before the data runs out. */
+	for (uint32_t i = 0; i < m->n_queries; i++)
+		if (take_string(b, len, &pos, &q, &qlen) < 0)
+			return -EINVAL;
+	return pos == len ? 0 : -EINVAL;
+}
+
+static bool str_is(const char *s, uint32_t len, const char *lit)
+{
+	return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+bool nbd_meta_selects_base(const struct nbd_opt_meta *m, bool list)
+{
+	uint64_t pos = 0;
+	const char *q;
+	uint32_t qlen;
+
+	if (list && m->n_queries == 0)
+		return true;
+	for (uint32_t i = 0; i < m->n_queries; i++) {
+		/* Already validated by nbd_parse_opt_meta. */
+		if (take_string(m->queries, m->queries_len, &pos, &q, &qlen) < 0)
+			return false;
+		if (str_is(q, qlen, NBD_CONTEXT_BASE_ALLOCATION))
+			return true;
+		if (list && str_is(q, qlen, "base:"))
+			return true;
+	}
+	return false;
+}
+
+uint16_t nbd_tx_flags(const struct nbd_caps *caps)
+{
+	/* FLUSH and CACHE are harmless everywhere (a no-op where nothing is
+	 * cached); every connection to a tap shares its one image, so a
+	 * flush on any of them covers all: multi-conn is true. */
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_CACHE |
+		     NBD_FLAG_CAN_MULTI_CONN;
+
+	if (caps->structured)
+		f |= NBD_FLAG_SEND_DF;
+	if (caps->read_only)
+		return f | NBD_FLAG_READ_ONLY;
+	/* FUA is honoured by the tap (a no-op where the image has no cache);
+	 * TRIM and WRITE_ZEROES work on every image. */
+	f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+	if (caps->fast_zero)
+		f |= NBD_FLAG_SEND_FAST_ZERO;
 	return f;
 }
 
@@ -214,51 +305,85 @@ static uint32_t empty_range_error(const struct nbd_request *r, uint64_t size, bo
 	return write ? NBD_ENOSPC : NBD_EINVAL;
 }
 
-enum nbd_action nbd_classify(const struct nbd_request *r, uint16_t tx_flags, uint64_t size,
-			     uint32_t max_len, uint32_t *error)
+/* A request that writes nothing but carries no payload either. */
+static enum nbd_action no_payload(const struct nbd_request *r, const struct nbd_export_view *x,
+				  uint16_t allowed, bool writes, uint32_t *error)
 {
-	/* FUA is valid on every command (a no-op except on writes); the
-	 * other flags belong to features we do not advertise. */
-	bool bad_flags = r->flags & ~NBD_CMD_FLAG_FUA;
+	if (writes && (x->tx_flags & NBD_FLAG_READ_ONLY))
+		*error = NBD_EPERM;
+	else if ((r->flags & ~allowed) || r->off + r->len < r->off)
+		*error = NBD_EINVAL;
+	else if (r->len == 0)
+		*error = empty_range_error(r, x->size, writes);
+	else
+		return NBD_ACT_SUBMIT;
+	return NBD_ACT_REPLY;
+}
+
+enum nbd_action nbd_classify(const struct nbd_request *r, const struct nbd_export_view *x,
+			     uint32_t *error)
+{
+	/* FUA is valid on every command (a no-op except on writes). */
+	uint16_t allowed = NBD_CMD_FLAG_FUA;
 	bool wraps = r->off + r->len < r->off;
 
 	*error = 0;
 	switch (r->type) {
 	case NBD_CMD_READ:
-		if (bad_flags || wraps || r->len > max_len) {
+		/* DF only once offered, i.e. with structured replies. */
+		if (x->tx_flags & NBD_FLAG_SEND_DF)
+			allowed |= NBD_CMD_FLAG_DF;
+		if ((r->flags & ~allowed) || wraps || r->len > x->max_len) {
 			*error = NBD_EINVAL;
 			return NBD_ACT_REPLY;
 		}
 		if (r->len == 0) {
-			*error = empty_range_error(r, size, false);
+			*error = empty_range_error(r, x->size, false);
 			return NBD_ACT_REPLY;
 		}
 		return NBD_ACT_READ;
 	case NBD_CMD_WRITE:
-		if (r->len > max_len)
+		if (r->len > x->max_len)
 			return NBD_ACT_HANGUP;
-		if (tx_flags & NBD_FLAG_READ_ONLY)
+		if (x->tx_flags & NBD_FLAG_READ_ONLY)
 			*error = NBD_EPERM;
-		else if (bad_flags || wraps)
+		else if ((r->flags & ~allowed) || wraps)
 			*error = NBD_EINVAL;
 		else if (r->len == 0)
-			*error = empty_range_error(r, size, true);
+			*error = empty_range_error(r, x->size, true);
 		else
 			return NBD_ACT_WRITE;
 		return r->len ? NBD_ACT_DISCARD : NBD_ACT_REPLY;
 	case NBD_CMD_FLUSH:
 		/* Offset and length are reserved (zero); old clients sent
 		 * garbage there, so they are ignored rather than refused. */
-		if (bad_flags) {
+		if (r->flags & ~allowed) {
 			*error = NBD_EINVAL;
 			return NBD_ACT_REPLY;
 		}
-		return NBD_ACT_FLUSH;
+		return NBD_ACT_SUBMIT;
+	case NBD_CMD_TRIM:
+		return no_payload(r, x, allowed, true, error);
+	case NBD_CMD_WRITE_ZEROES:
+		/* FAST_ZERO goes to the tap even where not offered: it answers
+		 * ENOTSUP, which is the truth. */
+		allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+		return no_payload(r, x, allowed, true, error);
+	case NBD_CMD_CACHE:
+		return no_payload(r, x, allowed, false, error);
+	case NBD_CMD_BLOCK_STATUS:
+		allowed |= NBD_CMD_FLAG_REQ_ONE;
+		/* Checked here rather than by the tap: the connection may ask
+		 * the tap for less than the client did. */
+		if (!x->meta || (r->flags & ~allowed) || r->len == 0 || r->off > x->size ||
+		    r->len > x->size - r->off) {
+			*error = NBD_EINVAL;
+			return NBD_ACT_REPLY;
+		}
+		return NBD_ACT_BLOCK_STATUS;
 	case NBD_CMD_DISC:
 		return NBD_ACT_DISC;
 	default:
-		/* TRIM and WRITE_ZEROES are not advertised yet; neither
-		 * carries a payload, so the stream stays in sync. */
 		*error = NBD_EINVAL;
 		return NBD_ACT_REPLY;
 	}
@@ -320,6 +445,10 @@ const char *nbd_opt_name(uint32_t opt)
 		return "GO";
 	case NBD_OPT_STRUCTURED_REPLY:
 		return "STRUCTURED_REPLY";
+	case NBD_OPT_LIST_META_CONTEXT:
+		return "LIST_META_CONTEXT";
+	case NBD_OPT_SET_META_CONTEXT:
+		return "SET_META_CONTEXT";
 	default:
 		return "unknown";
 	}
@@ -340,6 +469,10 @@ const char *nbd_cmd_name(uint16_t type)
 		return "TRIM";
 	case NBD_CMD_WRITE_ZEROES:
 		return "WRITE_ZEROES";
+	case NBD_CMD_CACHE:
+		return "CACHE";
+	case NBD_CMD_BLOCK_STATUS:
+		return "BLOCK_STATUS";
 	default:
 		return "unknown";
 	}

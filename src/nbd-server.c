@@ -1,12 +1,9 @@
-/* The NBD export's outer shell: the unix-socket listener, accepting
- * clients, each connection's lifetime (create, run, kill, destroy) and the
- * graceful server shutdown. Options are in nbd-handshake.c, the request and
- * reply data path in nbd-conn.c. */
+/* The NBD export's outer shell: each connection's lifetime (create, run,
+ * kill, destroy), the limits, and the graceful server shutdown. Listeners
+ * are in nbd-listen.c, options in nbd-handshake.c, the request and reply
+ * data path in nbd-conn.c. */
 #include <errno.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -17,15 +14,51 @@
 
 static struct {
 	struct event_base *base;
-	int lfd;
-	struct event *ev_accept, *ev_retry;
-	char *path;
 	LIST_HEAD(, nbd_conn) conns;
 	unsigned nconns, next_id;
 	bool shutting;
 	void (*done)(void *arg);
 	void *done_arg;
-} srv = {.lfd = -1};
+	uint64_t max_client_bytes;
+	unsigned max_connections;
+} srv = {
+	.conns = LIST_HEAD_INITIALIZER(srv.conns),
+	.max_client_bytes = NBD_DEFAULT_MAX_CLIENT_BYTES,
+	.max_connections = NBD_DEFAULT_MAX_CONNECTIONS,
+};
+
+void nbd_server_init(struct event_base *base)
+{
+	srv.base = base;
+	srv.shutting = false;
+}
+
+void nbd_server_set_limits(uint64_t max_client_bytes, unsigned max_connections)
+{
+	srv.max_client_bytes = max_client_bytes;
+	srv.max_connections = max_connections;
+}
+
+uint64_t nbd_server_max_client_bytes(void)
+{
+	return srv.max_client_bytes;
+}
+
+unsigned nbd_server_max_connections(void)
+{
+	return srv.max_connections;
+}
+
+unsigned nbd_server_tap_conns(const struct tap *t)
+{
+	struct nbd_conn *c;
+	unsigned n = 0;
+
+	LIST_FOREACH (c, &srv.conns, link)
+		if (c->tap == t)
+			n++;
+	return n;
+}
 
 /* ---- connection lifetime ---- */
 
@@ -120,7 +153,7 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 	nbd_conn_run(arg);
 }
 
-static void conn_new(int fd)
+void nbd_server_accepted(int fd, bool tcp)
 {
 	struct nbd_conn *c = calloc(1, sizeof(*c));
 
@@ -131,6 +164,7 @@ static void conn_new(int fd)
 	}
 	c->id = ++srv.next_id;
 	c->fd = fd;
+	c->tcp = tcp;
 	c->rs = RS_FLAGS;
 	nbd_slots_init(c);
 	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
@@ -148,148 +182,11 @@ static void conn_new(int fd)
 	}
 	LIST_INSERT_HEAD(&srv.conns, c, link);
 	srv.nconns++;
-	log_debug("nbd: client %u: connected", c->id);
+	log_debug("nbd: client %u: connected%s", c->id, tcp ? " over TCP" : "");
 	nbd_conn_run(c);
 }
 
-/* ---- listener ---- */
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	if (srv.lfd >= 0)
-		event_add(srv.ev_accept, NULL);
-}
-
-static void on_accept(evutil_socket_t fd, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	for (int i = 0; i < 16; i++) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (cfd >= 0) {
-			conn_new(cfd);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
-		/* Out of fds or memory: back off instead of spinning on a
-		 * listener that stays readable. */
-		log_warn("nbd: accept: %s; pausing the listener for a second", strerror(errno));
-		event_del(srv.ev_accept);
-		struct timeval tv = {1, 0};
-		evtimer_add(srv.ev_retry, &tv);
-		return;
-	}
-}
-
-/* Replace a socket nobody listens on (left by a crash); refuse to touch
- * anything else. */
-static int remove_stale(const char *path, struct errbuf *eb)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	int fd, r;
-
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode)) {
-		err_set(eb, "%s exists and is not a socket", path);
-		return -EEXIST;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	strcpy(sa.sun_path, path);
-	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r == 0 || errno == EAGAIN || errno == EINPROGRESS) {
-		close(fd);
-		err_set(eb, "another server listens on %s", path);
-		return -EADDRINUSE;
-	}
-	close(fd);
-	if (unlink(path) < 0 && errno != ENOENT) {
-		r = -errno;
-		err_set(eb, "cannot remove stale socket %s: %s", path, strerror(errno));
-		return r;
-	}
-	log_info("nbd: removed stale socket %s", path);
-	return 0;
-}
-
-int nbd_server_start(struct event_base *base, const char *path, struct errbuf *eb)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd, r;
-
-	if (srv.lfd >= 0) {
-		err_set(eb, "NBD server already started");
-		return -EBUSY;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		err_set(eb, "NBD socket path too long: %s", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	r = remove_stale(path, eb);
-	if (r < 0) {
-		err_set(eb, "cannot use %s: %s", path, strerror(-r));
-		return r;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		err_set(eb, "socket: %s", strerror(errno));
-		return r;
-	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 ||
-	    listen(fd, SOMAXCONN) < 0) {
-		r = -errno;
-		err_set(eb, "cannot listen on %s: %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		return r;
-	}
-	srv.path = strdup(path);
-	srv.ev_accept = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, NULL);
-	srv.ev_retry = evtimer_new(base, on_retry, NULL);
-	if (!srv.path || !srv.ev_accept || !srv.ev_retry) {
-		err_set(eb, "out of memory");
-		nbd_server_free();
-		close(fd);
-		unlink(path);
-		return -ENOMEM;
-	}
-	srv.base = base;
-	srv.lfd = fd;
-	srv.shutting = false;
-	LIST_INIT(&srv.conns);
-	event_add(srv.ev_accept, NULL);
-	log_info("nbd: listening on %s", path);
-	return 0;
-}
-
-const char *nbd_server_socket(void)
-{
-	return srv.path;
-}
-
-static void close_listener(void)
-{
-	if (srv.lfd < 0)
-		return;
-	event_del(srv.ev_accept);
-	event_del(srv.ev_retry);
-	close(srv.lfd);
-	srv.lfd = -1;
-	if (srv.path)
-		unlink(srv.path);
-}
+/* ---- server ---- */
 
 void nbd_server_shutdown(void (*done)(void *arg), void *arg)
 {
@@ -298,7 +195,7 @@ void nbd_server_shutdown(void (*done)(void *arg), void *arg)
 	srv.shutting = true;
 	srv.done = done;
 	srv.done_arg = arg;
-	close_listener();
+	nbd_listen_close_all();
 	log_info("nbd: shutting down, %u client(s) connected", srv.nconns);
 	for (c = LIST_FIRST(&srv.conns); c; c = next) {
 		next = LIST_NEXT(c, link);
@@ -312,7 +209,6 @@ void nbd_server_free(void)
 {
 	struct nbd_conn *c, *next;
 
-	close_listener();
 	srv.done = NULL;
 	for (c = LIST_FIRST(&srv.conns); c; c = next) {
 		next = LIST_NEXT(c, link);
@@ -321,11 +217,5 @@ void nbd_server_free(void)
 		if (!c->busy)
 			conn_destroy(c);
 	}
-	if (srv.ev_accept)
-		event_free(srv.ev_accept);
-	if (srv.ev_retry)
-		event_free(srv.ev_retry);
-	srv.ev_accept = srv.ev_retry = NULL;
-	free(srv.path);
-	srv.path = NULL;
+	nbd_listen_free();
 }

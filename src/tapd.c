@@ -54,6 +54,10 @@ struct options {
 	uint64_t default_pool_size;
 	bool strict;
 	bool no_mlock;
+	const char *nbd_listen[8]; /* --nbd-listen HOST:PORT, in order */
+	unsigned n_nbd_listen;
+	uint64_t nbd_max_client_bytes;
+	unsigned nbd_max_connections;
 };
 
 static struct {
@@ -74,6 +78,9 @@ static void usage(FILE *f)
 		"  -f, --foreground            stay in the foreground (the default; for systemd)\n"
 		"      --state-dir DIR         state and sockets (default /run/tapd)\n"
 		"      --nbd-socket PATH       NBD unix socket (default STATE_DIR/nbd.sock)\n"
+		"      --nbd-listen HOST:PORT  also serve NBD on TCP (repeatable; [IPV6]:PORT)\n"
+		"      --nbd-max-client-bytes SZ  READ/WRITE bytes in flight per client (32M)\n"
+		"      --nbd-max-connections N NBD connections per tap (default 16)\n"
 		"      --bus BUS               system, session or a D-Bus address (default system)\n"
 		"      --log-level LEVEL       err, warning, notice, info or debug (default info)\n"
 		"      --default-pool-size SZ  size of the default pool (default 64M)\n"
@@ -85,7 +92,18 @@ static void usage(FILE *f)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-	enum { O_STATE = 256, O_NBD, O_BUS, O_LOG, O_POOL, O_STRICT, O_NOMLOCK };
+	enum {
+		O_STATE = 256,
+		O_NBD,
+		O_BUS,
+		O_LOG,
+		O_POOL,
+		O_STRICT,
+		O_NOMLOCK,
+		O_NBD_LISTEN,
+		O_NBD_MAX_BYTES,
+		O_NBD_MAX_CONNS,
+	};
 	static const struct option longopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "state-dir", required_argument, NULL, O_STATE },
@@ -95,11 +113,16 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "default-pool-size", required_argument, NULL, O_POOL },
 		{ "strict", no_argument, NULL, O_STRICT },
 		{ "no-mlock", no_argument, NULL, O_NOMLOCK },
+		{ "nbd-listen", required_argument, NULL, O_NBD_LISTEN },
+		{ "nbd-max-client-bytes", required_argument, NULL, O_NBD_MAX_BYTES },
+		{ "nbd-max-connections", required_argument, NULL, O_NBD_MAX_CONNS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	int c, level;
+	unsigned long n;
+	char *end;
 
 	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -135,6 +158,31 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case O_NOMLOCK:
 			o->no_mlock = true;
+			break;
+		case O_NBD_LISTEN:
+			if (o->n_nbd_listen == ARRAY_SIZE(o->nbd_listen)) {
+				fprintf(stderr, "tapd: at most %zu --nbd-listen\n",
+					ARRAY_SIZE(o->nbd_listen));
+				return 2;
+			}
+			o->nbd_listen[o->n_nbd_listen++] = optarg;
+			break;
+		case O_NBD_MAX_BYTES:
+			if (parse_size(optarg, &o->nbd_max_client_bytes) < 0 ||
+			    o->nbd_max_client_bytes == 0) {
+				fprintf(stderr, "tapd: bad byte limit '%s' (e.g. 32M)\n", optarg);
+				return 2;
+			}
+			break;
+		case O_NBD_MAX_CONNS:
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (!*optarg || *end || errno || n == 0 || n > 65535) {
+				fprintf(stderr, "tapd: bad connection limit '%s' (1-65535)\n",
+					optarg);
+				return 2;
+			}
+			o->nbd_max_connections = (unsigned)n;
 			break;
 		case 'h':
 			usage(stdout);
@@ -288,6 +336,8 @@ int main(int argc, char **argv)
 		.state_dir = "/run/tapd",
 		.bus = "system",
 		.default_pool_size = 64u << 20,
+		.nbd_max_client_bytes = NBD_DEFAULT_MAX_CLIENT_BYTES,
+		.nbd_max_connections = NBD_DEFAULT_MAX_CONNECTIONS,
 	};
 	struct errbuf eb = { { 0 } };
 	char sock_buf[4096];
@@ -332,10 +382,30 @@ int main(int argc, char **argv)
 		log_err("cannot create the default pool: %s", eb.msg[0] ? eb.msg : strerror(-ret));
 		return 1;
 	}
-	ret = nbd_server_start(d.base, o.nbd_socket, &eb);
+	nbd_server_set_limits(o.nbd_max_client_bytes, o.nbd_max_connections);
+	/* Sockets passed by systemd replace the unix socket we would make. */
+	ret = nbd_server_activate(d.base, &eb);
 	if (ret < 0) {
-		log_err("NBD export on %s: %s", o.nbd_socket, eb.msg[0] ? eb.msg : strerror(-ret));
+		log_err("NBD socket activation: %s", eb.msg[0] ? eb.msg : strerror(-ret));
 		return 1;
+	}
+	if (!nbd_server_socket()) {
+		ret = nbd_server_start(d.base, o.nbd_socket, &eb);
+		if (ret < 0) {
+			log_err("NBD export on %s: %s", o.nbd_socket,
+				eb.msg[0] ? eb.msg : strerror(-ret));
+			return 1;
+		}
+	}
+	o.nbd_socket = nbd_server_socket();
+	d.info.nbd_socket = o.nbd_socket;
+	for (unsigned i = 0; i < o.n_nbd_listen; i++) {
+		ret = nbd_server_listen_tcp(d.base, o.nbd_listen[i], &eb);
+		if (ret < 0) {
+			log_err("NBD TCP listener %s: %s", o.nbd_listen[i],
+				eb.msg[0] ? eb.msg : strerror(-ret));
+			return 1;
+		}
 	}
 	ret = bus_start(d.base, o.bus, &d.info, &eb);
 	if (ret < 0) {
@@ -362,9 +432,10 @@ int main(int argc, char **argv)
 	d.tick = event_new(d.base, -1, EV_PERSIST, on_tick, NULL);
 	event_add(d.tick, &one_sec);
 
-	log_info("tapd %s ready: NBD on %s, bus %s, I/O flusher %s, memory %s", TAPD_VERSION,
-		 o.nbd_socket, o.bus, d.info.io_flusher ? "on" : "OFF",
-		 d.info.memory_locked ? "locked" : "NOT locked");
+	log_info("tapd %s ready: NBD on %s%s%s, bus %s, I/O flusher %s, memory %s", TAPD_VERSION,
+		 o.nbd_socket, nbd_server_tcp_address() ? " and tcp " : "",
+		 nbd_server_tcp_address() ? nbd_server_tcp_address() : "", o.bus,
+		 d.info.io_flusher ? "on" : "OFF", d.info.memory_locked ? "locked" : "NOT locked");
 	sd_notify(0, "READY=1");
 	update_status();
 

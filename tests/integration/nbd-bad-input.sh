@@ -149,11 +149,25 @@ elif c == "bad-option-magic":
     s = connect(); greet(s); s.sendall(struct.pack(">QII", 0x1122334455667788, 7, 0)); expect_close(s)
 elif c == "options":
     s = connect(); greet(s)
-    for o in (0x1234, 5, 8, 9, 10):   # unknown, STARTTLS, STRUCTURED_REPLY, ...
+    for o in (0x1234, 5, 4, 11):      # unknown, STARTTLS (for now), PEEK_EXPORT, EXTENDED_HEADERS
         opt(s, o, b"xyz" if o == 0x1234 else b"")
         typ, msg = reply(s, o)
         if typ != ERR_UNSUP:
             die("option %d: reply %x, wanted ERR_UNSUP" % (o, typ))
+    opt(s, 8, b"x")                  # STRUCTURED_REPLY takes no data
+    if reply(s, 8)[0] != ERR_INVALID:
+        die("STRUCTURED_REPLY with data: wanted ERR_INVALID")
+    opt(s, 10, struct.pack(">I", 4) + b"good" + struct.pack(">I", 0))   # SET before STRUCTURED_REPLY
+    if reply(s, 10)[0] != ERR_INVALID:
+        die("SET_META_CONTEXT without structured replies: wanted ERR_INVALID")
+    for bad in (b"", struct.pack(">I", 4) + b"go",
+                struct.pack(">I", 4) + b"good" + struct.pack(">II", 1, 9) + b"base:"):
+        opt(s, 9, bad)               # malformed LIST_META_CONTEXT
+        if reply(s, 9)[0] != ERR_INVALID:
+            die("malformed LIST_META_CONTEXT %r: wanted ERR_INVALID" % bad)
+    opt(s, 9, struct.pack(">I", 6) + b"nosuch" + struct.pack(">I", 0))
+    if reply(s, 9)[0] != ERR_UNKNOWN:
+        die("LIST_META_CONTEXT of an unknown export: wanted ERR_UNKNOWN")
     opt(s, 3, b"junk")
     if reply(s, 3)[0] != ERR_INVALID:
         die("LIST with data: wanted ERR_INVALID")
@@ -209,7 +223,7 @@ elif c == "oversized-read":
     check_read(s, 2, 0, 4096)
 elif c == "unknown-command":
     s = ready()
-    for i, t in enumerate((99, 4, 6, 0xffff)):   # unknown, TRIM, WRITE_ZEROES
+    for i, t in enumerate((99, 8, 7, 0xffff)):   # unknown, RESIZE, BLOCK_STATUS w/o context
         request(s, t, 100 + i, 0, 4096)
         err, ck = simple_reply(s)
         if err != EINVAL or ck != 100 + i:
