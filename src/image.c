@@ -2,13 +2,19 @@
 #include "image.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct driver *const drivers[] = {
 	&driver_raw,
 	&driver_ram,
 	&driver_null,
+	&driver_vhd,
 };
+
+/* Shared read-only images, a short list: parents are few. */
+static struct image *shared;
 
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb)
 {
@@ -27,7 +33,7 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 		    strncmp(drivers[i]->name, spec, (size_t)(colon - spec)) == 0)
 			drv = drivers[i];
 	if (!drv) {
-		err_set(eb, "unknown image driver '%.*s' (known: raw, ram, null)", (int)(colon - spec),
+		err_set(eb, "unknown image driver '%.*s' (known: raw, ram, null, vhd)", (int)(colon - spec),
 			spec);
 		return -EINVAL;
 	}
@@ -35,6 +41,7 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 	if (!img)
 		return -ENOMEM;
 	img->drv = drv;
+	img->refs = 1;
 	img->read_only = read_only;
 	img->spec = strdup(spec);
 	if (!img->spec) {
@@ -53,9 +60,59 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 
 void image_close(struct image *img)
 {
-	if (!img)
+	if (!img || --img->refs)
 		return;
+	if (img->shared_key) {
+		struct image **p = &shared;
+
+		while (*p != img)
+			p = &(*p)->shared_next;
+		*p = img->shared_next;
+		free(img->shared_key);
+	}
 	img->drv->close(img);
 	free(img->spec);
 	free(img);
+}
+
+int image_open_shared(const char *driver, const char *path, struct image **out,
+		      struct errbuf *eb)
+{
+	char *real = realpath(path, NULL), *key, *spec;
+	struct image *img;
+	int ret;
+
+	if (!real) {
+		ret = -errno;
+		err_set(eb, "cannot open %s: %s", path, strerror(errno));
+		return ret;
+	}
+	ret = asprintf(&key, "%s:%s", driver, real);
+	free(real);
+	if (ret < 0)
+		return -ENOMEM;
+	for (img = shared; img; img = img->shared_next) {
+		if (strcmp(img->shared_key, key) == 0) {
+			img->refs++;
+			free(key);
+			*out = img;
+			return 0;
+		}
+	}
+	spec = key; /* "driver:/canonical/path" is also the image string */
+	ret = image_open(spec, true, &img, eb);
+	if (ret < 0) {
+		free(key);
+		return ret;
+	}
+	img->shared_key = key;
+	img->shared_next = shared;
+	shared = img;
+	*out = img;
+	return 0;
+}
+
+unsigned image_refs(const struct image *img)
+{
+	return img->refs;
 }

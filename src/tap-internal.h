@@ -10,7 +10,12 @@ struct tap {
 	char name[TAP_NAME_MAX];
 	int minor;
 	enum tap_state state;
-	struct image *img;
+	struct image *img; /* NULL while paused */
+	/* What the tap shows while its image is closed. */
+	char *spec;
+	uint64_t size;
+	uint32_t align;
+	bool can_flush, can_trim, can_zero;
 	struct pool *pool;
 	bool read_only;
 	struct tap_stats st;
@@ -21,10 +26,17 @@ struct tap {
 	TAILQ_HEAD(, tap_req) writes;
 	/* Write-like requests waiting for an overlapping one to finish. */
 	TAILQ_HEAD(, tap_req) blocked;
+	/* Requests submitted while pausing or paused, in order. */
+	TAILQ_HEAD(, tap_req) parked;
+	void (*pause_done)(void *arg, int err);
+	void *pause_arg;
 	/* Shutdown: flush, then close. */
 	struct image_io flush_io;
 	bool flushing;
 };
+
+/* tap-io.c: run a request (the state allows it). */
+void tap_req_dispatch(struct tap_req *req);
 
 /* tap-io.c: the completion queue, set up with the registry. */
 int tap_io_setup(struct event_base *base);

@@ -45,7 +45,7 @@ static void tap_run_done(evutil_socket_t fd, short what, void *arg)
 		/* In flight until the export has heard of it: a closing tap
 		 * must not go away under a completion not yet delivered. */
 		t->st.inflight--;
-		if (t->state == TAP_CLOSING)
+		if (t->state == TAP_CLOSING || t->state == TAP_PAUSING)
 			tap_closing_progress(t);
 		req->done(req);
 	}
@@ -165,6 +165,20 @@ static void tap_write_start(struct tap_req *req)
 		tap_write_go(req);
 }
 
+/* Where the image's envelope starts in the buffer, and the scratch pages
+ * after the data pages (see tap_req_need). */
+static char *tap_env_buf(const struct tap_req *req)
+{
+	return (char *)req->base + (req->env_off - req->buf_off);
+}
+
+static char *tap_scratch(const struct tap_req *req)
+{
+	if (req->op == TAP_OP_WRITE_ZEROES)
+		return req->base;
+	return (char *)req->base + (ALIGN_UP(req->off + req->len, (uint64_t)POOL_PAGE) - req->buf_off);
+}
+
 static void tap_io_set(struct image_io *iop, enum tap_op op, uint32_t flags, uint64_t off,
 		       uint32_t len, void *buf, void (*done)(struct image_io *, int))
 {
@@ -190,8 +204,8 @@ static void tap_rmw_done(struct image_io *iop, int err)
 {
 	struct tap_req *req = container_of(iop, struct tap_req, io);
 	uint32_t a = req->tap->img->align;
-	char *env = req->base;
-	char *scratch = env + req->env_len;
+	char *env = tap_env_buf(req);
+	char *scratch = tap_scratch(req);
 	uint64_t end = req->off + req->len;
 	uint64_t env_end = req->env_off + req->env_len;
 
@@ -226,7 +240,7 @@ static void tap_rmw_step(struct tap_req *req)
 {
 	struct tap *t = req->tap;
 	uint32_t a = t->img->align;
-	char *scratch = (char *)req->base + req->env_len;
+	char *scratch = tap_scratch(req);
 
 	if (req->stage == RMW_HEAD && req->off == req->env_off)
 		req->stage = RMW_TAIL;
@@ -243,7 +257,7 @@ static void tap_rmw_step(struct tap_req *req)
 		break;
 	default:
 		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
-			   (uint32_t)req->env_len, req->base, tap_rmw_done);
+			   (uint32_t)req->env_len, tap_env_buf(req), tap_rmw_done);
 		break;
 	}
 	image_submit(t->img, &req->io);
@@ -380,7 +394,7 @@ static void tap_write_go(struct tap_req *req)
 			return;
 		}
 		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
-			   (uint32_t)req->env_len, req->base, tap_io_done);
+			   (uint32_t)req->env_len, tap_env_buf(req), tap_io_done);
 		break;
 	}
 	image_submit(t->img, &req->io);
@@ -396,7 +410,7 @@ static void tap_buf_ready(struct pool_waiter *w, void *buf, int err)
 	} else {
 		req->base = buf;
 		if (req->op == TAP_OP_READ || req->op == TAP_OP_WRITE)
-			req->buf = (char *)buf + (req->off - req->env_off);
+			req->buf = (char *)buf + (req->off - req->buf_off);
 	}
 	req->ready(req, err);
 }
@@ -406,33 +420,47 @@ static bool tap_op_writes(enum tap_op op)
 	return op == TAP_OP_WRITE || op == TAP_OP_TRIM || op == TAP_OP_WRITE_ZEROES;
 }
 
-/* Work out the envelope and how much buffer the request needs: 0 when it
- * needs none (or nothing is to be done). */
-static size_t tap_req_plan(struct tap *t, struct tap_req *req)
+/* The buffer is laid out by pages, whatever the image's alignment (a
+ * power of two up to a page): whole pages around the data, then for an
+ * unaligned write two pages of scratch for the partial blocks. The image's
+ * own envelope, known only when the request runs, always fits inside, so a
+ * request prepared before a pause still fits the image after it. Returns
+ * the bytes of buffer needed, 0 for none. */
+static size_t tap_req_need(struct tap_req *req)
+{
+	uint64_t end = req->off + req->len;
+	bool unaligned = req->off % POOL_PAGE || end % POOL_PAGE;
+
+	req->buf_off = ALIGN_DOWN(req->off, (uint64_t)POOL_PAGE);
+	switch (req->op) {
+	case TAP_OP_READ:
+	case TAP_OP_WRITE:
+		if (req->len == 0)
+			return 0;
+		return ALIGN_UP(end, (uint64_t)POOL_PAGE) - req->buf_off +
+		       (req->op == TAP_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
+	case TAP_OP_WRITE_ZEROES:
+		/* One block of scratch for partial edges. */
+		return req->len && unaligned ? POOL_PAGE : 0;
+	default:
+		return 0;
+	}
+}
+
+/* The envelope in the image's alignment, when the request runs. */
+static void tap_req_plan(struct tap *t, struct tap_req *req)
 {
 	uint32_t a = t->img->align;
 	uint64_t end = req->off + req->len;
 
 	req->env_off = ALIGN_DOWN(req->off, a);
 	req->env_len = ALIGN_UP(end, (uint64_t)a) - req->env_off;
-	switch (req->op) {
-	case TAP_OP_READ:
-	case TAP_OP_WRITE:
-		if (req->len == 0)
-			return 0;
-		req->rmw = req->env_off != req->off || req->env_len != req->len;
-		return req->rmw && req->op == TAP_OP_WRITE ? req->env_len + 2 * a : req->env_len;
-	case TAP_OP_WRITE_ZEROES:
-		req->rmw = req->env_off != req->off || req->env_len != req->len;
-		/* One block of scratch for the partial edges. */
-		return req->rmw && req->len ? a : 0;
-	case TAP_OP_TRIM:
+	req->rmw = req->env_off != req->off || req->env_len != req->len;
+	if (req->op == TAP_OP_TRIM) {
 		/* Advisory: only whole blocks inside the range are freed. */
+		req->rmw = false;
 		req->env_off = ALIGN_UP(req->off, (uint64_t)a);
 		req->env_len = end > req->env_off ? ALIGN_DOWN(end, (uint64_t)a) - req->env_off : 0;
-		return 0;
-	default:
-		return 0;
 	}
 }
 
@@ -450,7 +478,10 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 	req->rmw = false;
 	req->wait.queued = false;
 	req->ext_count = 0;
-	if (t->state != TAP_RUNNING)
+	req->parked = false;
+	/* While pausing or paused, requests are prepared as usual and wait
+	 * at submission. */
+	if (t->state == TAP_OPENING || t->state == TAP_CLOSING)
 		return -ESHUTDOWN;
 	if (tap_op_writes(req->op) && t->read_only)
 		return -EPERM;
@@ -458,10 +489,10 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 		return -EINVAL;
 	if (req->op == TAP_OP_BLOCK_STATUS && (!req->ext || !req->ext_max || !req->len))
 		return -EINVAL;
-	if (req->off > t->img->size || req->len > t->img->size - req->off)
+	if (req->off > t->size || req->len > t->size - req->off)
 		return tap_op_writes(req->op) ? -ENOSPC : -EINVAL;
 
-	need = tap_req_plan(t, req);
+	need = tap_req_need(req);
 	if (!need)
 		return 0;
 	req->base_len = need;
@@ -479,7 +510,7 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 		return ret;
 	}
 	if (req->op == TAP_OP_READ || req->op == TAP_OP_WRITE)
-		req->buf = (char *)req->base + (req->off - req->env_off);
+		req->buf = (char *)req->base + (req->off - req->buf_off);
 	return 0;
 }
 
@@ -511,16 +542,35 @@ static void tap_count_op(struct tap *t, const struct tap_req *req)
 void tap_req_submit(struct tap_req *req)
 {
 	struct tap *t = req->tap;
+
+	if (t->state == TAP_PAUSING || t->state == TAP_PAUSED) {
+		req->parked = true;
+		TAILQ_INSERT_TAIL(&t->parked, req, link);
+		return;
+	}
+	tap_req_dispatch(req);
+}
+
+void tap_req_dispatch(struct tap_req *req)
+{
+	struct tap *t = req->tap;
 	struct image *img = t->img;
 
+	req->parked = false;
 	t->st.inflight++;
+	if (!img) {
+		/* Parked on a paused tap that is now closing for good. */
+		tap_req_finish(req, -ESHUTDOWN);
+		return;
+	}
 	tap_count_op(t, req);
+	tap_req_plan(t, req);
 	switch (req->op) {
 	case TAP_OP_READ:
 		if (req->len == 0)
 			break;
 		tap_io_set(&req->io, TAP_OP_READ, 0, req->env_off, (uint32_t)req->env_len,
-			   req->base, tap_io_done);
+			   tap_env_buf(req), tap_io_done);
 		image_submit(img, &req->io);
 		return;
 	case TAP_OP_WRITE:
@@ -571,6 +621,11 @@ void tap_req_release(struct tap_req *req)
 
 	if (!t)
 		return;
+	if (req->parked) {
+		/* Given up while the tap was paused. */
+		TAILQ_REMOVE(&t->parked, req, link);
+		req->parked = false;
+	}
 	if (req->wait.queued) {
 		pool_cancel(t->pool, &req->wait);
 		t->st.waiting--;

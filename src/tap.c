@@ -65,6 +65,43 @@ static bool tap_name_valid(const char *name, struct errbuf *eb)
 	return true;
 }
 
+/* Open spec as the tap's image chain and remember what it can do, so the
+ * tap can still answer while paused. */
+static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
+{
+	struct image *img;
+	char *copy;
+	int ret;
+
+	ret = image_open(spec, t->read_only, &img, eb);
+	if (ret < 0)
+		return ret;
+	if (img->align > POOL_PAGE || (img->align & (img->align - 1))) {
+		err_set(eb, "%s: unsupported I/O alignment %u", spec, img->align);
+		image_close(img);
+		return -EINVAL;
+	}
+	if (t->spec && img->size != t->size) {
+		err_set(eb, "%s is %llu bytes but tap %s is %llu: a tap keeps its size", spec,
+			(unsigned long long)img->size, t->name, (unsigned long long)t->size);
+		image_close(img);
+		return -EINVAL;
+	}
+	copy = strdup(spec);
+	if (!copy) {
+		image_close(img);
+		return -ENOMEM;
+	}
+	free(t->spec);
+	t->spec = copy;
+	t->img = img;
+	t->align = img->align;
+	t->can_flush = img->can_flush;
+	t->can_trim = img->can_trim;
+	t->can_zero = img->can_zero;
+	return 0;
+}
+
 int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb)
 {
 	const char *pool_nm = cfg->pool && *cfg->pool ? cfg->pool : POOL_DEFAULT;
@@ -110,22 +147,18 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	t->state = TAP_OPENING;
 	TAILQ_INIT(&t->writes);
 	TAILQ_INIT(&t->blocked);
-	ret = image_open(cfg->image, cfg->read_only, &t->img, eb);
+	TAILQ_INIT(&t->parked);
+	ret = tap_open_image(t, cfg->image, eb);
 	if (ret < 0)
 		goto fail;
-	if (t->img->align > POOL_PAGE || (t->img->align & (t->img->align - 1))) {
-		err_set(eb, "%s: unsupported I/O alignment %u", cfg->image, t->img->align);
-		image_close(t->img);
-		ret = -EINVAL;
-		goto fail;
-	}
+	t->size = t->img->size;
 	t->pool = pool;
 	pool_ref(pool);
 	t->state = TAP_RUNNING;
 	TAILQ_INSERT_TAIL(&taps.taps, t, link);
 	taps.count++;
 	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor,
-		 cfg->image, (unsigned long long)t->img->size, pool_name(pool),
+		 cfg->image, (unsigned long long)t->size, pool_name(pool),
 		 t->read_only ? ", read-only" : "");
 	tap_notify(t, TAP_ADDED);
 	if (out)
@@ -144,6 +177,7 @@ static void tap_free(struct tap *t)
 	taps.count--;
 	tap_notify(t, TAP_REMOVED);
 	image_close(t->img);
+	free(t->spec);
 	pool_unref(t->pool);
 	minor_free(&taps.minors, t->minor);
 	free(t);
@@ -156,12 +190,80 @@ int tap_destroy(struct tap *t, struct errbuf *eb)
 			t->st.connections == 1 ? "" : "s");
 		return -EBUSY;
 	}
-	if (t->state != TAP_RUNNING || t->st.inflight || t->held) {
+	if ((t->state != TAP_RUNNING && t->state != TAP_PAUSED) || t->st.inflight || t->held ||
+	    !TAILQ_EMPTY(&t->parked)) {
 		err_set(eb, "tap %s is %s", t->name, tap_state_name(t->state));
 		return -EBUSY;
 	}
 	log_info("%s: destroyed (minor %d)", t->name, t->minor);
 	tap_free(t);
+	return 0;
+}
+
+/* ---- pause --------------------------------------------------------------
+ * Pausing parks new submissions (tap-io.c) and waits, without a nested
+ * loop, for the requests in flight; the deferred state check then closes
+ * the chain and answers. Unpausing reopens and lets the parked requests go
+ * in their order. */
+
+static void tap_pause_end(struct tap *t, int err)
+{
+	void (*done)(void *, int) = t->pause_done;
+
+	t->pause_done = NULL;
+	if (done)
+		done(t->pause_arg, err);
+}
+
+static void tap_paused(struct tap *t)
+{
+	image_close(t->img);
+	t->img = NULL;
+	t->state = TAP_PAUSED;
+	log_info("%s: paused", t->name);
+	tap_notify(t, TAP_CHANGED);
+	tap_pause_end(t, 0);
+}
+
+int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb)
+{
+	if (t->state == TAP_CLOSING || t->state == TAP_OPENING) {
+		err_set(eb, "tap %s is %s", t->name, tap_state_name(t->state));
+		return -ESHUTDOWN;
+	}
+	if (t->state != TAP_RUNNING) {
+		err_set(eb, "tap %s is already %s", t->name, tap_state_name(t->state));
+		return -EBUSY;
+	}
+	t->state = TAP_PAUSING;
+	t->pause_done = done;
+	t->pause_arg = arg;
+	log_info("%s: pausing with %u request%s in flight", t->name, t->st.inflight,
+		 t->st.inflight == 1 ? "" : "s");
+	tap_notify(t, TAP_CHANGED);
+	event_active(taps.shutdown_ev, 0, 0);
+	return 0;
+}
+
+int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
+{
+	struct tap_req *req;
+	int ret;
+
+	if (t->state != TAP_PAUSED) {
+		err_set(eb, "tap %s is %s, not paused", t->name, tap_state_name(t->state));
+		return -EINVAL;
+	}
+	ret = tap_open_image(t, image && *image ? image : t->spec, eb);
+	if (ret < 0)
+		return ret;
+	t->state = TAP_RUNNING;
+	log_info("%s: running again on %s", t->name, t->spec);
+	tap_notify(t, TAP_CHANGED);
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		tap_req_dispatch(req);
+	}
 	return 0;
 }
 
@@ -189,12 +291,16 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	for (t = TAILQ_FIRST(&taps.taps); t; t = next) {
 		next = TAILQ_NEXT(t, link);
+		if (t->state == TAP_PAUSING && !t->st.inflight) {
+			tap_paused(t);
+			continue;
+		}
 		if (t->state != TAP_CLOSING || t->st.inflight || t->held || t->flushing)
 			continue;
 		t->flushing = true;
 		t->flush_io.op = TAP_OP_FLUSH;
 		t->flush_io.done = tap_flush_done;
-		if (t->img->can_flush && !t->read_only) {
+		if (t->img && t->img->can_flush && !t->read_only) {
 			image_submit(t->img, &t->flush_io);
 		} else {
 			tap_flush_done(&t->flush_io, 0);
@@ -215,8 +321,16 @@ void tap_shutdown_all(void (*done)(void *arg), void *arg)
 	taps.shutdown_done = done;
 	taps.shutdown_arg = arg;
 	TAILQ_FOREACH(t, &taps.taps, link) {
+		struct tap_req *req;
+
+		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
 		tap_notify(t, TAP_CHANGED);
+		/* Requests that waited for an unpause will not get one. */
+		while ((req = TAILQ_FIRST(&t->parked))) {
+			TAILQ_REMOVE(&t->parked, req, link);
+			tap_req_dispatch(req);
+		}
 	}
 	event_active(taps.shutdown_ev, 0, 0);
 }
@@ -303,12 +417,12 @@ int tap_minor(const struct tap *t)
 
 const char *tap_image(const struct tap *t)
 {
-	return t->img->spec;
+	return t->spec;
 }
 
 uint64_t tap_size(const struct tap *t)
 {
-	return t->img->size;
+	return t->size;
 }
 
 bool tap_read_only(const struct tap *t)
@@ -328,6 +442,10 @@ const char *tap_state_name(enum tap_state s)
 		return "opening";
 	case TAP_RUNNING:
 		return "running";
+	case TAP_PAUSING:
+		return "pausing";
+	case TAP_PAUSED:
+		return "paused";
 	case TAP_CLOSING:
 		return "closing";
 	}
@@ -341,32 +459,40 @@ struct pool *tap_pool(const struct tap *t)
 
 void tap_get_stats(const struct tap *t, struct tap_stats *st)
 {
+	struct image *img = t->img;
+
 	*st = t->st;
+	st->chain_depth = 0;
+	st->parent_shares = 0;
+	for (; img; img = img->drv->parent ? img->drv->parent(img) : NULL) {
+		if (st->chain_depth++ == 1)
+			st->parent_shares = image_refs(img);
+	}
 }
 
 bool tap_can_flush(const struct tap *t)
 {
-	return t->img->can_flush;
+	return t->can_flush;
 }
 
 bool tap_can_fua(const struct tap *t)
 {
-	return t->img->can_flush;
+	return t->can_flush;
 }
 
 bool tap_can_trim(const struct tap *t)
 {
-	return t->img->can_trim;
+	return t->can_trim;
 }
 
 bool tap_can_fast_zero(const struct tap *t)
 {
-	return t->img->can_zero;
+	return t->img ? t->img->can_zero : t->can_zero;
 }
 
 uint32_t tap_align(const struct tap *t)
 {
-	return t->img->align;
+	return t->align;
 }
 
 int tap_attach(struct tap *t)

@@ -25,7 +25,9 @@ struct tap;
 /* Largest data length of one request (the NBD protocol's usual limit). */
 #define TAP_REQ_MAX (32u << 20)
 
-enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_CLOSING };
+/* running -> pausing (new requests wait, in-flight ones drain) -> paused
+ * (chain closed: the images may be snapshotted or replaced) -> running. */
+enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_PAUSING, TAP_PAUSED, TAP_CLOSING };
 
 /* One request from an export. The export owns the struct (usually embedded
  * in its own per-request state); the tap borrows it between
@@ -55,13 +57,15 @@ struct tap_req {
 	struct tap *tap;
 	void (*ready)(struct tap_req *req, int err);
 	struct pool_waiter wait;
-	void *base;        /* pool buffer: the aligned envelope, then scratch */
+	void *base;        /* pool buffer: whole pages around the data, then scratch */
 	size_t base_len;
-	uint64_t env_off;  /* aligned envelope around [off, off + len) */
+	uint64_t buf_off;  /* image offset of base: off rounded down to a page */
+	uint64_t env_off;  /* envelope around [off, off + len), image-aligned */
 	uint64_t env_len;
 	uint64_t pos;      /* progress of a multi-step request */
 	int stage;
 	bool rmw;
+	bool parked;
 	TAILQ_ENTRY(tap_req) link;
 	struct image_io io;
 };
@@ -80,6 +84,8 @@ struct tap_stats {
 	uint32_t inflight;    /* requests submitted and not yet done */
 	uint32_t waiting;     /* requests waiting for pool memory */
 	uint32_t connections; /* exports' clients attached */
+	uint32_t chain_depth; /* images in the chain, leaf included (0: paused) */
+	uint32_t parent_shares; /* chains sharing this tap's first parent */
 };
 
 /* Set up the registry and the completion queue: 0 or -ENOMEM. */
@@ -95,6 +101,16 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 /* Remove the tap: -EBUSY while clients are attached. On success the tap is
  * closed, its minor freed and it is gone when this returns. */
 int tap_destroy(struct tap *t, struct errbuf *eb);
+
+/* Pause: requests submitted from now on wait; once those in flight are
+ * done the image chain is closed and done(arg, 0) is called from the loop
+ * (or done(arg, -err) if the tap is destroyed or the daemon stops first).
+ * Returns 0, or -EBUSY (already pausing or paused) / -ESHUTDOWN with eb. */
+int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb);
+/* Reopen a paused tap on image (NULL or "": the image it had) and serve the
+ * requests that waited. -EINVAL if not paused, or if the new chain's size
+ * differs; any error from opening. On error the tap stays paused. */
+int tap_unpause(struct tap *t, const char *image, struct errbuf *eb);
 
 /* Stop every tap for daemon exit: new requests are refused with
  * -ESHUTDOWN, in-flight ones drain, images are flushed and closed. done is

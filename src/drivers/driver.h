@@ -78,6 +78,8 @@ struct driver {
 	 * storage turned out not to support it) and the tap then writes
 	 * zeros itself. CACHE never reaches drivers. */
 	void (*submit)(struct image *img, struct image_io *io);
+	/* Optional. The image this one reads through to, or NULL. */
+	struct image *(*parent)(struct image *img);
 };
 
 struct image {
@@ -91,10 +93,15 @@ struct image {
 	bool can_zero;      /* WRITE_ZEROES is cheaper than writing zeros */
 	bool can_extents;   /* BLOCK_STATUS knows holes (else: all data) */
 	void *priv;
+	/* Private to image.c: sharing of read-only parents. */
+	unsigned refs;
+	char *shared_key;
+	struct image *shared_next;
 };
 
 extern const struct driver driver_raw;
 extern const struct driver driver_ram;
 extern const struct driver driver_null;
+extern const struct driver driver_vhd;
 
 #endif

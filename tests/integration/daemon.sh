@@ -38,6 +38,7 @@ wait_notify() {
 	fail "no '$1' from sd_notify; got: $(cat "$T/notify.log")"
 }
 wait_notify READY=1
+for _ in $(seq 1 100); do grep -q '^at-ready:' "$T/notify.log" && break; sleep 0.05; done
 grep -qx 'at-ready: socket=True name=b true' "$T/notify.log" ||
 	fail "READY=1 came before the NBD socket or the bus name: $(cat "$T/notify.log")"
 wait_notify 'STATUS=Serving 0 taps'

@@ -451,6 +451,106 @@ START_TEST(test_ram_ops)
 }
 END_TEST
 
+static int paused_err = 1;
+
+static void on_paused(void *arg, int err)
+{
+	(void)arg;
+	paused_err = err;
+}
+
+static void make_file(const char *name, uint64_t size, int c, char *out, size_t outlen)
+{
+	char buf[4096];
+	int fd;
+
+	snprintf(out, outlen, "%s/%s", dir, name);
+	fd = open(out, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	memset(buf, c, sizeof(buf));
+	for (uint64_t o = 0; o < size; o += sizeof(buf))
+		ck_assert_int_eq(pwrite(fd, buf, sizeof(buf), (off_t)o), (ssize_t)sizeof(buf));
+	close(fd);
+}
+
+START_TEST(test_pause_unpause)
+{
+	char spec[600], other[600], small[600], spec2[700];
+	struct errbuf eb = { { 0 } };
+	struct tap_req w, r = { .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+	struct tap *t;
+
+	snprintf(spec, sizeof(spec), "raw:%s", path);
+	t = make_tap(spec, "p", false);
+	start_write(t, &w, 0, 4096, 'w');
+	paused_err = 1;
+	ck_assert_int_eq(tap_pause(t, on_paused, NULL, &eb), 0);
+	ck_assert_int_eq(tap_pause(t, on_paused, NULL, &eb), -EBUSY);
+	/* The write in flight finishes, then the pause. */
+	run_until(1);
+	ck_assert_int_eq(w.error, 0);
+	tap_req_release(&w);
+	for (int i = 0; i < 100 && paused_err == 1; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(paused_err, 0);
+	ck_assert_int_eq(tap_state(t), TAP_PAUSED);
+
+	/* A request while paused waits. */
+	ck_assert_int_eq(tap_req_prepare(t, &r, no_wait), 0);
+	tap_req_submit(&r);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(completed, 1);
+
+	/* A chain of another size is refused; the tap stays paused. */
+	make_file("small.raw", 65536, 's', small, sizeof(small));
+	snprintf(spec2, sizeof(spec2), "raw:%s", small);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(t, spec2, &eb), -EINVAL);
+	ck_assert(strstr(eb.msg, "keeps its size"));
+	ck_assert_int_eq(tap_state(t), TAP_PAUSED);
+
+	/* Unpause on a new leaf of the same size: the waiting read is served
+	 * from it. */
+	make_file("other.raw", 1 << 20, 'o', other, sizeof(other));
+	snprintf(spec2, sizeof(spec2), "raw:%s", other);
+	ck_assert_int_eq(tap_unpause(t, spec2, &eb), 0);
+	ck_assert_str_eq(tap_image(t), spec2);
+	run_until(2);
+	ck_assert_int_eq(r.error, 0);
+	ck_assert_int_eq(((char *)r.buf)[0], 'o');
+	tap_req_release(&r);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(t, NULL, &eb), -EINVAL);
+	unlink(small);
+	unlink(other);
+}
+END_TEST
+
+START_TEST(test_shutdown_while_paused)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap_req r = { .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+	struct tap *t = make_tap("ram:1M", "sp", false);
+
+	paused_err = 1;
+	ck_assert_int_eq(tap_pause(t, on_paused, NULL, &eb), 0);
+	for (int i = 0; i < 100 && paused_err == 1; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(paused_err, 0);
+	ck_assert_int_eq(tap_req_prepare(t, &r, no_wait), 0);
+	tap_req_submit(&r);
+	shut = 0;
+	tap_shutdown_all(on_shutdown, NULL);
+	run_until(1);
+	ck_assert_int_eq(r.error, -ESHUTDOWN);
+	tap_req_release(&r);
+	for (int i = 0; i < 1000 && !shut; i++)
+		event_base_loop(base, EVLOOP_ONCE);
+	ck_assert_int_eq(shut, 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tap");
@@ -469,6 +569,8 @@ int main(void)
 	tcase_add_test(tc, test_zeroes_unaligned);
 	tcase_add_test(tc, test_trim_and_extents_raw);
 	tcase_add_test(tc, test_ram_ops);
+	tcase_add_test(tc, test_pause_unpause);
+	tcase_add_test(tc, test_shutdown_while_paused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
