@@ -30,11 +30,16 @@
 #define BUS_ERR_TAP_BUSY BUS_ERR_PREFIX "TapBusy"
 #define BUS_ERR_POOL_BUSY BUS_ERR_PREFIX "PoolBusy"
 #define BUS_ERR_PERMISSION BUS_ERR_PREFIX "PermissionDenied"
+#define BUS_ERR_NOT_PAUSED BUS_ERR_PREFIX "NotPaused"
+#define BUS_ERR_SIZE_MISMATCH BUS_ERR_PREFIX "SizeMismatch"
+#define BUS_ERR_SHUTTING_DOWN BUS_ERR_PREFIX "ShuttingDown"
 #define BUS_ERR_FAILED BUS_ERR_PREFIX "Failed"
 
 /* Which operation failed: the same errno means different things (EEXIST is
- * a taken tap name for CreateTap and a taken pool name for CreatePool). */
-enum bus_op { BUS_OP_TAP_CREATE, BUS_OP_TAP, BUS_OP_POOL_CREATE, BUS_OP_POOL };
+ * a taken tap name for CreateTap and a taken pool name for CreatePool;
+ * EINVAL is a bad image for CreateTap and Unpause, bad arguments elsewhere). */
+enum bus_op { BUS_OP_TAP_CREATE, BUS_OP_TAP_UNPAUSE, BUS_OP_TAP, BUS_OP_POOL_CREATE,
+	      BUS_OP_POOL };
 
 /* Fill e with the named error for a core failure (err < 0) and return the
  * value a method handler returns. eb may be NULL or empty. */
@@ -54,6 +59,10 @@ char *bus_pool_path(const struct pool *p);
 
 /* "nbd+unix:///NAME?socket=PATH" with the socket percent-encoded. */
 char *bus_nbd_uri(const char *name, const char *socket);
+
+/* Send what a deferred reply or a signal queued, outside sd_bus_process()
+ * (bus.c); a no-op without a connection. */
+void bus_kick(void);
 
 /* Register the tap and pool objects (bus-objects.c). */
 int bus_objects_add(sd_bus *bus);

@@ -157,6 +157,88 @@ static int tap_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	return sd_bus_reply_method_return(m, "");
 }
 
+/* A Pause() call waiting for its tap to drain. It holds the call, not the
+ * tap: the tap may be gone by the time the core answers. */
+struct bus_pause {
+	sd_bus_message *call;
+	char name[TAP_NAME_MAX];
+};
+
+/* From the core, on the loop (or from tap_shutdown_all() at daemon stop):
+ * the tap is paused, or will not be. Reply now and push the reply out, as
+ * we are not inside sd_bus_process(). */
+static void tap_pause_done(void *arg, int err)
+{
+	struct bus_pause *p = arg;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	if (err < 0) {
+		log_info("Pause %s failed: %s", p->name, strerror(-err));
+		if (err == -ESHUTDOWN)
+			sd_bus_error_setf(&e, BUS_ERR_SHUTTING_DOWN,
+					  "tapd is stopping: tap %s was not paused", p->name);
+		else
+			bus_core_error(&e, err, NULL, BUS_OP_TAP);
+		r = sd_bus_reply_method_error(p->call, &e);
+		sd_bus_error_free(&e);
+	} else {
+		r = sd_bus_reply_method_return(p->call, "");
+	}
+	/* The caller may have gone, or the connection: nothing to undo. */
+	if (r < 0)
+		log_debug("Pause %s: cannot reply: %s", p->name, strerror(-r));
+	sd_bus_message_unref(p->call);
+	free(p);
+	bus_kick();
+}
+
+static int tap_pause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = userdata;
+	struct bus_pause *p;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	snprintf(p->name, sizeof(p->name), "%s", tap_name(t));
+	p->call = sd_bus_message_ref(m);
+	r = tap_pause(t, tap_pause_done, p, &eb);
+	if (r < 0) {
+		sd_bus_message_unref(p->call);
+		free(p);
+		return bus_core_error(e, r, &eb, BUS_OP_TAP);
+	}
+	/* Answered by tap_pause_done() once in-flight requests are done. */
+	return 1;
+}
+
+static int tap_unpause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = userdata;
+	const char *image;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &image);
+	if (r < 0)
+		return r;
+	/* Checked here so that -EINVAL from the core only ever means the
+	 * image (bus_core_error()). */
+	if (tap_state(t) != TAP_PAUSED)
+		return sd_bus_error_setf(e, BUS_ERR_NOT_PAUSED, "tap %s is %s, not paused",
+					 tap_name(t), tap_state_name(tap_state(t)));
+	r = tap_unpause(t, image, &eb);
+	if (r < 0) {
+		log_info("Unpause %s on %s refused: %s", tap_name(t), *image ? image : "its image",
+			 eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r, &eb, BUS_OP_TAP_UNPAUSE);
+	}
+	return sd_bus_reply_method_return(m, "");
+}
+
 static int tap_stats_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	_cleanup_msg_ sd_bus_message *reply = NULL;
@@ -245,11 +327,13 @@ static int tap_get_exports(sd_bus *bus, const char *path, const char *iface,
 static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 	SD_BUS_METHOD("Destroy", "", "", tap_destroy_cb, 0),
+	SD_BUS_METHOD("Pause", "", "", tap_pause_cb, 0),
+	SD_BUS_METHOD_WITH_NAMES("Unpause", "s", SD_BUS_PARAM(image), "", , tap_unpause_cb, 0),
 	SD_BUS_METHOD_WITH_NAMES("Stats", "", , "a{st}", SD_BUS_PARAM(stats), tap_stats_cb,
 				 SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_PROPERTY("Name", "s", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Minor", "u", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("State", "s", tap_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("Pool", "s", tap_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("Size", "t", tap_get_prop, 0, CHANGES),

@@ -41,18 +41,26 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 {
 	const char *msg = eb && eb->msg[0] ? eb->msg : strerror(-err);
 	bool pool = op == BUS_OP_POOL || op == BUS_OP_POOL_CREATE;
+	bool opens = op == BUS_OP_TAP_CREATE || op == BUS_OP_TAP_UNPAUSE;
 	const char *name;
 
 	switch (-err) {
 	case ENOENT:
 		/* Only opening the image looks up files. */
-		name = op == BUS_OP_TAP_CREATE ? BUS_ERR_NO_SUCH_FILE : BUS_ERR_FAILED;
+		name = opens ? BUS_ERR_NO_SUCH_FILE : BUS_ERR_FAILED;
 		break;
 	case ENODEV:
 		name = op == BUS_OP_TAP_CREATE ? BUS_ERR_NO_SUCH_POOL : BUS_ERR_FAILED;
 		break;
+	case ERANGE:
+		/* tap_unpause(): the new chain has another size. */
+		name = op == BUS_OP_TAP_UNPAUSE ? BUS_ERR_SIZE_MISMATCH : BUS_ERR_FAILED;
+		break;
 	case EINVAL:
-		name = op == BUS_OP_TAP_CREATE ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
+		name = opens ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
+		break;
+	case ESHUTDOWN:
+		name = BUS_ERR_SHUTTING_DOWN;
 		break;
 	case EEXIST:
 		name = pool ? BUS_ERR_POOL_EXISTS : BUS_ERR_TAP_EXISTS;
@@ -157,6 +165,11 @@ static void bus_process(void)
 		if (r == 0)
 			break;
 	}
+	bus_arm();
+}
+
+void bus_kick(void)
+{
 	bus_arm();
 }
 
@@ -281,8 +294,10 @@ static void bus_on_tap_event(struct tap *t, enum tap_event ev)
 		sd_bus_emit_object_added(B.bus, path);
 		break;
 	case TAP_CHANGED:
-		sd_bus_emit_properties_changed(B.bus, path, BUS_IFACE_TAP, "State", "Size",
-					       "Pool", NULL);
+		/* Pause and unpause change State; unpausing on a new image
+		 * changes Image. */
+		sd_bus_emit_properties_changed(B.bus, path, BUS_IFACE_TAP, "State", "Image",
+					       "Size", "Pool", NULL);
 		break;
 	case TAP_REMOVED:
 		sd_bus_emit_object_removed(B.bus, path);

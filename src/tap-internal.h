@@ -44,5 +44,7 @@ void tap_io_teardown(void);
 
 /* tap.c: a closing tap may have drained; look again from the loop. */
 void tap_closing_progress(struct tap *t);
+/* tap.c: the daemon is stopping (requests must not park any more). */
+bool tap_stopping(void);
 
 #endif

@@ -543,7 +543,7 @@ void tap_req_submit(struct tap_req *req)
 {
 	struct tap *t = req->tap;
 
-	if (t->state == TAP_PAUSING || t->state == TAP_PAUSED) {
+	if ((t->state == TAP_PAUSING || t->state == TAP_PAUSED) && !tap_stopping()) {
 		req->parked = true;
 		TAILQ_INSERT_TAIL(&t->parked, req, link);
 		return;

@@ -18,6 +18,8 @@ static struct {
 	unsigned count;
 	struct minors minors;
 	void (*listener)(struct tap *t, enum tap_event ev);
+	/* Daemon stop begun: paused taps hold nothing back. */
+	bool stopping;
 	/* Daemon shutdown in progress. */
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
@@ -85,7 +87,7 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 		err_set(eb, "%s is %llu bytes but tap %s is %llu: a tap keeps its size", spec,
 			(unsigned long long)img->size, t->name, (unsigned long long)t->size);
 		image_close(img);
-		return -EINVAL;
+		return -ERANGE;
 	}
 	copy = strdup(spec);
 	if (!copy) {
@@ -206,6 +208,18 @@ int tap_destroy(struct tap *t, struct errbuf *eb)
  * the chain and answers. Unpausing reopens and lets the parked requests go
  * in their order. */
 
+/* Let parked requests go: run on the image if it is still open (pausing),
+ * fail with -ESHUTDOWN if it is closed (paused). For a stop only. */
+static void tap_release_parked(struct tap *t)
+{
+	struct tap_req *req;
+
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		tap_req_dispatch(req);
+	}
+}
+
 static void tap_pause_end(struct tap *t, int err)
 {
 	void (*done)(void *, int) = t->pause_done;
@@ -314,23 +328,27 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+void tap_stop_begin(void)
+{
+	struct tap *t;
+
+	taps.stopping = true;
+	TAILQ_FOREACH(t, &taps.taps, link)
+		tap_release_parked(t);
+}
+
 void tap_shutdown_all(void (*done)(void *arg), void *arg)
 {
 	struct tap *t;
 
 	taps.shutdown_done = done;
 	taps.shutdown_arg = arg;
+	taps.stopping = true;
 	TAILQ_FOREACH(t, &taps.taps, link) {
-		struct tap_req *req;
-
 		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
 		tap_notify(t, TAP_CHANGED);
-		/* Requests that waited for an unpause will not get one. */
-		while ((req = TAILQ_FIRST(&t->parked))) {
-			TAILQ_REMOVE(&t->parked, req, link);
-			tap_req_dispatch(req);
-		}
+		tap_release_parked(t);
 	}
 	event_active(taps.shutdown_ev, 0, 0);
 }
@@ -353,6 +371,11 @@ void tap_teardown(void)
 	if (taps.shutdown_ev)
 		event_free(taps.shutdown_ev);
 	taps.shutdown_ev = NULL;
+}
+
+bool tap_stopping(void)
+{
+	return taps.stopping;
 }
 
 void tap_closing_progress(struct tap *t)
@@ -497,7 +520,8 @@ uint32_t tap_align(const struct tap *t)
 
 int tap_attach(struct tap *t)
 {
-	if (t->state != TAP_RUNNING)
+	/* A paused tap takes clients: their requests wait for the unpause. */
+	if (t->state == TAP_CLOSING || t->state == TAP_OPENING || taps.stopping)
 		return -ESHUTDOWN;
 	t->st.connections++;
 	return 0;

@@ -103,14 +103,20 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 int tap_destroy(struct tap *t, struct errbuf *eb);
 
 /* Pause: requests submitted from now on wait; once those in flight are
- * done the image chain is closed and done(arg, 0) is called from the loop
- * (or done(arg, -err) if the tap is destroyed or the daemon stops first).
+ * done the image chain is closed and done(arg, 0) is called from the loop,
+ * never from inside tap_pause (done(arg, -ESHUTDOWN) if the daemon stops
+ * first).
  * Returns 0, or -EBUSY (already pausing or paused) / -ESHUTDOWN with eb. */
 int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb);
 /* Reopen a paused tap on image (NULL or "": the image it had) and serve the
- * requests that waited. -EINVAL if not paused, or if the new chain's size
- * differs; any error from opening. On error the tap stays paused. */
+ * requests that waited. -EINVAL if not paused, -ERANGE if the new chain's
+ * size differs, or any error from opening. On error the tap stays paused. */
 int tap_unpause(struct tap *t, const char *image, struct errbuf *eb);
+
+/* The daemon begins to stop: requests parked on paused taps, and any that
+ * would park from now on, fail with -ESHUTDOWN (or run, if the image is
+ * still open), so that exports can drain. Call before draining exports. */
+void tap_stop_begin(void);
 
 /* Stop every tap for daemon exit: new requests are refused with
  * -ESHUTDOWN, in-flight ones drain, images are flushed and closed. done is

@@ -318,6 +318,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	sd_notify(0, "STOPPING=1\nSTATUS=Stopping: draining in-flight requests");
 	d.stop_timer = evtimer_new(d.base, on_stop_timeout, NULL);
 	evtimer_add(d.stop_timer, &tv);
+	tap_stop_begin();
 	nbd_server_shutdown(stop_exports_done, NULL);
 }
 

@@ -23,6 +23,11 @@
 #define IFACE_MANAGER DEST ".Manager"
 #define IFACE_TAP DEST ".Tap"
 #define IFACE_POOL DEST ".Pool"
+#define ERR_PREFIX DEST ".Error."
+
+/* Pause waits for the requests in flight, which a slow or stuck backend
+ * may hold for longer than sd-bus's default 25 s. */
+#define PAUSE_TIMEOUT_USEC (120ULL * 1000000)
 
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
@@ -66,7 +71,8 @@ struct command {
 	const char *args; /* synopsis after the command name */
 	const char *summary;
 	unsigned opts;
-	int npos;
+	int npos;     /* positional arguments required */
+	int npos_opt; /* ... and how many more may follow */
 	int size_arg; /* 1-based index of a SIZE positional, 0: none */
 	int (*run)(sd_bus *bus, const struct args *a);
 };
@@ -223,23 +229,46 @@ static int resolve_tap(sd_bus *bus, const char *what, char **path)
 	return *path ? 0 : refused(NULL, -ENOMEM);
 }
 
+/* One call without reply data, waiting usec (0: sd-bus's default). On
+ * failure the message is printed and the D-Bus error left in *e for the
+ * caller to look at. */
+static int timed_call(sd_bus *bus, uint64_t usec, sd_bus_error *e, const char *path,
+		      const char *iface, const char *member, const char *sig, va_list ap)
+{
+	_cleanup_msg_ sd_bus_message *m = NULL, *reply = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
+	if (r >= 0)
+		r = sd_bus_message_appendv(m, sig, ap);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, usec, e, &reply);
+	return r < 0 ? refused(e, r) : 0;
+}
+
 static int simple_call(sd_bus *bus, const char *path, const char *iface, const char *member,
 		       const char *sig, ...)
 {
 	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
-	_cleanup_msg_ sd_bus_message *m = NULL, *reply = NULL;
 	va_list ap;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
-	if (r >= 0) {
-		va_start(ap, sig);
-		r = sd_bus_message_appendv(m, sig, ap);
-		va_end(ap);
-	}
-	if (r >= 0)
-		r = sd_bus_call(bus, m, 0, &e, &reply);
-	return r < 0 ? refused(&e, r) : 0;
+	va_start(ap, sig);
+	r = timed_call(bus, 0, &e, path, iface, member, sig, ap);
+	va_end(ap);
+	return r;
+}
+
+static int error_call(sd_bus *bus, uint64_t usec, sd_bus_error *e, const char *path,
+		      const char *iface, const char *member, const char *sig, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, sig);
+	r = timed_call(bus, usec, e, path, iface, member, sig, ap);
+	va_end(ap);
+	return r;
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -280,6 +309,44 @@ static int cmd_destroy(sd_bus *bus, const struct args *a)
 	int r = resolve_tap(bus, a->pos[0], &path);
 
 	return r ? r : simple_call(bus, path, IFACE_TAP, "Destroy", "");
+}
+
+static int cmd_pause(sd_bus *bus, const struct args *a)
+{
+	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
+	_cleanup_free_ char *path = NULL;
+	int r = resolve_tap(bus, a->pos[0], &path);
+
+	if (r)
+		return r;
+	/* Returns once the tap is paused: its image is closed and may be
+	 * copied, snapshotted or replaced. */
+	r = error_call(bus, PAUSE_TIMEOUT_USEC, &e, path, IFACE_TAP, "Pause", "");
+	if (r && sd_bus_error_get_errno(&e) == ETIMEDOUT)
+		fprintf(stderr, "tapctl: %s may still be pausing; see 'tapctl list'\n", a->pos[0]);
+	return r;
+}
+
+static int cmd_unpause(sd_bus *bus, const struct args *a)
+{
+	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
+	_cleanup_free_ char *path = NULL;
+	int r = resolve_tap(bus, a->pos[0], &path);
+
+	if (r)
+		return r;
+	r = error_call(bus, 0, &e, path, IFACE_TAP, "Unpause", "s",
+		       a->npos > 1 ? a->pos[1] : "");
+	/* The image was refused: say that nothing changed, so the next step
+	 * (another image, or the old one) is obvious. */
+	if (r && (sd_bus_error_has_name(&e, ERR_PREFIX "SizeMismatch") ||
+		  sd_bus_error_has_name(&e, ERR_PREFIX "NoSuchFile") ||
+		  sd_bus_error_has_name(&e, ERR_PREFIX "BadImage") ||
+		  sd_bus_error_has_name(&e, ERR_PREFIX "PermissionDenied") ||
+		  sd_bus_error_has_name(&e, ERR_PREFIX "Failed")))
+		fprintf(stderr, "tapctl: %s stays paused; unpause it on a usable image\n",
+			a->pos[0]);
+	return r;
 }
 
 static char *get_export(sd_bus *bus, const char *path)
@@ -473,16 +540,25 @@ static int cmd_help(sd_bus *bus, const struct args *a);
 static const struct command commands[] = {
 	{ "create", "[--name NAME] [--pool POOL] [--read-only] IMAGE",
 	  "create a tap over IMAGE (raw:/path, ram:SIZE, null:SIZE); prints its name",
-	  OPT_NAME | OPT_POOL | OPT_RO, 1, 0, cmd_create },
-	{ "destroy", "NAME|MINOR", "destroy a tap", 0, 1, 0, cmd_destroy },
-	{ "list", "[--json]", "list taps with their NBD URIs", OPT_JSON, 0, 0, cmd_list },
-	{ "stats", "[--json] NAME|MINOR", "show a tap's I/O counters", OPT_JSON, 1, 0, cmd_stats },
+	  OPT_NAME | OPT_POOL | OPT_RO, 1, 0, 0, cmd_create },
+	{ "destroy", "NAME|MINOR", "destroy a tap", 0, 1, 0, 0, cmd_destroy },
+	{ "list", "[--json]", "list taps with their state and NBD URIs", OPT_JSON, 0, 0, 0,
+	  cmd_list },
+	{ "stats", "[--json] NAME|MINOR", "show a tap's I/O counters", OPT_JSON, 1, 0, 0,
+	  cmd_stats },
+	{ "pause", "NAME|MINOR",
+	  "let requests in flight finish, hold new ones and close the image; returns when paused",
+	  0, 1, 0, 0, cmd_pause },
+	{ "unpause", "NAME|MINOR [IMAGE]",
+	  "reopen a paused tap, on IMAGE (same size) if given, and serve the held requests", 0,
+	  1, 1, 0, cmd_unpause },
 	{ "pool-create", "NAME SIZE", "create a buffer pool of SIZE bytes (K/M/G suffixes)", 0,
-	  2, 2, cmd_pool_create },
-	{ "pool-resize", "NAME SIZE", "grow or shrink a pool", 0, 2, 2, cmd_pool_resize },
-	{ "pool-destroy", "NAME", "destroy an unused pool", 0, 1, 0, cmd_pool_destroy },
-	{ "pool-list", "[--json]", "list pools and their usage", OPT_JSON, 0, 0, cmd_pool_list },
-	{ "help", "", "show this help", 0, 0, 0, cmd_help },
+	  2, 0, 2, cmd_pool_create },
+	{ "pool-resize", "NAME SIZE", "grow or shrink a pool", 0, 2, 0, 2, cmd_pool_resize },
+	{ "pool-destroy", "NAME", "destroy an unused pool", 0, 1, 0, 0, cmd_pool_destroy },
+	{ "pool-list", "[--json]", "list pools and their usage", OPT_JSON, 0, 0, 0,
+	  cmd_pool_list },
+	{ "help", "", "show this help", 0, 0, 0, 0, cmd_help },
 };
 
 static void print_help(FILE *f)
@@ -582,8 +658,8 @@ static int parse_command(const struct command *c, int argc, char **argv, struct 
 	a->npos = argc - optind;
 	if (a->npos < c->npos)
 		return usage_error("missing argument");
-	if (a->npos > c->npos)
-		return usage_error("unexpected argument '%s'", a->pos[c->npos]);
+	if (a->npos > c->npos + c->npos_opt)
+		return usage_error("unexpected argument '%s'", a->pos[c->npos + c->npos_opt]);
 	for (int i = 0; i < a->npos; i++)
 		if (!*a->pos[i])
 			return usage_error("empty argument");

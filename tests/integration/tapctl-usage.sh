@@ -38,10 +38,19 @@ usage 2 'greater than 0' pool-create p 0
 usage 2 "bad size|ERANGE" pool-create p 99999999999999G
 usage 2 'missing argument' pool-destroy
 usage 2 'empty argument' create ''
+usage 2 'missing argument' pause
+usage 2 "unexpected argument 'extra'" pause disk extra
+usage 2 "unknown option '--json'" pause --json disk
+usage 2 'missing argument' unpause
+grep -q '^usage: tapctl unpause NAME|MINOR \[IMAGE\]' "$T/err" ||
+	fail "unpause: no usage line: $(cat "$T/err")"
+usage 2 "unexpected argument 'raw:/b'" unpause disk raw:/a raw:/b
+usage 2 'empty argument' unpause disk ''
 
 # Help and version go to stdout and succeed, also without a daemon.
 tapctl --help >"$T/out" || fail "--help failed"
 grep -q 'pool-create NAME SIZE' "$T/out" || fail "--help lacks the commands"
+grep -q 'unpause NAME|MINOR \[IMAGE\]' "$T/out" || fail "--help lacks unpause"
 tapctl -h | grep -q '^usage:' || fail "-h failed"
 tapctl help | grep -q 'stats' || fail "tapctl help failed"
 tapctl create --help | grep -q 'usage: tapctl create' || fail "create --help failed"
@@ -52,6 +61,12 @@ rc=0
 tapctl list 2>"$T/err" || rc=$?
 [ $rc = 1 ] || fail "list without a bus: exit $rc, expected 1"
 grep -q '^tapctl: ' "$T/err" || fail "list without a bus: no message"
+for cmd in "pause disk" "unpause disk" "unpause disk raw:/x"; do
+	rc=0
+	# shellcheck disable=SC2086 # the words are the arguments
+	tapctl $cmd 2>"$T/err" || rc=$?
+	[ $rc = 1 ] || fail "$cmd without a bus: exit $rc, expected 1"
+done
 rc=0
 tapctl --bus "unix:path=$T/nowhere" list 2>"$T/err" || rc=$?
 [ $rc = 1 ] || fail "--bus to nowhere: exit $rc, expected 1"
