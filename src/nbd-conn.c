@@ -14,11 +14,13 @@
 
 /* ---- transport ----
  * Every byte from the client comes through here (and every byte to it
- * through sock_send in nbd-reply.c), so that a TLS layer can wrap them
- * later. Behaves like recv() on a non-blocking socket. */
+ * through sock_send in nbd-reply.c), through TLS after STARTTLS. Behaves
+ * like recv() on a non-blocking socket. */
 
 static ssize_t sock_recv(struct nbd_conn *c, void *buf, size_t len)
 {
+	if (c->tls_up)
+		return nbd_tls_recv(c, buf, len);
 	return recv(c->fd, buf, len, 0);
 }
 
@@ -430,7 +432,7 @@ static int conn_consume(struct nbd_conn *c)
 		if (!c->discard)
 			discard_done(c);
 		return 1;
-	default: /* RS_WRITE_WAIT, RS_STOP */
+	default: /* RS_WRITE_WAIT, RS_TLS (see tls_step), RS_STOP */
 		return -1;
 	}
 }
@@ -475,10 +477,29 @@ static void read_enable(struct nbd_conn *c, bool on)
 	c->reading = on;
 }
 
+/* The TLS handshake after STARTTLS: once the ACK is out in the clear, let
+ * GnuTLS run until it waits for the socket. Returns 1 when option haggling
+ * can go on (under TLS), 0 to wait, -1 when the connection is dead. */
+static int tls_step(struct nbd_conn *c)
+{
+	int r;
+
+	if (c->hs_off < c->hs_len) {
+		read_enable(c, false); /* the flush arms EV_WRITE */
+		return 0;
+	}
+	r = nbd_tls_handshake(c);
+	if (r == 0)
+		read_enable(c, !c->tls_want_write);
+	return r;
+}
+
 void nbd_conn_pump(struct nbd_conn *c)
 {
 	int budget = NBD_RECV_BUDGET;
 
+	if (c->rs == RS_TLS && tls_step(c) <= 0)
+		return;
 	while (!c->dead) {
 		int r = conn_consume(c);
 		ssize_t n;
@@ -493,6 +514,10 @@ void nbd_conn_pump(struct nbd_conn *c)
 		}
 		if (budget-- == 0) {
 			read_enable(c, true);
+			/* Input GnuTLS already decrypted makes no socket
+			 * readable: come back for it on the next turn. */
+			if (nbd_tls_pending(c))
+				event_active(c->ev_read, EV_READ, 0);
 			return;
 		}
 		n = conn_recv(c);

@@ -1,7 +1,8 @@
 /* NBD option haggling: the greeting, client flags, and the options a client
  * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT,
- * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, and error replies for the rest).
- * Replies collect in the connection's hs buffer. */
+ * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS, and error replies for
+ * the rest), and the --tls policy. Replies collect in the connection's hs
+ * buffer. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,10 +293,63 @@ static void opt_list(struct nbd_conn *c, uint32_t len)
 	opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL);
 }
 
+/* STARTTLS: acknowledge in the clear, then the input side runs the TLS
+ * handshake (RS_TLS) before reading the next option. */
+static void opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+	if (c->tls) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already on");
+		return;
+	}
+	if (len) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+		return;
+	}
+	/* Bytes sent before our ACK cannot be a ClientHello we could hand
+	 * over: the client broke the protocol. */
+	if (c->in_start != c->in_end) {
+		nbd_conn_kill(c, "data after STARTTLS before its reply");
+		return;
+	}
+	if (nbd_tls_start(c) < 0) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
+		return;
+	}
+	opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
+	c->rs = RS_TLS;
+	c->rerun = true; /* flush the ACK, then shake hands */
+}
+
+/* With --tls require, only STARTTLS and ABORT are heard in the clear.
+ * Returns true when the option was refused. */
+static bool tls_required(struct nbd_conn *c, uint32_t opt)
+{
+	char msg[96];
+
+	if (nbd_tls_mode() != NBD_TLS_REQUIRE || c->tls || opt == NBD_OPT_STARTTLS ||
+	    opt == NBD_OPT_ABORT)
+		return false;
+	/* EXPORT_NAME has no error reply: the protocol says hang up. */
+	if (opt == NBD_OPT_EXPORT_NAME) {
+		nbd_conn_kill(c, "EXPORT_NAME without TLS (TLS is required)");
+		return true;
+	}
+	snprintf(msg, sizeof(msg), "TLS is required: send STARTTLS before %s", nbd_opt_name(opt));
+	log_debug("nbd: client %u: %s", c->id, msg);
+	opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg);
+	return true;
+}
+
 static void handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
 	char msg[64];
 
+	if (tls_required(c, opt))
+		return;
+	if (opt == NBD_OPT_STARTTLS && nbd_tls_mode() != NBD_TLS_OFF) {
+		opt_starttls(c, len);
+		return;
+	}
 	switch (opt) {
 	case NBD_OPT_EXPORT_NAME:
 		opt_export_name(c, data, len);

@@ -2,7 +2,8 @@
  * per-connection state and the calls its parts make into each other
  * (nbd-server.c: connections' lifetime and limits; nbd-listen.c: listening
  * sockets; nbd-handshake.c: options; nbd-conn.c: reading and requests;
- * nbd-reply.c: replies and writing). Not a contract for anything outside them. */
+ * nbd-reply.c: replies and writing; nbd-tls.c: TLS sessions). Not a contract
+ * for anything outside them. */
 #ifndef TAPD_NBD_INTERNAL_H
 #define TAPD_NBD_INTERNAL_H
 
@@ -10,13 +11,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "nbd-proto.h"
+#include "nbd-tls.h"
 #include "tap.h"
 #include "util.h"
 
 struct event;
+struct nbd_tls;
 
 /* Requests in flight per connection. When all slots are busy we stop
  * reading the socket: TCP-style backpressure instead of queues. */
@@ -99,6 +103,7 @@ enum read_state {
 	RS_WRITE_WAIT, /* WRITE waiting for its buffer: do not read */
 	RS_PAYLOAD,    /* WRITE payload into cur->req.buf */
 	RS_DISCARD,    /* dropping bytes, then reply */
+	RS_TLS,	       /* STARTTLS acknowledged: TLS handshake, then RS_OPT */
 	RS_STOP,       /* nothing more will be read */
 };
 
@@ -119,6 +124,13 @@ struct nbd_conn {
 	bool closing;	 /* close once idle (DISC, ABORT, server shutdown) */
 	bool dead;	 /* socket closed; waiting for in-flight requests */
 	bool running, rerun;
+
+	/* After STARTTLS, every byte goes through this session (nbd-tls.c);
+	 * NULL on plain connections. tls_want_write: the TLS layer waits
+	 * for the socket to be writable with no reply to send; tls_up: the
+	 * handshake is done (the STARTTLS ACK itself goes out in the clear). */
+	struct nbd_tls *tls;
+	bool tls_want_write, tls_up;
 
 	struct tap *tap;	     /* attached after GO / EXPORT_NAME */
 	struct nbd_export_view view; /* what requests are checked against */
@@ -215,5 +227,24 @@ void nbd_conn_pump(struct nbd_conn *c);
 void nbd_queue_reply(struct nbd_slot *s, uint32_t error);
 /* Write as much output as the socket takes; arm EV_WRITE for the rest. */
 void nbd_conn_flush(struct nbd_conn *c);
+
+/* nbd-tls.c (the configuration side is in nbd-tls.h) */
+
+enum nbd_tls_mode nbd_tls_mode(void);
+/* Create c's session after STARTTLS and start its handshake deadline.
+ * Returns 0 or -ENOMEM (logged). */
+int nbd_tls_start(struct nbd_conn *c);
+/* Drive the handshake: 1 done (c->rs is RS_OPT again), 0 waiting for the
+ * socket (readable, or writable when c->tls_want_write), -1 failed (c is
+ * killed). */
+int nbd_tls_handshake(struct nbd_conn *c);
+/* recv() and sendmsg() through the session, with their return and errno
+ * conventions (0 from recv: the client hung up). */
+ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len);
+ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n);
+/* Decrypted input waits inside GnuTLS: no socket event will announce it. */
+bool nbd_tls_pending(struct nbd_conn *c);
+/* Free c's session (close_notify first when graceful, without waiting). */
+void nbd_tls_close(struct nbd_conn *c, bool graceful);
 
 #endif

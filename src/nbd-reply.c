@@ -13,13 +13,15 @@
 
 /* ---- transport ----
  * Every byte to the client goes through here (see sock_recv in
- * nbd-conn.c for the other way), so that a TLS layer can wrap it later.
- * Behaves like sendmsg() on a non-blocking socket. */
+ * nbd-conn.c for the other way), through TLS after STARTTLS. Behaves like
+ * sendmsg() on a non-blocking socket. */
 
 static ssize_t sock_send(struct nbd_conn *c, struct iovec *iov, size_t n)
 {
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
 
+	if (c->tls_up)
+		return nbd_tls_send(c, iov, n);
 	return sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
@@ -153,6 +155,13 @@ void nbd_conn_flush(struct nbd_conn *c)
 		size_t n = gather(c, iov);
 		ssize_t w;
 
+		if (!n && c->tls_want_write) {
+			/* The TLS handshake waits for room to write. */
+			if (!c->writing)
+				event_add(c->ev_write, NULL);
+			c->writing = true;
+			return;
+		}
 		if (!n) {
 			if (c->writing)
 				event_del(c->ev_write);

@@ -96,6 +96,8 @@ void nbd_conn_kill(struct nbd_conn *c, const char *why)
 	event_del(c->ev_read);
 	event_del(c->ev_write);
 	c->reading = c->writing = false;
+	/* close_notify only when we chose to close (DISC, ABORT, shutdown). */
+	nbd_tls_close(c, c->closing);
 	close(c->fd);
 	c->fd = -1;
 	c->cur = NULL;

@@ -18,6 +18,7 @@
 #include "bus.h"
 #include "log.h"
 #include "nbd-server.h"
+#include "nbd-tls.h"
 #include "pools/pool.h"
 #include "tap.h"
 #include "util.h"
@@ -58,6 +59,7 @@ struct options {
 	unsigned n_nbd_listen;
 	uint64_t nbd_max_client_bytes;
 	unsigned nbd_max_connections;
+	struct nbd_tls_config tls;
 };
 
 static struct {
@@ -81,6 +83,10 @@ static void usage(FILE *f)
 		"      --nbd-listen HOST:PORT  also serve NBD on TCP (repeatable; [IPV6]:PORT)\n"
 		"      --nbd-max-client-bytes SZ  READ/WRITE bytes in flight per client (32M)\n"
 		"      --nbd-max-connections N NBD connections per tap (default 16)\n"
+		"      --tls off|on|require    TLS on the NBD export (default off)\n"
+		"      --tls-certs DIR         X.509: server-cert.pem, server-key.pem, ca-cert.pem\n"
+		"      --tls-psk FILE          PSK: username:hexkey lines (psktool)\n"
+		"      --tls-verify-peer       X.509 clients need a certificate signed by the CA\n"
 		"      --bus BUS               system, session or a D-Bus address (default system)\n"
 		"      --log-level LEVEL       err, warning, notice, info or debug (default info)\n"
 		"      --default-pool-size SZ  size of the default pool (default 64M)\n"
@@ -103,6 +109,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_NBD_LISTEN,
 		O_NBD_MAX_BYTES,
 		O_NBD_MAX_CONNS,
+		O_TLS,
+		O_TLS_CERTS,
+		O_TLS_PSK,
+		O_TLS_VERIFY,
 	};
 	static const struct option longopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
@@ -116,6 +126,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "nbd-listen", required_argument, NULL, O_NBD_LISTEN },
 		{ "nbd-max-client-bytes", required_argument, NULL, O_NBD_MAX_BYTES },
 		{ "nbd-max-connections", required_argument, NULL, O_NBD_MAX_CONNS },
+		{ "tls", required_argument, NULL, O_TLS },
+		{ "tls-certs", required_argument, NULL, O_TLS_CERTS },
+		{ "tls-psk", required_argument, NULL, O_TLS_PSK },
+		{ "tls-verify-peer", no_argument, NULL, O_TLS_VERIFY },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -183,6 +197,24 @@ static int parse_options(int argc, char **argv, struct options *o)
 				return 2;
 			}
 			o->nbd_max_connections = (unsigned)n;
+			break;
+		case O_TLS:
+			level = nbd_tls_parse_mode(optarg);
+			if (level < 0) {
+				fprintf(stderr, "tapd: bad --tls '%s' (off, on or require)\n",
+					optarg);
+				return 2;
+			}
+			o->tls.mode = (enum nbd_tls_mode)level;
+			break;
+		case O_TLS_CERTS:
+			o->tls.certs_dir = optarg;
+			break;
+		case O_TLS_PSK:
+			o->tls.psk_file = optarg;
+			break;
+		case O_TLS_VERIFY:
+			o->tls.verify_peer = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -355,6 +387,13 @@ int main(int argc, char **argv)
 	if (protect_flusher(o.strict) < 0 || protect_memory(o.strict, o.no_mlock) < 0)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
+	/* Credentials first: a bad file stops us before anything exists. */
+	ret = nbd_tls_setup(&o.tls, &eb);
+	if (ret < 0) {
+		log_err("NBD TLS: %s", eb.msg[0] ? eb.msg : strerror(-ret));
+		nbd_tls_teardown();
+		return 1;
+	}
 
 	if (make_state_dir(o.state_dir) < 0)
 		return 1;
@@ -443,6 +482,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 
 	nbd_server_free();
+	nbd_tls_teardown();
 	tap_teardown();
 	pool_teardown();
 	worker_teardown();

@@ -6,8 +6,10 @@ TAPD_DEPS=(
 	# build
 	build-essential autoconf automake libtool pkg-config
 	libevent-dev libaio-dev libsystemd-dev check libxen-dev libfuse3-dev fuse3
+	libgnutls28-dev           # TLS on the NBD export
 	# test peers and tools
 	qemu-utils libnbd-bin python3-libnbd nbdkit fio
+	gnutls-bin                # certtool, psktool for the TLS tests
 	dbus-daemon dbus-bin      # dbus-daemon; dbus-send
 	systemd                   # systemd-analyze verify
 	libxml2-utils             # xmllint for the D-Bus policy
