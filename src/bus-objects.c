@@ -8,6 +8,7 @@
 
 #include "bus-internal.h"
 #include "log.h"
+#include "nbd-server.h"
 
 char *bus_tap_path(const struct tap *t)
 {
@@ -250,7 +251,7 @@ static int tap_stats_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r < 0)
 		return r;
-	r = sd_bus_message_append(reply, "a{st}", 11,
+	r = sd_bus_message_append(reply, "a{st}", 13,
 				  "reads", st.reads,
 				  "writes", st.writes,
 				  "flushes", st.flushes,
@@ -261,7 +262,9 @@ static int tap_stats_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 				  "errors", st.errors,
 				  "inflight", (uint64_t)st.inflight,
 				  "waiting", (uint64_t)st.waiting,
-				  "connections", (uint64_t)st.connections);
+				  "connections", (uint64_t)st.connections,
+				  "chain_depth", (uint64_t)st.chain_depth,
+				  "parent_shares", (uint64_t)st.parent_shares);
 	if (r < 0)
 		return r;
 	return sd_bus_send(NULL, reply, NULL);
@@ -316,6 +319,16 @@ static int tap_get_exports(sd_bus *bus, const char *path, const char *iface,
 		if (!uri)
 			return -ENOMEM;
 		r = sd_bus_message_append(reply, "s", uri);
+		if (r < 0)
+			return r;
+	}
+	if (nbd_server_tcp_address()) {
+		/* nbd://HOST:PORT/NAME; an IPv6 host keeps its brackets. */
+		_cleanup_free_ char *tcp = NULL;
+
+		if (asprintf(&tcp, "nbd://%s/%s", nbd_server_tcp_address(), tap_name(userdata)) < 0)
+			return -ENOMEM;
+		r = sd_bus_message_append(reply, "s", tcp);
 		if (r < 0)
 			return r;
 	}

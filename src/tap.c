@@ -371,6 +371,9 @@ void tap_teardown(void)
 	if (taps.shutdown_ev)
 		event_free(taps.shutdown_ev);
 	taps.shutdown_ev = NULL;
+	/* A fresh start for whoever sets up again (unit tests do). */
+	taps.stopping = false;
+	taps.shutdown_done = NULL;
 }
 
 bool tap_stopping(void)

@@ -57,6 +57,22 @@ static struct vhd_io *vio_of(struct image_io *io)
 static void vhd_step(struct vhd_io *vio);
 static void vhd_status_step(struct vhd_io *vio);
 
+/* The allocation is done: every waiter looks again, since the block it
+ * waited for may now exist; those that still need one queue up again
+ * behind whichever of them allocates next. */
+static void vhd_alloc_release(struct vhd *v)
+{
+	struct vhd_waitq q = TAILQ_HEAD_INITIALIZER(q);
+	struct vhd_io *w;
+
+	v->allocating = NULL;
+	TAILQ_CONCAT(&q, &v->alloc_waiters, link);
+	while ((w = TAILQ_FIRST(&q))) {
+		TAILQ_REMOVE(&q, w, link);
+		vhd_resume(w, 0);
+	}
+}
+
 static void vhd_finish(struct vhd_io *vio, int err)
 {
 	struct vhd *v = vio->vhd;
@@ -64,15 +80,8 @@ static void vhd_finish(struct vhd_io *vio, int err)
 	struct image_io *io = vio->io;
 
 	vhd_bm_put(vio);
-	if (v->allocating == vio) {
-		struct vhd_io *next = TAILQ_FIRST(&v->alloc_waiters);
-
-		v->allocating = NULL;
-		if (next) {
-			TAILQ_REMOVE(&v->alloc_waiters, next, link);
-			vhd_resume(next, 0);
-		}
-	}
+	if (v->allocating == vio)
+		vhd_alloc_release(v);
 	if (slot) {
 		vio->slot = NULL;
 		slot->next_free = v->free_slots;
@@ -304,15 +313,8 @@ static void vhd_step(struct vhd_io *vio)
 	default:
 		break;
 	}
-	if (v->allocating == vio && vio->stage == S_START) {
-		struct vhd_io *next = TAILQ_FIRST(&v->alloc_waiters);
-
-		v->allocating = NULL;
-		if (next) {
-			TAILQ_REMOVE(&v->alloc_waiters, next, link);
-			vhd_resume(next, 0);
-		}
-	}
+	if (v->allocating == vio && vio->stage == S_START)
+		vhd_alloc_release(v);
 	if (vio->pos >= end) {
 		if (io->op == TAP_OP_WRITE && (io->flags & IMAGE_F_FUA)) {
 			vio->stage = S_FUA;

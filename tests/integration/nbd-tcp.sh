@@ -36,6 +36,9 @@ grep -q "listening on tcp 127.0.0.1:$port" "$TAPD_LOG" || fail "TCP listener not
 
 dd if=/dev/urandom of="$T/src.raw" bs=1M count=8 status=none
 tapctl create --name net "raw:$T/src.raw" >/dev/null || fail "create"
+exports=$(busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.xenproject.Tapd1 \
+	/org/xenproject/Tapd1/tap/0 org.xenproject.Tapd1.Tap Exports)
+grep -qF "\"nbd://127.0.0.1:$port/net\"" <<<"$exports" || fail "Exports lacks the TCP URI: $exports"
 
 out=$(nbdinfo "nbd://127.0.0.1:$port/net") || fail "nbdinfo over TCP"
 printf '%s\n' "$out" | grep -q "export-size: 8388608" || fail "nbdinfo over TCP: $out"

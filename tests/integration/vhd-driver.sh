@@ -107,6 +107,9 @@ n=$(ls -l "/proc/$TAPD_PID/fd" | grep -c "$T/mid.vhd$" || true)
 [ "$n" = 1 ] || fail "mid.vhd open $n times for two chains, want once"
 n=$(ls -l "/proc/$TAPD_PID/fd" | grep -c "$T/base.vhd$" || true)
 [ "$n" = 1 ] || fail "base.vhd open $n times, want once"
+stats=$(tapctl stats leaf2 --json)
+grep -q '"chain_depth": *3' <<<"$stats" || fail "Stats chain_depth: $stats"
+grep -q '"parent_shares": *2' <<<"$stats" || fail "Stats do not show mid.vhd shared by 2 chains: $stats"
 
 # 4. Images tapd has open are refused to the tool, and the other way round.
 out=$("$VHD" resize "$T/leaf.vhd" 64M 2>&1) && fail "resize of an open leaf succeeded"
