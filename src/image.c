@@ -11,12 +11,19 @@ static const struct driver *const drivers[] = {
 	&driver_ram,
 	&driver_null,
 	&driver_vhd,
+	&driver_tap,
 };
 
 /* Shared read-only images, a short list: parents are few. */
 static struct image *shared;
 
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb)
+{
+	return image_open_parent(spec, read_only, NULL, out, eb);
+}
+
+int image_open_parent(const char *spec, bool read_only, const char *parent,
+		      struct image **out, struct errbuf *eb)
 {
 	const char *colon = spec ? strchr(spec, ':') : NULL;
 	const struct driver *drv = NULL;
@@ -33,8 +40,8 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 		    strncmp(drivers[i]->name, spec, (size_t)(colon - spec)) == 0)
 			drv = drivers[i];
 	if (!drv) {
-		err_set(eb, "unknown image driver '%.*s' (known: raw, ram, null, vhd)", (int)(colon - spec),
-			spec);
+		err_set(eb, "unknown image driver '%.*s' (known: raw, ram, null, vhd, tap, nbd)",
+			(int)(colon - spec), spec);
 		return -EINVAL;
 	}
 	img = calloc(1, sizeof(*img));
@@ -43,6 +50,7 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 	img->drv = drv;
 	img->refs = 1;
 	img->read_only = read_only;
+	img->parent_spec = parent;
 	img->spec = strdup(spec);
 	if (!img->spec) {
 		free(img);
@@ -53,6 +61,12 @@ int image_open(const char *spec, bool read_only, struct image **out, struct errb
 		free(img->spec);
 		free(img);
 		return ret;
+	}
+	img->parent_spec = NULL;
+	if (parent && !drv->parent) {
+		err_set(eb, "%s has no parent chain for %s to serve", spec, parent);
+		image_close(img);
+		return -EINVAL;
 	}
 	*out = img;
 	return 0;

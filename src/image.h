@@ -9,6 +9,10 @@
 /* Open "driver:arg". -EINVAL for a malformed string or unknown driver,
  * else the driver's error. */
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb);
+/* The same, with parent (an image string) serving the parent chain in
+ * place of the one the image names; -EINVAL for an image without one. */
+int image_open_parent(const char *spec, bool read_only, const char *parent,
+		      struct image **out, struct errbuf *eb);
 /* Drop one reference; the image closes with the last. */
 void image_close(struct image *img);
 /* Open read-only, shared: if an image with the same driver and canonical

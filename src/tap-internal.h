@@ -5,6 +5,13 @@
 
 #include "tap.h"
 
+/* A token bucket (tap-qos.c); rates 0 = unlimited. */
+struct qos_bucket {
+	uint64_t iops, bps;
+	double ops, bytes; /* tokens */
+	uint64_t last_ns;
+};
+
 struct tap {
 	TAILQ_ENTRY(tap) link;
 	char name[TAP_NAME_MAX];
@@ -18,6 +25,11 @@ struct tap {
 	bool can_flush, can_trim, can_zero;
 	struct pool *pool;
 	bool read_only;
+	/* Stacking: the tap serving our parent chain (its name is kept to
+	 * reopen after a pause) and how many taps we serve. */
+	struct tap *parent;
+	char *parent_name;
+	unsigned children;
 	struct tap_stats st;
 	/* Requests holding (or waiting for) a pool buffer: the tap must
 	 * outlive them, so closing waits for this to reach zero too. */
@@ -26,6 +38,10 @@ struct tap {
 	TAILQ_HEAD(, tap_req) writes;
 	/* Write-like requests waiting for an overlapping one to finish. */
 	TAILQ_HEAD(, tap_req) blocked;
+	/* QoS: the tap's bucket, requests waiting for it, its timer. */
+	struct qos_bucket qos;
+	TAILQ_HEAD(, tap_req) qos_q;
+	struct event *qos_timer;
 	/* Requests submitted while pausing or paused, in order. */
 	TAILQ_HEAD(, tap_req) parked;
 	void (*pause_done)(void *arg, int err);
@@ -37,6 +53,16 @@ struct tap {
 
 /* tap-io.c: run a request (the state allows it). */
 void tap_req_dispatch(struct tap_req *req);
+
+/* tap-qos.c */
+void tap_qos_setup(struct event_base *base);
+void tap_qos_teardown(void);
+int tap_qos_init(struct tap *t);
+void tap_qos_free(struct tap *t);
+/* Dispatch now, or queue until the tap's and its pool's limits allow. */
+void tap_qos_submit(struct tap_req *req);
+/* Dispatch everything queued, limits or not (the daemon stops). */
+void tap_qos_release(struct tap *t);
 
 /* tap-io.c: the completion queue, set up with the registry. */
 int tap_io_setup(struct event_base *base);

@@ -498,7 +498,8 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 	req->base_len = need;
 	req->wait.len = need;
 	req->wait.ready = tap_buf_ready;
-	ret = pool_get(t->pool, need, &req->wait, &req->base);
+	req->pool = t->pool;
+	ret = pool_get(req->pool, need, &req->wait, &req->base);
 	if (ret >= 0)
 		t->held++;
 	if (ret == 1) {
@@ -548,7 +549,7 @@ void tap_req_submit(struct tap_req *req)
 		TAILQ_INSERT_TAIL(&t->parked, req, link);
 		return;
 	}
-	tap_req_dispatch(req);
+	tap_qos_submit(req);
 }
 
 void tap_req_dispatch(struct tap_req *req)
@@ -627,12 +628,12 @@ void tap_req_release(struct tap_req *req)
 		req->parked = false;
 	}
 	if (req->wait.queued) {
-		pool_cancel(t->pool, &req->wait);
+		pool_cancel(req->pool, &req->wait);
 		t->st.waiting--;
 		t->held--;
 	}
 	if (req->base) {
-		pool_put(t->pool, req->base, req->base_len);
+		pool_put(req->pool, req->base, req->base_len);
 		req->base = NULL;
 		req->buf = NULL;
 		t->held--;

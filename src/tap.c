@@ -75,7 +75,11 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 	char *copy;
 	int ret;
 
-	ret = image_open(spec, t->read_only, &img, eb);
+	char parent_spec[TAP_NAME_MAX + 8];
+
+	if (t->parent_name)
+		snprintf(parent_spec, sizeof(parent_spec), "tap:%s", t->parent_name);
+	ret = image_open_parent(spec, t->read_only, t->parent_name ? parent_spec : NULL, &img, eb);
 	if (ret < 0)
 		return ret;
 	if (img->align > POOL_PAGE || (img->align & (img->align - 1))) {
@@ -101,6 +105,25 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 	t->can_flush = img->can_flush;
 	t->can_trim = img->can_trim;
 	t->can_zero = img->can_zero;
+	return 0;
+}
+
+/* A leaf stacked on parent must draw from another pool: with one pool,
+ * leaves can hold every buffer while their requests wait for the parent,
+ * which then has none to serve them with (blktap's stacking deadlock). */
+static int tap_check_stack(struct tap *parent, const char *name, struct pool *pool,
+			   struct errbuf *eb)
+{
+	if (!parent) {
+		err_set(eb, "no tap named '%s' to serve as the parent", name);
+		return -ENOENT;
+	}
+	if (parent->pool == pool) {
+		err_set(eb, "a tap and the tap serving its parent chain (%s) must use different "
+			    "pools, or the leaves can starve the parent of buffers; both would use '%s'",
+			parent->name, pool_name(pool));
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -146,6 +169,16 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		goto fail;
 	}
 	t->read_only = cfg->read_only;
+	if (cfg->parent && *cfg->parent) {
+		ret = tap_check_stack(tap_find(cfg->parent), cfg->parent, pool, eb);
+		if (ret < 0)
+			goto fail;
+		t->parent_name = strdup(cfg->parent);
+		if (!t->parent_name) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
 	t->state = TAP_OPENING;
 	TAILQ_INIT(&t->writes);
 	TAILQ_INIT(&t->blocked);
@@ -154,6 +187,14 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	if (ret < 0)
 		goto fail;
 	t->size = t->img->size;
+	ret = tap_qos_init(t);
+	if (ret < 0) {
+		image_close(t->img);
+		goto fail;
+	}
+	if (cfg->qos_iops || cfg->qos_bps)
+		tap_set_qos(t, cfg->qos_iops, cfg->qos_bps);
+	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
 	t->pool = pool;
 	pool_ref(pool);
 	t->state = TAP_RUNNING;
@@ -168,6 +209,7 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	return 0;
 fail:
 	minor_free(&taps.minors, minor);
+	free(t->parent_name);
 	free(t);
 	return ret;
 }
@@ -179,7 +221,9 @@ static void tap_free(struct tap *t)
 	taps.count--;
 	tap_notify(t, TAP_REMOVED);
 	image_close(t->img);
+	tap_qos_free(t);
 	free(t->spec);
+	free(t->parent_name);
 	pool_unref(t->pool);
 	minor_free(&taps.minors, t->minor);
 	free(t);
@@ -190,6 +234,11 @@ int tap_destroy(struct tap *t, struct errbuf *eb)
 	if (t->st.connections) {
 		err_set(eb, "tap %s has %u client%s connected", t->name, t->st.connections,
 			t->st.connections == 1 ? "" : "s");
+		return -EBUSY;
+	}
+	if (t->children) {
+		err_set(eb, "tap %s serves the parent chain of %u tap%s", t->name, t->children,
+			t->children == 1 ? "" : "s");
 		return -EBUSY;
 	}
 	if ((t->state != TAP_RUNNING && t->state != TAP_PAUSED) || t->st.inflight || t->held ||
@@ -276,7 +325,8 @@ int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
 	tap_notify(t, TAP_CHANGED);
 	while ((req = TAILQ_FIRST(&t->parked))) {
 		TAILQ_REMOVE(&t->parked, req, link);
-		tap_req_dispatch(req);
+		req->parked = false;
+		tap_qos_submit(req);
 	}
 	return 0;
 }
@@ -333,8 +383,10 @@ void tap_stop_begin(void)
 	struct tap *t;
 
 	taps.stopping = true;
-	TAILQ_FOREACH(t, &taps.taps, link)
+	TAILQ_FOREACH(t, &taps.taps, link) {
+		tap_qos_release(t);
 		tap_release_parked(t);
+	}
 }
 
 void tap_shutdown_all(void (*done)(void *arg), void *arg)
@@ -348,6 +400,7 @@ void tap_shutdown_all(void (*done)(void *arg), void *arg)
 		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
 		tap_notify(t, TAP_CHANGED);
+		tap_qos_release(t);
 		tap_release_parked(t);
 	}
 	event_active(taps.shutdown_ev, 0, 0);
@@ -358,6 +411,7 @@ int tap_setup(struct event_base *base)
 	taps.shutdown_ev = event_new(base, -1, 0, tap_shutdown_check, NULL);
 	if (!taps.shutdown_ev)
 		return -ENOMEM;
+	tap_qos_setup(base);
 	return tap_io_setup(base);
 }
 
@@ -368,6 +422,7 @@ void tap_teardown(void)
 	while ((t = TAILQ_FIRST(&taps.taps)))
 		tap_free(t);
 	tap_io_teardown();
+	tap_qos_teardown();
 	if (taps.shutdown_ev)
 		event_free(taps.shutdown_ev);
 	taps.shutdown_ev = NULL;
@@ -519,6 +574,70 @@ bool tap_can_fast_zero(const struct tap *t)
 uint32_t tap_align(const struct tap *t)
 {
 	return t->align;
+}
+
+int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
+{
+	struct pool *pool = pool_find(name ? name : "");
+	struct pool *old = t->pool;
+	struct tap *c;
+	int ret;
+
+	if (!pool) {
+		err_set(eb, "no pool named '%s'", name ? name : "");
+		return -ENODEV;
+	}
+	if (pool == old)
+		return 0;
+	if (t->parent && (ret = tap_check_stack(t->parent, t->parent->name, pool, eb)) < 0)
+		return ret;
+	TAILQ_FOREACH(c, &taps.taps, link) {
+		if (c->parent == t && c->pool == pool) {
+			err_set(eb, "tap %s is stacked on %s and uses pool '%s': a tap and its parent "
+				    "must use different pools", c->name, t->name, name);
+			return -EINVAL;
+		}
+	}
+	/* Requests holding buffers give them back to the pool they came
+	 * from (tap_req.pool); only new ones see the new pool. */
+	pool_ref(pool);
+	t->pool = pool;
+	pool_unref(old);
+	log_info("%s: moved from pool %s to %s", t->name, pool_name(old), pool_name(pool));
+	tap_notify(t, TAP_CHANGED);
+	return 0;
+}
+
+struct tap *tap_parent(const struct tap *t)
+{
+	return t->parent;
+}
+
+int tap_stack_get(const char *name, struct tap **out, struct errbuf *eb)
+{
+	struct tap *t = tap_find(name);
+
+	if (!t) {
+		err_set(eb, "no tap named '%s' to serve as a parent", name);
+		return -ENOENT;
+	}
+	if (t->state == TAP_CLOSING || taps.stopping) {
+		err_set(eb, "tap %s is closing", name);
+		return -ESHUTDOWN;
+	}
+	t->children++;
+	*out = t;
+	return 0;
+}
+
+void tap_stack_put(struct tap *t)
+{
+	t->children--;
+}
+
+struct image *tap_chain(const struct tap *t)
+{
+	return t->img;
 }
 
 int tap_attach(struct tap *t)

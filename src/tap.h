@@ -57,6 +57,7 @@ struct tap_req {
 	struct tap *tap;
 	void (*ready)(struct tap_req *req, int err);
 	struct pool_waiter wait;
+	struct pool *pool; /* where base came from (the tap may move) */
 	void *base;        /* pool buffer: whole pages around the data, then scratch */
 	size_t base_len;
 	uint64_t buf_off;  /* image offset of base: off rounded down to a page */
@@ -74,7 +75,13 @@ struct tap_config {
 	const char *name;  /* NULL: "tapN" */
 	const char *image; /* "raw:/path", "ram:SIZE", "null:SIZE" */
 	const char *pool;  /* NULL: the default pool */
+	/* NULL, or the name of a running tap that serves this image's
+	 * parent chain (stacking): the image must be a differencing disk
+	 * whose parent is that tap's image, and the two taps must use
+	 * different pools. */
+	const char *parent;
 	bool read_only;
+	uint64_t qos_iops, qos_bps; /* 0: unlimited */
 };
 
 struct tap_stats {
@@ -122,6 +129,29 @@ void tap_stop_begin(void);
  * -ESHUTDOWN, in-flight ones drain, images are flushed and closed. done is
  * called from the loop when all taps are gone. */
 void tap_shutdown_all(void (*done)(void *arg), void *arg);
+
+/* Move the tap to another pool while it runs: requests in flight keep the
+ * buffers they have (and give them back where they came from), new ones
+ * take from the new pool. -ENODEV no such pool; -EINVAL the tap is stacked
+ * on, or under, a tap of that pool. */
+int tap_set_pool(struct tap *t, const char *pool, struct errbuf *eb);
+
+/* Limits on the requests a tap starts per second and the bytes they move
+ * per second (token buckets with a one-second burst; 0 = unlimited).
+ * Requests over the limit wait, in order, on a timer: never on the loop. */
+void tap_set_qos(struct tap *t, uint64_t iops, uint64_t bps);
+void tap_get_qos(const struct tap *t, uint64_t *iops, uint64_t *bps);
+/* The same for all taps of a pool together. */
+int tap_set_pool_qos(const char *pool, uint64_t iops, uint64_t bps, struct errbuf *eb);
+int tap_get_pool_qos(const char *pool, uint64_t *iops, uint64_t *bps);
+/* The tap serving this tap's parent chain, or NULL. */
+struct tap *tap_parent(const struct tap *t);
+/* For the tap: driver. Take the running tap NAME as a parent (it cannot be
+ * destroyed while stacked on): -ENOENT no such tap, -ESHUTDOWN closing. */
+int tap_stack_get(const char *name, struct tap **out, struct errbuf *eb);
+void tap_stack_put(struct tap *t);
+/* The tap's open image chain (NULL while paused). */
+struct image *tap_chain(const struct tap *t);
 
 /* Look up by name, or by minor given as a decimal string. */
 struct tap *tap_find(const char *name_or_minor);

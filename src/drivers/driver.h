@@ -92,6 +92,10 @@ struct image {
 	bool can_trim;      /* TRIM can free storage */
 	bool can_zero;      /* WRITE_ZEROES is cheaper than writing zeros */
 	bool can_extents;   /* BLOCK_STATUS knows holes (else: all data) */
+	/* Set on entry to open(): an image string to use as the parent
+	 * instead of the one the image's metadata names, or NULL. Drivers
+	 * with parents honour it (and check it is the right parent). */
+	const char *parent_spec;
 	void *priv;
 	/* Private to image.c: sharing of read-only parents. */
 	unsigned refs;
@@ -103,5 +107,6 @@ extern const struct driver driver_raw;
 extern const struct driver driver_ram;
 extern const struct driver driver_null;
 extern const struct driver driver_vhd;
+extern const struct driver driver_tap;
 
 #endif

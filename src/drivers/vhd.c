@@ -476,20 +476,46 @@ static void vhd_report(void *opaque, const char *msg)
 	log_warn("%s: %s", (const char *)opaque, msg);
 }
 
-/* Open and check the parent of a differencing disk. */
-static int vhd_open_parent(struct vhd *v, struct errbuf *eb)
+/* Same file? (Paths may differ in spelling.) */
+static bool vhd_same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+/* Open and check the parent of a differencing disk: the one its locators
+ * name, shared with other chains, or the image given in its place (a
+ * stacked tap), which must be that same file. */
+static int vhd_open_parent(struct vhd *v, const char *parent_spec, struct errbuf *eb)
 {
 	char ppath[VHD_PATH_MAX];
+	struct image *pimg;
 	struct vhd *p;
 	int ret;
 
 	ret = vhd_find_parent(v->path, &v->meta, ppath, sizeof(ppath), eb);
 	if (ret < 0)
 		return ret;
-	ret = image_open_shared("vhd", ppath, &v->parent, eb);
-	if (ret < 0)
-		return ret;
-	p = v->parent->priv;
+	if (parent_spec) {
+		ret = image_open(parent_spec, true, &v->parent, eb);
+		if (ret < 0)
+			return ret;
+		pimg = v->parent->drv->parent ? v->parent->drv->parent(v->parent) : NULL;
+		if (!pimg || pimg->drv != &driver_vhd ||
+		    !vhd_same_file(((struct vhd *)pimg->priv)->path, ppath)) {
+			err_set(eb, "%s serves %s, but the parent of %s is %s", parent_spec,
+				pimg ? pimg->spec : "no image", v->path, ppath);
+			return -EINVAL;
+		}
+	} else {
+		ret = image_open_shared("vhd", ppath, &v->parent, eb);
+		if (ret < 0)
+			return ret;
+		pimg = v->parent;
+	}
+	p = pimg->priv;
 	ret = vhd_parent_match(&v->meta, &p->meta.footer, eb);
 	if (ret == -ESTALE) {
 		log_warn("%s: %s (accepted)", v->path, eb->msg);
@@ -555,8 +581,15 @@ static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 		ret = -EINVAL;
 		goto fail;
 	}
-	if (v->meta.layout.type == VHD_TYPE_DIFF && (ret = vhd_open_parent(v, eb)) < 0)
+	if (v->meta.layout.type == VHD_TYPE_DIFF &&
+	    (ret = vhd_open_parent(v, img->parent_spec, eb)) < 0)
 		goto fail;
+	if (img->parent_spec && v->meta.layout.type != VHD_TYPE_DIFF) {
+		err_set(eb, "%s is not a differencing disk: it has no parent for %s to serve",
+			path, img->parent_spec);
+		ret = -EINVAL;
+		goto fail;
+	}
 	if (v->meta.layout.type != VHD_TYPE_FIXED)
 		v->next_block = vhd_data_end(&v->meta.layout, v->meta.bat);
 	if (posix_memalign((void **)&v->meta_buf, 4096,

@@ -14,6 +14,7 @@
 #include "aio.h"
 #include "log.h"
 #include "tap.h"
+#include "vhd-format.h"
 #include "worker.h"
 
 static struct event_base *base;
@@ -551,6 +552,149 @@ START_TEST(test_shutdown_while_paused)
 }
 END_TEST
 
+START_TEST(test_set_pool_live)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap_req r = { .op = TAP_OP_READ, .off = 0, .len = 8192, .done = on_done };
+	struct pool_stats a, b;
+	struct pool *pa, *pb;
+	struct tap *t;
+
+	ck_assert_int_eq(pool_create("pa", 1 << 20, &pa, &eb), 0);
+	ck_assert_int_eq(pool_create("pb", 1 << 20, &pb, &eb), 0);
+	t = make_tap("ram:1M", "mv", false);
+	ck_assert_int_eq(tap_set_pool(t, "pa", &eb), 0);
+	ck_assert_int_eq(tap_req_prepare(t, &r, no_wait), 0);
+	/* Moved with a buffer out: it goes back where it came from. */
+	ck_assert_int_eq(tap_set_pool(t, "pb", &eb), 0);
+	ck_assert_str_eq(pool_name(tap_pool(t)), "pb");
+	tap_req_submit(&r);
+	run_until(1);
+	tap_req_release(&r);
+	pool_get_stats(pa, &a);
+	pool_get_stats(pb, &b);
+	ck_assert_uint_eq(a.in_use, 0);
+	ck_assert_uint_eq(a.taps, 0);
+	ck_assert_uint_eq(b.taps, 1);
+	ck_assert_int_eq(tap_req_prepare(t, &r, no_wait), 0);
+	pool_get_stats(pb, &b);
+	ck_assert_uint_eq(b.in_use, 8192);
+	tap_req_release(&r);
+	ck_assert_int_eq(tap_set_pool(t, "nosuch", &eb), -ENODEV);
+}
+END_TEST
+
+static int vhd_make(const char *name, const char *parent, char *out, size_t len)
+{
+	struct vhd_create_opts o = { .type = VHD_TYPE_DYNAMIC, .size = 8u << 20 };
+	struct errbuf eb = { { 0 } };
+	char ppath[600];
+
+	snprintf(out, len, "%s/%s", dir, name);
+	if (parent) {
+		snprintf(ppath, sizeof(ppath), "%s/%s", dir, parent);
+		o.type = VHD_TYPE_DIFF;
+		o.parent = ppath;
+	}
+	return vhd_image_create(out, &o, &eb);
+}
+
+START_TEST(test_stacked)
+{
+	char base[600], leaf[600], other[600], spec[700];
+	struct errbuf eb = { { 0 } };
+	struct tap_config cfg = { .name = "leaf", .parent = "base", .pool = "lp" };
+	struct tap_stats st;
+	struct pool *p;
+	struct tap *pt, *lt, *ot;
+	char got[4096];
+
+	ck_assert_int_eq(vhd_make("base.vhd", NULL, base, sizeof(base)), 0);
+	ck_assert_int_eq(vhd_make("other.vhd", NULL, other, sizeof(other)), 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", base);
+	pt = make_tap(spec, "base", false);
+	fill(pt, 0, 4096, 'b');
+	ck_assert_int_eq(tap_destroy(pt, &eb), 0);
+	ck_assert_int_eq(vhd_make("leaf.vhd", "base.vhd", leaf, sizeof(leaf)), 0);
+	/* A golden image: served read-only by its own tap. */
+	pt = make_tap(spec, "base", true);
+	ck_assert_int_eq(pool_create("lp", 1 << 20, &p, &eb), 0);
+	/* The leaf reads its parent through the parent's tap. */
+	snprintf(spec, sizeof(spec), "vhd:%s", leaf);
+	cfg.image = spec;
+	cfg.pool = NULL;
+	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -EINVAL);
+	ck_assert(strstr(eb.msg, "different pools"));
+	cfg.pool = "lp";
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_msg(tap_create(&cfg, &lt, &eb) == 0, "%s", eb.msg);
+	ck_assert_ptr_eq(tap_parent(lt), pt);
+	read_back(lt, 0, 4096, got);
+	ck_assert_int_eq(got[0], 'b');
+	ck_assert_int_eq(got[4095], 'b');
+	tap_get_stats(pt, &st);
+	ck_assert_uint_ge(st.reads, 1);
+	tap_get_stats(lt, &st);
+	ck_assert_uint_eq(st.chain_depth, 3); /* leaf, tap:base, base.vhd */
+	ck_assert_int_eq(tap_set_pool(lt, POOL_DEFAULT, &eb), -EINVAL);
+	ck_assert_int_eq(tap_set_pool(pt, "lp", &eb), -EINVAL);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_destroy(pt, &eb), -EBUSY);
+	ck_assert(strstr(eb.msg, "parent chain"));
+	/* A tap over another image is not this leaf's parent. */
+	snprintf(spec, sizeof(spec), "vhd:%s", other);
+	ot = make_tap(spec, "other", true);
+	(void)ot;
+	cfg.name = "leaf2";
+	cfg.parent = "other";
+	snprintf(spec, sizeof(spec), "vhd:%s", leaf);
+	cfg.image = spec;
+	ck_assert_int_eq(tap_destroy(lt, &eb), 0);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -EINVAL);
+	ck_assert(strstr(eb.msg, "parent of"));
+	cfg.parent = "nosuch";
+	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -ENOENT);
+	ck_assert_int_eq(tap_destroy(pt, &eb), 0);
+	unlink(base);
+	unlink(leaf);
+	unlink(other);
+}
+END_TEST
+
+START_TEST(test_qos_waits)
+{
+	struct tap_req r[12];
+	struct tap_stats st;
+	struct tap *t = make_tap("null:1M", "q", false);
+	uint64_t iops, bps;
+
+	tap_set_qos(t, 2, 0);
+	tap_get_qos(t, &iops, &bps);
+	ck_assert_uint_eq(iops, 2);
+	for (int i = 0; i < 12; i++) {
+		r[i] = (struct tap_req){ .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+		ck_assert_int_eq(tap_req_prepare(t, &r[i], no_wait), 0);
+		tap_req_submit(&r[i]);
+	}
+	for (int i = 0; i < 20; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	/* The burst is one second's worth: 2 (3 if the clock ticked). */
+	ck_assert_int_le(completed, 3);
+	tap_get_stats(t, &st);
+	ck_assert_uint_ge(st.waiting, 9);
+	/* Lifting the limit lets the rest go, in order. */
+	tap_set_qos(t, 0, 0);
+	run_until(12);
+	for (int i = 0; i < 12; i++) {
+		ck_assert_int_eq(r[i].error, 0);
+		tap_req_release(&r[i]);
+	}
+	tap_get_stats(t, &st);
+	ck_assert_uint_eq(st.waiting, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tap");
@@ -571,6 +715,9 @@ int main(void)
 	tcase_add_test(tc, test_ram_ops);
 	tcase_add_test(tc, test_pause_unpause);
 	tcase_add_test(tc, test_shutdown_while_paused);
+	tcase_add_test(tc, test_set_pool_live);
+	tcase_add_test(tc, test_stacked);
+	tcase_add_test(tc, test_qos_waits);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
