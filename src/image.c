@@ -11,6 +11,7 @@ static const struct driver *const drivers[] = {
 	&driver_ram,
 	&driver_null,
 	&driver_vhd,
+	&driver_nbd,
 	&driver_tap,
 };
 

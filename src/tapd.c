@@ -16,6 +16,7 @@
 
 #include "aio.h"
 #include "bus.h"
+#include "drivers/nbd-client.h"
 #include "log.h"
 #include "nbd-server.h"
 #include "nbd-tls.h"
@@ -413,7 +414,8 @@ int main(int argc, char **argv)
 	pool_setup(d.base);
 	/* Two workers: a slow fallocate on one image does not hold up
 	 * block status on another. */
-	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0) {
+	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0 ||
+	    nbd_client_setup(d.base) < 0) {
 		log_err("cannot set up the I/O path");
 		return 1;
 	}

@@ -108,5 +108,6 @@ extern const struct driver driver_ram;
 extern const struct driver driver_null;
 extern const struct driver driver_vhd;
 extern const struct driver driver_tap;
+extern const struct driver driver_nbd;
 
 #endif
