@@ -40,6 +40,7 @@ enum {
 	S_ALLOC_WAIT, /* waiting to allocate */
 	S_ALLOC_DATA, S_ALLOC_FOOTER, S_ALLOC_BITMAP, S_ALLOC_SYNC, S_ALLOC_BAT,
 	S_FUA,        /* final fdatasync of a FUA write */
+	S_STATUS_BM,  /* block status waiting for a bitmap */
 };
 
 /* blktap's batmap says a block is wholly written: no bitmap needed. It is
@@ -310,6 +311,9 @@ static void vhd_step(struct vhd_io *vio)
 	case S_FUA:
 		vhd_finish(vio, 0);
 		return;
+	case S_STATUS_BM:
+		vhd_status_step(vio);
+		return;
 	default:
 		break;
 	}
@@ -348,10 +352,9 @@ static void vhd_step(struct vhd_io *vio)
 }
 
 /* ---- block status -------------------------------------------------------
- * From the BAT: an allocated block is data (true even for sectors whose bit
- * is clear: "data" promises nothing about the contents); an unallocated
- * one is a hole that reads zeros on a dynamic disk, and whatever the parent
- * says on a differencing one. */
+ * From the BAT and the bitmaps: sectors this image wrote are data; the
+ * others read as zeros (a hole) on a dynamic disk, and as whatever the
+ * parent says on a differencing one. */
 
 static void vhd_ext_add(struct image_io *io, uint64_t len, uint32_t flags)
 {
@@ -395,6 +398,25 @@ static void vhd_status_parent_done(struct image_io *pio, int err)
 	vhd_status_step(vio);
 }
 
+/* Ask the parent about [pos, next): its extents land after ours. */
+static void vhd_status_parent(struct vhd_io *vio, uint64_t next)
+{
+	struct vhd *v = vio->vhd;
+	struct image_io *io = vio->io;
+	struct image_io *pio = &vio->slot->pio;
+
+	pio->op = TAP_OP_BLOCK_STATUS;
+	pio->flags = 0;
+	pio->off = vio->pos;
+	pio->len = (uint32_t)(MIN(next, v->parent->size) - vio->pos);
+	pio->buf = NULL;
+	pio->ext = io->ext + io->ext_count;
+	pio->ext_max = io->ext_max - io->ext_count;
+	pio->ext_count = 0;
+	pio->done = vhd_status_parent_done;
+	image_submit(v->parent, pio);
+}
+
 static void vhd_status_step(struct vhd_io *vio)
 {
 	struct vhd *v = vio->vhd;
@@ -406,34 +428,41 @@ static void vhd_status_step(struct vhd_io *vio)
 		uint64_t sector = vio->pos >> VHD_SECTOR_SHIFT;
 		uint32_t block = vhd_block_of(l, sector);
 		uint64_t next = MIN(end, ((uint64_t)block + 1) * l->block_size);
-		uint64_t len = next - vio->pos;
+		/* What a sector this image never wrote reads as: the
+		 * parent's, or zeros past it and on a dynamic disk. */
+		bool below = v->parent && vio->pos < v->parent->size;
+		bool set = false;
 
-		if (v->meta.bat[block] != VHD_BAT_UNUSED) {
-			vhd_ext_add(io, len, 0);
-		} else if (v->parent && vio->pos < v->parent->size && !v->parent->can_extents) {
-			vhd_ext_add(io, len, 0);
-		} else if (v->parent && vio->pos < v->parent->size) {
-			struct image_io *pio = &vio->slot->pio;
-
-			/* Unallocated runs are passed down whole. */
+		if (vio->bm && vio->bm->block != block)
+			vhd_bm_put(vio);
+		if (v->meta.bat[block] == VHD_BAT_UNUSED) {
+			/* Unallocated blocks go down as one run. */
 			while (next < end && v->meta.bat[vhd_block_of(l, next >> 9)] == VHD_BAT_UNUSED)
 				next = MIN(end, next + l->block_size);
-			pio->op = TAP_OP_BLOCK_STATUS;
-			pio->flags = 0;
-			pio->off = vio->pos;
-			pio->len = (uint32_t)(MIN(next, v->parent->size) - vio->pos);
-			pio->buf = NULL;
-			pio->ext = io->ext + io->ext_count;
-			pio->ext_max = io->ext_max - io->ext_count;
-			pio->ext_count = 0;
-			pio->done = vhd_status_parent_done;
-			image_submit(v->parent, pio);
+		} else if (vhd_block_full(v, block)) {
+			set = true;
+		} else {
+			uint32_t bs = vhd_block_sector(l, sector);
+
+			if (!vio->bm) {
+				vio->stage = S_STATUS_BM;
+				if (vhd_bm_get(vio, block))
+					return;
+			}
+			next = vio->pos + ((uint64_t)vhd_bits_run(vio->bm->map, bs,
+				(uint32_t)((next - vio->pos) >> VHD_SECTOR_SHIFT), &set) << 9);
+		}
+		if (set || (below && !v->parent->can_extents)) {
+			vhd_ext_add(io, next - vio->pos, 0);
+		} else if (below) {
+			vhd_status_parent(vio, next);
 			return;
 		} else {
-			vhd_ext_add(io, len, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
+			vhd_ext_add(io, next - vio->pos, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
 		}
 		vio->pos = next;
 	}
+	vhd_bm_put(vio);
 	vhd_finish(vio, 0);
 }
 

@@ -67,6 +67,28 @@ PY
 tapctl create --name leaf "vhd:$T/leaf.vhd" >/dev/null
 qemu-img convert -f raw -O raw "$(nbd_uri leaf)" "$T/leaf.raw"
 cmp "$T/model" "$T/leaf.raw" || fail "3-deep chain reads back wrong"
+# Block status from the BATs and bitmaps of every layer, sector-exact:
+# data where some layer wrote, a hole that reads zeros everywhere else.
+nbdinfo --map --json "$(nbd_uri leaf)" >"$T/map.json" || fail "nbdinfo --map"
+$PY - "$T/map.json" <<'PY' || fail "block status of the chain is wrong: $(cat "$T/map.json")"
+import json, sys
+writes = [(0, 4 << 20), (10 << 20, 3000 * 512), (1 << 20, 4096), (2 << 20, 2 << 20),
+          (11 << 20, 512), (20 << 20, 1 << 20), (1 << 20 | 512, 1024), (5 << 20, 65536),
+          (31 << 20, 1 << 20)]
+written = bytearray((32 << 20) // 512)
+for off, ln in writes:
+    for s in range(off // 512, (off + ln) // 512):
+        written[s] = 1
+pos = 0
+for e in json.load(open(sys.argv[1])):
+    assert e["offset"] == pos, e
+    hole = e["type"] & 1
+    assert hole == (e["type"] & 2) >> 1, e          # holes here read as zeros
+    for s in range(e["offset"] // 512, (e["offset"] + e["length"]) // 512):
+        assert written[s] != hole, ("sector", s, e)
+    pos += e["length"]
+assert pos == 32 << 20, pos
+PY
 "$VHD" check "$T/leaf.vhd" >/dev/null || fail "tapd-vhd check finds problems in what tapd wrote"
 if command -v vhdimount >/dev/null && [ -e /dev/fuse ]; then
 	mkdir "$T/mnt"
