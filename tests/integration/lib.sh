@@ -131,6 +131,27 @@ tapd_alive() { [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; }
 
 tapctl() { "$TAPCTL" "$@"; }
 
+# expect RC REGEX CMD...: CMD exits RC and its stderr matches REGEX
+# (extended, case-insensitive); its output is left in $T/out and $T/err.
+expect() {
+	local want=$1 pat=$2 rc=0
+	shift 2
+	"$@" >"$T/out" 2>"$T/err" || rc=$?
+	[ "$rc" = "$want" ] || fail "$*: exit $rc, expected $want; stderr: $(cat "$T/err")"
+	grep -qiE -- "$pat" "$T/err" || fail "$*: stderr lacks /$pat/: $(cat "$T/err")"
+}
+
+# Record tapd's D-Bus signals in $T/signals with gdbus (libglib2.0-bin);
+# returns 1 (and records nothing) where gdbus is missing.
+monitor_signals() {
+	command -v gdbus >/dev/null || return 1
+	gdbus monitor --address "$DBUS_SYSTEM_BUS_ADDRESS" --dest org.xenproject.Tapd1 \
+		>"$T/signals" 2>&1 &
+	track_pid $!
+	for _ in $(seq 1 100); do grep -q 'is owned by' "$T/signals" && break; sleep 0.05; done
+	grep -q 'is owned by' "$T/signals" || fail "gdbus monitor did not start: $(cat "$T/signals")"
+}
+
 nbd_uri() { printf 'nbd+unix:///%s?socket=%s' "$1" "$NBD_SOCK"; }
 
 # Number of open fds of tapd.

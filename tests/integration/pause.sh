@@ -28,14 +28,6 @@ expect_state() {
 	[ "$got" = "$1" ] || fail "tapctl list --json: state '$got', expected '$1'"
 	expect_prop State "s \"$1\""
 }
-# expect RC REGEX CMD...: CMD exits RC and its stderr matches REGEX.
-expect() {
-	local want=$1 pat=$2 rc=0
-	shift 2
-	"$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ "$rc" = "$want" ] || fail "$*: exit $rc, expected $want; stderr: $(cat "$T/err")"
-	grep -qiE -- "$pat" "$T/err" || fail "$*: stderr lacks /$pat/: $(cat "$T/err")"
-}
 # errname NAME METHOD ARGS...: the raw call on the tap fails with the named
 # D-Bus error (gdbus prints the name, busctl does not).
 HAVE_GDBUS=$(command -v gdbus || true)
@@ -57,14 +49,7 @@ errname() {
 qio() { qemu-io -f raw "$@" >"$T/qio.out" 2>&1 || fail "qemu-io $*: $(cat "$T/qio.out")"; }
 
 MON=
-if [ -n "$HAVE_GDBUS" ]; then
-	gdbus monitor --address "$DBUS_SYSTEM_BUS_ADDRESS" --dest org.xenproject.Tapd1 \
-		>"$T/signals" 2>&1 &
-	MON=$!
-	trap 'rc=$?; set +e; kill "$MON" 2>/dev/null; (exit $rc); cleanup' EXIT
-	for _ in $(seq 1 100); do grep -q 'is owned by' "$T/signals" && break; sleep 0.05; done
-	grep -q 'is owned by' "$T/signals" || fail "gdbus monitor did not start: $(cat "$T/signals")"
-fi
+[ -n "$HAVE_GDBUS" ] && monitor_signals && MON=1
 
 img=$T/disk.raw
 truncate -s 16M "$img"
