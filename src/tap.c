@@ -192,12 +192,12 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		image_close(t->img);
 		goto fail;
 	}
-	if (cfg->qos_iops || cfg->qos_bps)
-		tap_set_qos(t, cfg->qos_iops, cfg->qos_bps);
 	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
 	t->pool = pool;
 	pool_ref(pool);
 	t->state = TAP_RUNNING;
+	if (cfg->qos_iops || cfg->qos_bps)
+		tap_set_qos(t, cfg->qos_iops, cfg->qos_bps);
 	TAILQ_INSERT_TAIL(&taps.taps, t, link);
 	taps.count++;
 	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor,
@@ -359,7 +359,9 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 			tap_paused(t);
 			continue;
 		}
-		if (t->state != TAP_CLOSING || t->st.inflight || t->held || t->flushing)
+		/* A tap serving others closes after them: they hold it. */
+		if (t->state != TAP_CLOSING || t->st.inflight || t->held || t->flushing ||
+		    t->children)
 			continue;
 		t->flushing = true;
 		t->flush_io.op = TAP_OP_FLUSH;
@@ -419,8 +421,13 @@ void tap_teardown(void)
 {
 	struct tap *t;
 
-	while ((t = TAILQ_FIRST(&taps.taps)))
-		tap_free(t);
+	/* Stacked taps first: each holds the tap that serves its parent. */
+	while (!TAILQ_EMPTY(&taps.taps)) {
+		TAILQ_FOREACH(t, &taps.taps, link)
+			if (!t->children)
+				break;
+		tap_free(t ? t : TAILQ_FIRST(&taps.taps));
+	}
 	tap_io_teardown();
 	tap_qos_teardown();
 	if (taps.shutdown_ev)
