@@ -9,7 +9,8 @@ import statistics
 import sys
 
 JOB_ORDER = ["randread-4k", "randwrite-4k", "randread-64k",
-             "seqread-1m", "seqwrite-1m", "randread-4k-4conn"]
+             "seqread-1m", "seqwrite-1m", "randread-4k-4conn",
+             "vhd-alloc-4k", "vhd-randwrite-4k", "vhd-randread-4k"]
 SERVER_ORDER = ["tapd", "qemu-nbd", "nbdkit"]
 PEERS = ["qemu-nbd", "nbdkit"]
 GIB = 1 << 30
@@ -126,6 +127,13 @@ def print_table(backing, jobs, meta, servers, runs):
     title = "%s backing: %s image, %s s per run (+%s s ramp), %d repeat(s)" % (
         backing, meta.get("size_human", "?"), meta.get("runtime"),
         meta.get("ramp"), meta.get("repeat", 1))
+    if backing == "vhd":
+        title = ("vhd backing (tmpfs): fresh %s dynamic VHD per server and repeat; "
+                 "alloc: one 4k write per 2 MiB block (not timed), then %s s "
+                 "runs over the first %s (+%s s ramp), %d repeat(s)" % (
+                     meta.get("vhd_size_human", "?"), meta.get("runtime"),
+                     meta.get("size_human", "?"), meta.get("ramp"),
+                     meta.get("repeat", 1)))
     print()
     print(title)
     line1 = "%-18s" % ""
@@ -199,7 +207,8 @@ def cmd_report(a):
             meta["notes"].setdefault(key[5:], []).append(val)
         elif key in ("servers", "backings", "jobs"):
             meta[key] = [v for v in val.split(",") if v]
-        elif key in ("size", "runtime", "ramp", "repeat", "cpus", "clk_tck"):
+        elif key in ("size", "vhd_size", "runtime", "ramp", "repeat", "cpus",
+                     "clk_tck"):
             meta[key] = int(val)
         else:
             meta[key] = val
@@ -208,7 +217,7 @@ def cmd_report(a):
     print("tapd vs qemu-nbd vs nbdkit over NBD (fio %s); CPU-s/GiB = server "
           "CPU seconds (user+sys, all threads) per GiB moved" %
           meta.get("versions", {}).get("fio", "?"))
-    for backing in ("disk", "tmpfs"):
+    for backing in ("disk", "tmpfs", "vhd"):
         if backing in summary:
             print_table(backing, summary[backing], meta, servers, runs)
     if a.json:

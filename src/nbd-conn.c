@@ -148,7 +148,7 @@ static void slot_ready(struct tap_req *req, int err)
 	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
 
 	prepare_result(s, err);
-	nbd_conn_run(s->conn);
+	nbd_conn_defer(s->conn);
 }
 
 static void slot_done(struct tap_req *req)
@@ -159,7 +159,7 @@ static void slot_done(struct tap_req *req)
 		log_debug("nbd: client %u: %s at %llu+%u: %s", s->conn->id, nbd_cmd_name(s->type),
 			  (unsigned long long)req->off, req->len, strerror(-req->error));
 	nbd_queue_reply(s, nbd_errno_to_nbd(req->error));
-	nbd_conn_run(s->conn);
+	nbd_conn_defer(s->conn);
 }
 
 static void start_read(struct nbd_slot *s)
@@ -206,7 +206,7 @@ static void probe_done(struct tap_req *req)
 
 	if (c->dead) {
 		nbd_slot_free(s);
-		nbd_conn_run(c);
+		nbd_conn_defer(c);
 		return;
 	}
 	s->npieces = 0;
@@ -221,7 +221,7 @@ static void probe_done(struct tap_req *req)
 		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
 	else
 		start_read(s);
-	nbd_conn_run(c);
+	nbd_conn_defer(c);
 }
 
 static void probe_ready(struct tap_req *req, int err)
@@ -239,7 +239,7 @@ static void probe_ready(struct tap_req *req, int err)
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(req);
 	}
-	nbd_conn_run(s->conn);
+	nbd_conn_defer(s->conn);
 }
 
 /* Sparse READ: ask the tap where the holes are before reading. */
@@ -437,9 +437,12 @@ static int conn_consume(struct nbd_conn *c)
 	}
 }
 
-static ssize_t conn_recv(struct nbd_conn *c)
+/* Like recv(); a plain socket that gave fewer bytes than asked is empty
+ * for now (sets *drained), which spares the recv() that would say so. */
+static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 {
 	ssize_t n;
+	size_t want;
 
 	if (c->in_start == c->in_end)
 		c->in_start = c->in_end = 0;
@@ -447,7 +450,9 @@ static ssize_t conn_recv(struct nbd_conn *c)
 		/* Straight into the tap's buffer: no copy for big writes. */
 		struct nbd_slot *s = c->cur;
 
-		n = sock_recv(c, (char *)s->req.buf + c->got, s->req.len - c->got);
+		want = s->req.len - c->got;
+		n = sock_recv(c, (char *)s->req.buf + c->got, want);
+		*drained = !c->tls_up && n > 0 && (size_t)n < want;
 		if (n > 0) {
 			c->got += n;
 			if (c->got == s->req.len)
@@ -460,7 +465,9 @@ static ssize_t conn_recv(struct nbd_conn *c)
 		c->in_end -= c->in_start;
 		c->in_start = 0;
 	}
-	n = sock_recv(c, c->in + c->in_end, NBD_IN_BUF - c->in_end);
+	want = NBD_IN_BUF - c->in_end;
+	n = sock_recv(c, c->in + c->in_end, want);
+	*drained = !c->tls_up && n > 0 && (size_t)n < want;
 	if (n > 0)
 		c->in_end += n;
 	return n;
@@ -468,6 +475,8 @@ static ssize_t conn_recv(struct nbd_conn *c)
 
 static void read_enable(struct nbd_conn *c, bool on)
 {
+	if (!on)
+		c->sock_idle = false; /* nobody watches the socket now */
 	if (on == c->reading || c->dead)
 		return;
 	if (on)
@@ -497,6 +506,7 @@ static int tls_step(struct nbd_conn *c)
 void nbd_conn_pump(struct nbd_conn *c)
 {
 	int budget = NBD_RECV_BUDGET;
+	bool drained = false;
 
 	if (c->rs == RS_TLS && tls_step(c) <= 0)
 		return;
@@ -512,6 +522,12 @@ void nbd_conn_pump(struct nbd_conn *c)
 			read_enable(c, false);
 			return;
 		}
+		if (drained || (c->sock_idle && c->reading)) {
+			/* Nothing to read until the loop says otherwise. */
+			read_enable(c, true);
+			c->sock_idle = !c->tls_up;
+			return;
+		}
 		if (budget-- == 0) {
 			read_enable(c, true);
 			/* Input GnuTLS already decrypted makes no socket
@@ -520,7 +536,7 @@ void nbd_conn_pump(struct nbd_conn *c)
 				event_active(c->ev_read, EV_READ, 0);
 			return;
 		}
-		n = conn_recv(c);
+		n = conn_recv(c, &drained);
 		if (n == 0) {
 			/* Between requests with nothing pending, a hang-up is
 			 * merely impolite (no DISC); anywhere else it cut a
@@ -536,6 +552,7 @@ void nbd_conn_pump(struct nbd_conn *c)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				read_enable(c, true);
+				c->sock_idle = !c->tls_up;
 				return;
 			}
 			nbd_conn_kill(c, strerror(errno));

@@ -116,7 +116,16 @@ struct nbd_conn {
 	unsigned id;
 	int fd;
 	struct event *ev_read, *ev_write;
+	/* Tap completions only queue their reply and activate ev_run: the
+	 * connection then runs once per loop pass, so a batch of completions
+	 * goes out in one sendmsg() (see nbd_conn_defer). */
+	struct event *ev_run;
 	bool reading, writing;
+	/* The socket had nothing more to read when the reader last stopped,
+	 * with EV_READ armed (level-triggered): until the loop says it is
+	 * readable again, a recv() would only return EAGAIN, so skip it. Plain
+	 * sockets only (GnuTLS buffers input of its own). */
+	bool sock_idle;
 	enum read_state rs;
 	bool no_zeroes;
 	bool structured; /* NBD_OPT_STRUCTURED_REPLY negotiated */
@@ -184,6 +193,9 @@ void nbd_server_accepted(int fd, bool tcp);
 /* Run the connection until nothing more can happen now; may free c (only
  * when it is dead and idle), so callers must not touch c afterwards. */
 void nbd_conn_run(struct nbd_conn *c);
+/* Run c later in this loop pass, once however often it is asked: for tap
+ * callbacks, which come in batches. */
+void nbd_conn_defer(struct nbd_conn *c);
 /* Close the socket and drop every request not inside the tap; c itself
  * stays until nbd_conn_run sees it idle. why NULL means a quiet close. */
 void nbd_conn_kill(struct nbd_conn *c, const char *why);

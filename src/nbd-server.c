@@ -110,6 +110,7 @@ static void conn_destroy(struct nbd_conn *c)
 		tap_detach(c->tap);
 	event_free(c->ev_read);
 	event_free(c->ev_write);
+	event_free(c->ev_run);
 	free(c->hs);
 	LIST_REMOVE(c, link);
 	srv.nconns--;
@@ -138,7 +139,7 @@ void nbd_conn_run(struct nbd_conn *c)
 	} while (c->rerun && !c->dead && ++rounds < 8);
 	c->running = false;
 	if (c->rerun && !c->dead)
-		event_active(c->ev_read, EV_READ, 0); /* finish on the next turn */
+		nbd_conn_defer(c); /* finish on the next turn */
 
 	/* Closing: nothing in flight (busy also covers a write payload being
 	 * read) and every reply written. */
@@ -150,9 +151,18 @@ void nbd_conn_run(struct nbd_conn *c)
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
+	struct nbd_conn *c = arg;
+
 	(void)fd;
-	(void)what;
-	nbd_conn_run(arg);
+	if (what & EV_READ)
+		c->sock_idle = false;
+	nbd_conn_run(c);
+}
+
+void nbd_conn_defer(struct nbd_conn *c)
+{
+	/* An event already active stays so: one run however many calls. */
+	event_active(c->ev_run, 0, 0);
 }
 
 void nbd_server_accepted(int fd, bool tcp)
@@ -171,12 +181,15 @@ void nbd_server_accepted(int fd, bool tcp)
 	nbd_slots_init(c);
 	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
 	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
-	if (!c->ev_read || !c->ev_write || nbd_hs_greet(c) < 0) {
+	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
+	if (!c->ev_read || !c->ev_write || !c->ev_run || nbd_hs_greet(c) < 0) {
 		log_warn("nbd: refusing a client: out of memory");
 		if (c->ev_read)
 			event_free(c->ev_read);
 		if (c->ev_write)
 			event_free(c->ev_write);
+		if (c->ev_run)
+			event_free(c->ev_run);
 		free(c->hs);
 		free(c);
 		close(fd);
