@@ -162,10 +162,11 @@ static void slot_done(struct tap_req *req)
 	nbd_conn_defer(s->conn);
 }
 
-static void start_read(struct nbd_slot *s)
+static void start_read(struct nbd_slot *s, uint32_t flags)
 {
 	memset(&s->req, 0, sizeof(s->req));
 	s->req.op = TAP_OP_READ;
+	s->req.flags = flags;
 	s->req.off = s->off;
 	s->req.len = s->len;
 	s->req.done = slot_done;
@@ -220,7 +221,7 @@ static void probe_done(struct tap_req *req)
 	if (s->npieces == 1 && s->pieces[0].hole)
 		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
 	else
-		start_read(s);
+		start_read(s, TAP_F_QOS_PAID); /* the probe paid for it */
 	nbd_conn_defer(c);
 }
 
@@ -234,7 +235,7 @@ static void probe_ready(struct tap_req *req, int err)
 		s->conn->probing = false;
 		tap_req_release(req);
 		s->prepared = false;
-		start_read(s);
+		start_read(s, 0);
 	} else {
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(req);
@@ -248,6 +249,7 @@ static void start_probe(struct nbd_slot *s)
 	int ret;
 
 	s->req.op = TAP_OP_BLOCK_STATUS;
+	s->req.flags = TAP_F_READ_PROBE; /* QoS charges it as the READ */
 	s->req.off = s->off;
 	s->req.len = s->len;
 	s->req.ext = s->ext;
@@ -263,7 +265,7 @@ static void start_probe(struct nbd_slot *s)
 		s->conn->probing = false;
 		tap_req_release(&s->req);
 		s->prepared = false;
-		start_read(s);
+		start_read(s, 0);
 	}
 }
 

@@ -5,8 +5,9 @@
  * its pool's, so a pool limit is shared by all the taps in it.
  *
  * Counted: reads and writes (one request, their bytes), trim and
- * write-zeroes (one request, no bytes: they move no data). Flush, block
- * status and cache are free. */
+ * write-zeroes (one request, no bytes: they move no data), and a hole probe
+ * that an export sends in place of a READ (as that READ). Flush, block
+ * status asked by a client, and cache are free. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -94,14 +95,22 @@ static struct pool_qos *pool_qos_find(const char *name)
 	return NULL;
 }
 
+/* A hole probe that stands in for a READ pays for it; the READ that
+ * follows the probe, if any, has been paid for. */
 static bool req_counted(const struct tap_req *req)
 {
+	if (req->flags & TAP_F_QOS_PAID)
+		return false;
+	if (req->op == TAP_OP_BLOCK_STATUS)
+		return req->flags & TAP_F_READ_PROBE;
 	return req->op == TAP_OP_READ || req->op == TAP_OP_WRITE || req->op == TAP_OP_TRIM ||
 	       req->op == TAP_OP_WRITE_ZEROES;
 }
 
 static uint64_t req_bytes(const struct tap_req *req)
 {
+	if (req->op == TAP_OP_BLOCK_STATUS)
+		return req->len;
 	return req->op == TAP_OP_READ || req->op == TAP_OP_WRITE ? req->len : 0;
 }
 

@@ -71,6 +71,11 @@ struct tap_req {
 	struct image_io io;
 };
 
+/* Flags an export may add to a request, beside IMAGE_F_*: they tell QoS
+ * what a request stands for. */
+#define TAP_F_READ_PROBE 0x100u /* BLOCK_STATUS asked before a READ, in its place */
+#define TAP_F_QOS_PAID 0x200u   /* READ whose probe was already charged */
+
 struct tap_config {
 	const char *name;  /* NULL: "tapN" */
 	const char *image; /* "raw:/path", "ram:SIZE", "null:SIZE" */

@@ -692,6 +692,33 @@ START_TEST(test_qos_waits)
 	}
 	tap_get_stats(t, &st);
 	ck_assert_uint_eq(st.waiting, 0);
+
+	/* A hole probe standing in for a READ pays for it: the second one
+	 * waits for the bytes the first took. A client's block status is
+	 * free. */
+	{
+		struct image_extent ext[4];
+		struct tap_req p[3];
+		int before = completed;
+
+		tap_set_qos(t, 0, 4096);
+		for (int i = 0; i < 3; i++) {
+			p[i] = (struct tap_req){ .op = TAP_OP_BLOCK_STATUS, .off = 0, .len = 65536,
+						 .flags = i < 2 ? TAP_F_READ_PROBE : 0,
+						 .ext = ext, .ext_max = 4, .done = on_done };
+			ck_assert_int_eq(tap_req_prepare(t, &p[i], no_wait), 0);
+			tap_req_submit(&p[i]);
+		}
+		for (int i = 0; i < 20; i++)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+		ck_assert_int_eq(completed, before + 2);
+		tap_get_stats(t, &st);
+		ck_assert_uint_eq(st.waiting, 1);
+		tap_set_qos(t, 0, 0);
+		run_until(before + 3);
+		for (int i = 0; i < 3; i++)
+			tap_req_release(&p[i]);
+	}
 }
 END_TEST
 
