@@ -296,7 +296,62 @@ static int tap_get_prop(sd_bus *bus, const char *path, const char *iface, const 
 		return sd_bus_message_append(reply, "t", tap_size(t));
 	if (strcmp(prop, "ReadOnly") == 0)
 		return sd_bus_message_append(reply, "b", (int)tap_read_only(t));
+	if (strcmp(prop, "QosIops") == 0 || strcmp(prop, "QosBps") == 0) {
+		uint64_t iops, bps;
+
+		tap_get_qos(t, &iops, &bps);
+		return sd_bus_message_append(reply, "t", prop[3] == 'I' ? iops : bps);
+	}
+	if (strcmp(prop, "Parent") == 0) {
+		struct tap *parent = tap_parent(t);
+
+		return sd_bus_message_append(reply, "s", parent ? tap_name(parent) : "");
+	}
 	return -ENOENT;
+}
+
+static int tap_set_pool_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = userdata;
+	struct pool *old = tap_pool(t);
+	const char *name;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &name);
+	if (r < 0)
+		return r;
+	if (!*name)
+		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS, "pool name is empty");
+	if (!pool_find(name))
+		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_POOL, "no such pool: %s", name);
+	if (old && strcmp(pool_name(old), name) == 0)
+		return sd_bus_reply_method_return(m, "");
+	r = tap_set_pool(t, name, &eb);
+	if (r < 0) {
+		log_info("SetPool %s to %s refused: %s", tap_name(t), name,
+			 eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r, &eb, BUS_OP_TAP);
+	}
+	/* The core announces the change (TAP_CHANGED): Pool. */
+	return sd_bus_reply_method_return(m, "");
+}
+
+static int tap_set_qos_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct tap *t = userdata;
+	uint64_t iops, bps;
+	int r;
+
+	(void)e;
+	r = sd_bus_message_read(m, "tt", &iops, &bps);
+	if (r < 0)
+		return r;
+	tap_set_qos(t, iops, bps);
+	/* tap_set_qos() does not call the tap listener: say it here. */
+	sd_bus_emit_properties_changed(sd_bus_message_get_bus(m), sd_bus_message_get_path(m),
+				       BUS_IFACE_TAP, "QosIops", "QosBps", NULL);
+	return sd_bus_reply_method_return(m, "");
 }
 
 static int tap_get_exports(sd_bus *bus, const char *path, const char *iface,
@@ -344,6 +399,9 @@ static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_METHOD_WITH_NAMES("Unpause", "s", SD_BUS_PARAM(image), "", , tap_unpause_cb, 0),
 	SD_BUS_METHOD_WITH_NAMES("Stats", "", , "a{st}", SD_BUS_PARAM(stats), tap_stats_cb,
 				 SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD_WITH_NAMES("SetPool", "s", SD_BUS_PARAM(pool), "", , tap_set_pool_cb, 0),
+	SD_BUS_METHOD_WITH_NAMES("SetQos", "tt", SD_BUS_PARAM(iops) SD_BUS_PARAM(bps), "", ,
+				 tap_set_qos_cb, 0),
 	SD_BUS_PROPERTY("Name", "s", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Minor", "u", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, CHANGES),
@@ -352,6 +410,9 @@ static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_PROPERTY("Size", "t", tap_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("ReadOnly", "b", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Exports", "as", tap_get_exports, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+	SD_BUS_PROPERTY("QosIops", "t", tap_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("QosBps", "t", tap_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("Parent", "s", tap_get_prop, 0, CHANGES),
 	SD_BUS_VTABLE_END
 };
 
@@ -467,6 +528,8 @@ static int pool_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	r = pool_destroy(userdata, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_POOL);
+	/* A pool made again under this name starts without limits. */
+	tap_forget_pool_qos(name);
 	log_info("pool %s destroyed", name);
 	return sd_bus_reply_method_return(m, "");
 }
@@ -497,13 +560,40 @@ static int pool_get_prop(sd_bus *bus, const char *path, const char *iface, const
 		return sd_bus_message_append(reply, "u", st.taps);
 	if (strcmp(prop, "Locked") == 0)
 		return sd_bus_message_append(reply, "b", (int)st.locked);
+	if (strcmp(prop, "QosIops") == 0 || strcmp(prop, "QosBps") == 0) {
+		uint64_t iops = 0, bps = 0;
+
+		/* Only fails for a pool that is gone: report no limits. */
+		if (tap_get_pool_qos(pool_name(userdata), &iops, &bps) < 0)
+			iops = bps = 0;
+		return sd_bus_message_append(reply, "t", prop[3] == 'I' ? iops : bps);
+	}
 	return -ENOENT;
+}
+
+static int pool_set_qos_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	uint64_t iops, bps;
+	int r;
+
+	r = sd_bus_message_read(m, "tt", &iops, &bps);
+	if (r < 0)
+		return r;
+	r = tap_set_pool_qos(pool_name(userdata), iops, bps, &eb);
+	if (r < 0)
+		return bus_core_error(e, r, &eb, BUS_OP_POOL);
+	sd_bus_emit_properties_changed(sd_bus_message_get_bus(m), sd_bus_message_get_path(m),
+				       BUS_IFACE_POOL, "QosIops", "QosBps", NULL);
+	return sd_bus_reply_method_return(m, "");
 }
 
 static const sd_bus_vtable pool_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 	SD_BUS_METHOD_WITH_NAMES("Resize", "t", SD_BUS_PARAM(size), "", , pool_resize_cb, 0),
 	SD_BUS_METHOD("Destroy", "", "", pool_destroy_cb, 0),
+	SD_BUS_METHOD_WITH_NAMES("SetQos", "tt", SD_BUS_PARAM(iops) SD_BUS_PARAM(bps), "", ,
+				 pool_set_qos_cb, 0),
 	SD_BUS_PROPERTY("Name", "s", pool_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Size", "t", pool_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("InUse", "t", pool_get_prop, 0, CHANGES),
@@ -512,6 +602,8 @@ static const sd_bus_vtable pool_vtable[] = {
 	SD_BUS_PROPERTY("Mapped", "t", pool_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("Taps", "u", pool_get_prop, 0, CHANGES),
 	SD_BUS_PROPERTY("Locked", "b", pool_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("QosIops", "t", pool_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("QosBps", "t", pool_get_prop, 0, CHANGES),
 	SD_BUS_VTABLE_END
 };
 

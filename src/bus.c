@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -50,7 +51,9 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 		name = opens ? BUS_ERR_NO_SUCH_FILE : BUS_ERR_FAILED;
 		break;
 	case ENODEV:
-		name = op == BUS_OP_TAP_CREATE ? BUS_ERR_NO_SUCH_POOL : BUS_ERR_FAILED;
+		/* Only pool lookups by name (CreateTap, SetPool) say ENODEV. */
+		name = op == BUS_OP_TAP_CREATE || op == BUS_OP_TAP ? BUS_ERR_NO_SUCH_POOL
+								   : BUS_ERR_FAILED;
 		break;
 	case ERANGE:
 		/* tap_unpause(): the new chain has another size. */
@@ -295,9 +298,10 @@ static void bus_on_tap_event(struct tap *t, enum tap_event ev)
 		break;
 	case TAP_CHANGED:
 		/* Pause and unpause change State; unpausing on a new image
-		 * changes Image. */
+		 * changes Image; SetPool and SetQos change the rest. */
 		sd_bus_emit_properties_changed(B.bus, path, BUS_IFACE_TAP, "State", "Image",
-					       "Size", "Pool", NULL);
+					       "Size", "Pool", "QosIops", "QosBps", "Parent",
+					       NULL);
 		break;
 	case TAP_REMOVED:
 		sd_bus_emit_object_removed(B.bus, path);
@@ -309,6 +313,65 @@ static void bus_on_tap_event(struct tap *t, enum tap_event ev)
 
 /* ---- Manager ------------------------------------------------------------ */
 
+/* CreateTap's options: key, D-Bus type, and where the value goes. */
+enum mgr_opt_kind { MGR_OPT_STR, MGR_OPT_BOOL, MGR_OPT_U64 };
+
+static const struct {
+	const char *key;
+	enum mgr_opt_kind kind;
+	size_t off; /* in struct tap_config */
+} mgr_options[] = {
+	{ "name", MGR_OPT_STR, offsetof(struct tap_config, name) },
+	{ "pool", MGR_OPT_STR, offsetof(struct tap_config, pool) },
+	{ "parent", MGR_OPT_STR, offsetof(struct tap_config, parent) },
+	{ "read-only", MGR_OPT_BOOL, offsetof(struct tap_config, read_only) },
+	{ "qos-iops", MGR_OPT_U64, offsetof(struct tap_config, qos_iops) },
+	{ "qos-bps", MGR_OPT_U64, offsetof(struct tap_config, qos_bps) },
+};
+
+static int mgr_parse_option(sd_bus_message *m, struct tap_config *cfg, const char *key,
+			    sd_bus_error *e)
+{
+	static const char *const type_name[] = { "a string (s)", "a boolean (b)",
+						 "an unsigned 64-bit integer (t)" };
+	static const char sig[] = "sbt";
+	const char *type;
+	char *field;
+	size_t i;
+	int b, r;
+
+	for (i = 0; i < ARRAY_SIZE(mgr_options) && strcmp(key, mgr_options[i].key) != 0; i++)
+		;
+	if (i == ARRAY_SIZE(mgr_options))
+		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
+					 "unknown option '%s' (known: name, pool, parent, "
+					 "read-only, qos-iops, qos-bps)", key);
+	r = sd_bus_message_peek_type(m, NULL, &type);
+	if (r < 0)
+		return r;
+	if (type[0] != sig[mgr_options[i].kind] || type[1])
+		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
+					 "option '%s' must be %s, not '%s'", key,
+					 type_name[mgr_options[i].kind], type);
+	field = (char *)cfg + mgr_options[i].off;
+	switch (mgr_options[i].kind) {
+	case MGR_OPT_STR:
+		r = sd_bus_message_read(m, "v", "s", (const char **)field);
+		if (r >= 0 && !**(const char **)field)
+			return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
+						 "option '%s' is empty", key);
+		return r;
+	case MGR_OPT_BOOL:
+		r = sd_bus_message_read(m, "v", "b", &b);
+		if (r >= 0)
+			*(bool *)field = b;
+		return r;
+	case MGR_OPT_U64:
+		return sd_bus_message_read(m, "v", "t", (uint64_t *)field);
+	}
+	return -EINVAL;
+}
+
 /* Parse CreateTap's a{sv}. Strings point into m, valid while it lives. */
 static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_error *e)
 {
@@ -318,47 +381,14 @@ static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_e
 	if (r < 0)
 		return r;
 	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-		const char *key, *type;
-		const char **str = NULL;
+		const char *key;
 
 		r = sd_bus_message_read(m, "s", &key);
 		if (r < 0)
 			return r;
-		r = sd_bus_message_peek_type(m, NULL, &type);
+		r = mgr_parse_option(m, cfg, key, e);
 		if (r < 0)
 			return r;
-		if (strcmp(key, "name") == 0)
-			str = &cfg->name;
-		else if (strcmp(key, "pool") == 0)
-			str = &cfg->pool;
-		else if (strcmp(key, "read-only") != 0)
-			return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
-						 "unknown option '%s' (known: name, pool, read-only)",
-						 key);
-
-		if (str) {
-			if (strcmp(type, "s") != 0)
-				return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
-							 "option '%s' must be a string (s), not '%s'",
-							 key, type);
-			r = sd_bus_message_read(m, "v", "s", str);
-			if (r < 0)
-				return r;
-			if (!**str)
-				return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
-							 "option '%s' is empty", key);
-		} else {
-			int b;
-
-			if (strcmp(type, "b") != 0)
-				return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
-							 "option 'read-only' must be a boolean (b), not '%s'",
-							 type);
-			r = sd_bus_message_read(m, "v", "b", &b);
-			if (r < 0)
-				return r;
-			cfg->read_only = b;
-		}
 		r = sd_bus_message_exit_container(m);
 		if (r < 0)
 			return r;
@@ -386,6 +416,11 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (!*cfg.image)
 		return sd_bus_error_setf(e, BUS_ERR_BAD_IMAGE,
 					 "empty image string; expected raw:/path, ram:SIZE or null:SIZE");
+	/* Checked here: -ENOENT from the core means a missing image file. */
+	if (cfg.parent && !tap_find(cfg.parent))
+		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP,
+					 "no such tap: %s (the parent must be a running tap)",
+					 cfg.parent);
 
 	r = tap_create(&cfg, &t, &eb);
 	if (r < 0) {

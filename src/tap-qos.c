@@ -263,6 +263,19 @@ int tap_set_pool_qos(const char *pool, uint64_t iops, uint64_t bps, struct errbu
 	return 0;
 }
 
+void tap_forget_pool_qos(const char *pool)
+{
+	struct pool_qos **pp, *q;
+
+	for (pp = &qos.pools; (q = *pp); pp = &q->next) {
+		if (strcmp(q->name, pool) == 0) {
+			*pp = q->next;
+			free(q);
+			return;
+		}
+	}
+}
+
 int tap_get_pool_qos(const char *pool, uint64_t *iops, uint64_t *bps)
 {
 	struct pool_qos *q = pool_qos_find(pool);

@@ -149,6 +149,8 @@ void tap_get_qos(const struct tap *t, uint64_t *iops, uint64_t *bps);
 /* The same for all taps of a pool together. */
 int tap_set_pool_qos(const char *pool, uint64_t iops, uint64_t bps, struct errbuf *eb);
 int tap_get_pool_qos(const char *pool, uint64_t *iops, uint64_t *bps);
+/* The pool is gone: drop its limits. */
+void tap_forget_pool_qos(const char *pool);
 /* The tap serving this tap's parent chain, or NULL. */
 struct tap *tap_parent(const struct tap *t);
 /* For the tap: driver. Take the running tap NAME as a parent (it cannot be

@@ -69,6 +69,31 @@ expect 1 "bad tap name" tapctl create --name 'a"b' ram:1M
 expect 1 "no pool named 'nopool'" tapctl create --pool nopool ram:1M
 errname $E.NoSuchPool $R $M.CreateTap "null:1M" "{'pool': <'nopool'>}"
 
+# Stacking and limits at create time: an unknown parent tap, a parent in the
+# leaf's own pool, options of the wrong type.
+expect 1 "no such tap: ghost" tapctl create --parent ghost null:1M
+errname $E.NoSuchTap $R $M.CreateTap "null:1M" "{'parent': <'ghost'>}"
+errname $E.BadImage $R $M.CreateTap "null:1M" "{'parent': <'dup'>}"
+expect 1 "different pools" tapctl create --parent dup null:1M
+expect 1 "must be an unsigned 64-bit integer" bctl call org.xenproject.Tapd1 $R $M CreateTap 'sa{sv}' ram:1M 1 qos-bps s 1M
+expect 1 "must be a string" bctl call org.xenproject.Tapd1 $R $M CreateTap 'sa{sv}' ram:1M 1 parent u 0
+expect 1 "empty" bctl call org.xenproject.Tapd1 $R $M CreateTap 'sa{sv}' ram:1M 1 parent s ''
+
+# Moving a tap and limits: unknown pool, malformed calls, unknown tap.
+D=$R/tap/$(tapctl list --json | grep '"name": "dup"' | sed 's/.*"minor": \([0-9]*\).*/\1/')
+T_=org.xenproject.Tapd1.Tap
+expect 1 "no such pool: nopool" tapctl set-pool dup nopool
+errname $E.NoSuchPool "$D" $T_.SetPool nopool
+errname org.freedesktop.DBus.Error.InvalidArgs "$D" $T_.SetPool ''
+expect 1 "invalid arg" bctl call org.xenproject.Tapd1 "$D" $T_ SetQos t 5
+expect 1 "invalid arg" bctl call org.xenproject.Tapd1 "$D" $T_ SetPool u 5
+errname $E.NoSuchTap $R/tap/42 $T_.SetQos 1 2
+errname $E.NoSuchTap $R/tap/42 $T_.SetPool default
+errname $E.NoSuchPool $R/pool/ghost org.xenproject.Tapd1.Pool.SetQos 1 2
+expect 1 "no such pool: ghost" tapctl pool-qos ghost --iops 1
+[ "$(tapctl qos --json dup)" = '{"iops": 0, "bps": 0}' ] || fail "refused calls changed dup's limits"
+tapctl list --json | grep -q '"name": "dup".*"pool": "default"' || fail "refused calls moved dup"
+
 # Pools: in use, the default one, bad names, taken names, unknown.
 tapctl pool-create busy 4M
 tapctl create --name user --pool busy ram:1M >/dev/null

@@ -35,6 +35,11 @@ denied "$TAPCTL" destroy rootdisk
 denied "$TAPCTL" pool-create p 1M
 denied "$TAPCTL" pool-resize rootpool 2M
 denied "$TAPCTL" pool-destroy rootpool
+denied "$TAPCTL" set-pool rootdisk rootpool
+denied "$TAPCTL" qos rootdisk --iops 10
+denied "$TAPCTL" pool-qos rootpool --bps 1M
+denied busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" call org.xenproject.Tapd1 \
+	/org/xenproject/Tapd1/tap/0 org.xenproject.Tapd1.Tap SetQos tt 1 1
 denied busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" set-property org.xenproject.Tapd1 \
 	/org/xenproject/Tapd1/tap/0 org.xenproject.Tapd1.Tap Name s evil
 
@@ -56,9 +61,16 @@ as_nobody busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" call org.xenproject.Tapd1 
 	/org/xenproject/Tapd1 org.freedesktop.DBus.ObjectManager GetManagedObjects |
 	grep -q rootdisk || fail "nobody cannot call GetManagedObjects"
 
+as_nobody "$TAPCTL" qos rootdisk | grep -q '^iops unlimited$' || fail "nobody cannot read limits"
+as_nobody "$TAPCTL" pool-qos rootpool | grep -q '^bps  unlimited$' || fail "nobody: pool-qos"
+as_nobody "$TAPCTL" top --once | grep -q '^rootdisk ' || fail "nobody cannot run top"
+
 # Nothing changed.
 [ "$(tapctl list --json | grep -c '"name"')" = 1 ] || fail "taps changed: $(tapctl list)"
 tapctl pool-list | grep -q '^rootpool ' || fail "rootpool is gone"
+tapctl list --json | grep -q '"pool": "default".*"qos_iops": 0, "qos_bps": 0' ||
+	fail "rootdisk was moved or limited: $(tapctl list --json)"
+[ "$(tapctl pool-qos --json rootpool)" = '{"iops": 0, "bps": 0}' ] || fail "rootpool was limited"
 bctl get-property org.xenproject.Tapd1 /org/xenproject/Tapd1/pool/rootpool \
 	org.xenproject.Tapd1.Pool Size | grep -qx 't 1048576' || fail "rootpool was resized"
 tapd_alive || fail "tapd died"

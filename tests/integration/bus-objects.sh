@@ -53,10 +53,13 @@ assert val["ReadOnly"] is True, val
 assert val["State"] == "running", val
 assert val["Pool"] == "default", val
 assert val["Exports"] == ["nbd+unix:///disk?socket=" + sys.argv[3]], val
+assert val["QosIops"] == 0 and val["QosBps"] == 0, val
+assert val["Parent"] == "", val
 pool = objs["/org/xenproject/Tapd1/pool/default"]["org.xenproject.Tapd1.Pool"]
 assert pool["Name"]["data"] == "default", pool
 assert pool["Taps"]["data"] == 1, pool
 assert pool["Size"]["data"] > 0, pool
+assert pool["QosIops"]["data"] == 0 and pool["QosBps"]["data"] == 0, pool
 PY
 
 expect_prop $R/tap/0 Tap Name 's "disk"'
@@ -88,6 +91,28 @@ bctl call org.xenproject.Tapd1 $R org.xenproject.Tapd1.Manager ListPools |
 [ "$(tapctl create --name onscratch --pool scratch ram:1M)" = onscratch ] || fail "create on scratch"
 expect_prop $P Pool Taps 'u 1'
 expect_prop $R/tap/1 Tap Pool 's "scratch"'
+
+# Limits and moves: set at create time and changed live, read back as
+# properties, announced as PropertiesChanged (checked at the end).
+[ "$(tapctl create --name lim --qos-iops 300 --qos-bps 2M ram:1M)" = lim ] || fail "create lim"
+L=$R/tap/2
+expect_prop $L Tap Name 's "lim"'
+expect_prop $L Tap QosIops 't 300'
+expect_prop $L Tap QosBps 't 2097152'
+bctl call org.xenproject.Tapd1 $L org.xenproject.Tapd1.Tap SetQos tt 0 4096 || fail "SetQos"
+expect_prop $L Tap QosIops 't 0'
+expect_prop $L Tap QosBps 't 4096'
+bctl call org.xenproject.Tapd1 $L org.xenproject.Tapd1.Tap SetPool s scratch || fail "SetPool"
+expect_prop $L Tap Pool 's "scratch"'
+expect_prop $P Pool Taps 'u 2'
+# Pool signals are coalesced over 100 ms: give this state time to be sent.
+sleep 0.3
+bctl call org.xenproject.Tapd1 $P org.xenproject.Tapd1.Pool SetQos tt 1000 0 || fail "Pool.SetQos"
+expect_prop $P Pool QosIops 't 1000'
+expect_prop $P Pool QosBps 't 0'
+tapctl set-pool lim default || fail "set-pool lim default"
+expect_prop $P Pool Taps 'u 1'
+tapctl destroy lim
 tapctl destroy onscratch
 tapctl pool-resize scratch 4M
 expect_prop $P Pool Size 't 4194304'
@@ -146,6 +171,15 @@ if [ -n "$MON" ]; then
 		fail "no InterfacesRemoved for the pool: $(cat "$T/signals")"
 	grep -q "^$P: org.freedesktop.DBus.Properties.PropertiesChanged ('org.xenproject.Tapd1.Pool', {.*'Size': <uint64 16777216>" "$T/signals" ||
 		fail "no PropertiesChanged with the new pool size: $(cat "$T/signals")"
+	pc="org.freedesktop.DBus.Properties.PropertiesChanged"
+	grep -q "^$L: $pc ('org.xenproject.Tapd1.Tap', {.*'QosBps': <uint64 4096>" "$T/signals" ||
+		fail "no PropertiesChanged for SetQos: $(cat "$T/signals")"
+	grep -q "^$L: $pc ('org.xenproject.Tapd1.Tap', {.*'Pool': <'scratch'>" "$T/signals" ||
+		fail "no PropertiesChanged for SetPool: $(cat "$T/signals")"
+	grep -q "^$P: $pc ('org.xenproject.Tapd1.Pool', {.*'QosIops': <uint64 1000>" "$T/signals" ||
+		fail "no PropertiesChanged for Pool.SetQos: $(cat "$T/signals")"
+	grep -q "^$P: $pc ('org.xenproject.Tapd1.Pool', {.*'Taps': <uint32 2>" "$T/signals" ||
+		fail "no PropertiesChanged with Taps 2 after the move: $(cat "$T/signals")"
 fi
 tapd_alive || fail "tapd died"
 exit 0

@@ -46,11 +46,36 @@ grep -q '^usage: tapctl unpause NAME|MINOR \[IMAGE\]' "$T/err" ||
 	fail "unpause: no usage line: $(cat "$T/err")"
 usage 2 "unexpected argument 'raw:/b'" unpause disk raw:/a raw:/b
 usage 2 'empty argument' unpause disk ''
+# QoS, pool moves and top.
+usage 2 "bad value '-1' for --qos-iops" create --qos-iops -1 null:1M
+usage 2 "bad value '1x' for --qos-bps" create --qos-bps 1x null:1M
+usage 2 "option '--parent' needs an argument" create null:1M --parent
+usage 2 "unknown option '--iops'" create --iops 5 null:1M
+usage 2 'missing argument' set-pool disk
+usage 2 "unexpected argument 'c'" set-pool disk p c
+usage 2 'missing argument' qos --iops 5
+usage 2 "bad value '' for --iops" qos disk --iops ''
+usage 2 "bad value '\+5' for --iops" qos disk --iops +5
+usage 2 "bad value ' 5' for --iops" qos disk --iops ' 5'
+usage 2 "bad value '5k' for --iops" qos disk --iops 5k
+usage 2 "bad value '18446744073709551616' for --iops" qos disk --iops 18446744073709551616
+usage 2 "bad value '-0' for --bps" qos disk --bps -0
+usage 2 "unknown option '--qos-iops'" qos disk --qos-iops 5
+usage 2 'missing argument' pool-qos
+usage 2 "bad value 'lots' for --bps" pool-qos p --bps lots
+usage 2 "unexpected argument 'x'" top x
+usage 2 "bad value '0' for --iterations" top --iterations 0
+usage 2 "bad value 'two' for --iterations" top --iterations two
+usage 2 "unknown option '--json'" top --json
+grep -q '^usage: tapctl top \[--iterations N | --once\]' "$T/err" || fail "top: no usage line"
 
 # Help and version go to stdout and succeed, also without a daemon.
 tapctl --help >"$T/out" || fail "--help failed"
 grep -q 'pool-create NAME SIZE' "$T/out" || fail "--help lacks the commands"
 grep -q 'unpause NAME|MINOR \[IMAGE\]' "$T/out" || fail "--help lacks unpause"
+for c in 'set-pool NAME|MINOR POOL' 'qos \[--json\] NAME|MINOR' 'pool-qos \[--json\] POOL' 'top \['; do
+	grep -q "^  $c" "$T/out" || fail "--help lacks $c"
+done
 tapctl -h | grep -q '^usage:' || fail "-h failed"
 tapctl help | grep -q 'stats' || fail "tapctl help failed"
 tapctl create --help | grep -q 'usage: tapctl create' || fail "create --help failed"
@@ -61,7 +86,8 @@ rc=0
 tapctl list 2>"$T/err" || rc=$?
 [ $rc = 1 ] || fail "list without a bus: exit $rc, expected 1"
 grep -q '^tapctl: ' "$T/err" || fail "list without a bus: no message"
-for cmd in "pause disk" "unpause disk" "unpause disk raw:/x"; do
+for cmd in "pause disk" "unpause disk" "unpause disk raw:/x" "set-pool disk p" "qos disk" \
+	"qos disk --iops 0" "pool-qos p --bps 1M" "top --once"; do
 	rc=0
 	# shellcheck disable=SC2086 # the words are the arguments
 	tapctl $cmd 2>"$T/err" || rc=$?
