@@ -8,19 +8,11 @@ import json
 import statistics
 import sys
 
+from nbd_report import load_fio_json  # beside this file
+
 ISO_TARGET = 0.90   # fast tap with a loaded slow neighbour / alone
 QOS_TOL = 0.10      # measured / limit within 1 +- this
 NOISY_SPREAD = 0.20  # pairs whose ratios span more than this
-
-
-def load_fio_json(path):
-    """fio may print notes before its JSON even with --output: skip them."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    start = text.find("{")
-    if start < 0:
-        raise ValueError("no JSON in fio output")
-    return json.JSONDecoder().raw_decode(text[start:])[0]
 
 
 def fio_sum(doc):
