@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "check-run.h"
 #include "minor.h"
 
 START_TEST(test_sequential_and_reuse)
@@ -81,17 +82,10 @@ int main(void)
 {
 	Suite *s = suite_create("minor");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_sequential_and_reuse);
 	tcase_add_test(tc, test_exhaustion);
 	tcase_add_test(tc, test_reserve);
 	tcase_add_test(tc, test_range);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s, tc);
 }

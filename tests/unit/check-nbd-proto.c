@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check-run.h"
 #include "drivers/driver.h"
 #include "nbd-proto.h"
 
@@ -762,8 +763,6 @@ int main(void)
 {
 	Suite *s = suite_create("nbd-proto");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_endian);
 	tcase_add_test(tc, test_greeting);
@@ -791,10 +790,5 @@ int main(void)
 	tcase_add_test(tc, test_simple_reply);
 	tcase_add_test(tc, test_errno_map);
 	tcase_add_test(tc, test_names);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s, tc);
 }

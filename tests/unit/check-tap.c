@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check-run.h"
 #include "aio.h"
 #include "log.h"
 #include "tap.h"
@@ -726,8 +727,6 @@ int main(void)
 {
 	Suite *s = suite_create("tap");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_unaligned_rmw);
@@ -745,10 +744,5 @@ int main(void)
 	tcase_add_test(tc, test_set_pool_live);
 	tcase_add_test(tc, test_stacked);
 	tcase_add_test(tc, test_qos_waits);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s, tc);
 }

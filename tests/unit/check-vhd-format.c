@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check-run.h"
 #include "vhd-format.h"
 
 static const uint8_t uuid_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
@@ -571,8 +572,6 @@ int main(void)
 {
 	Suite *s = suite_create("vhd-format");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_footer_round_trip);
 	tcase_add_test(tc, test_footer_refusals);
@@ -588,10 +587,5 @@ int main(void)
 	tcase_add_test(tc, test_batmap);
 	tcase_add_test(tc, test_meta_load);
 	tcase_add_test(tc, test_parent_match);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s, tc);
 }
