@@ -30,6 +30,8 @@ void nbd_slots_init(struct nbd_conn *c)
 {
 	TAILQ_INIT(&c->outq);
 	TAILQ_INIT(&c->freeq);
+	TAILQ_INIT(&c->splice_q);
+	c->pipe_rd = c->pipe_wr = -1;
 	for (unsigned i = 0; i < NBD_SLOTS; i++) {
 		c->slots[i].conn = c;
 		TAILQ_INSERT_TAIL(&c->freeq, &c->slots[i], link);
@@ -49,6 +51,8 @@ static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r
 	s->len = r->len;
 	s->prepared = false;
 	s->sparse = false;
+	s->spliced = false;
+	s->pipe_bufs = 0;
 	s->error = 0;
 	s->bytes = 0;
 	s->sent = 0;
@@ -74,6 +78,9 @@ void nbd_slot_free(struct nbd_slot *s)
 		tap_req_release(&s->req);
 	s->prepared = false;
 	s->state = SLOT_FREE;
+	c->pipe_bufs -= s->pipe_bufs;
+	s->pipe_bufs = 0;
+	s->spliced = false;
 	c->bytes_held -= s->bytes;
 	s->bytes = 0;
 	TAILQ_INSERT_TAIL(&c->freeq, s, link);
@@ -93,6 +100,8 @@ void nbd_slots_drop(struct nbd_conn *c)
 			continue;
 		if (s->state == SLOT_QUEUED)
 			TAILQ_REMOVE(&c->outq, s, link);
+		else if (s->state == SLOT_SPLICE_WAIT)
+			TAILQ_REMOVE(&c->splice_q, s, link);
 		nbd_slot_free(s);
 	}
 }
@@ -162,7 +171,7 @@ static void slot_done(struct tap_req *req)
 	nbd_conn_defer(s->conn);
 }
 
-static void start_read(struct nbd_slot *s, uint32_t flags)
+void nbd_read_start(struct nbd_slot *s, uint32_t flags)
 {
 	memset(&s->req, 0, sizeof(s->req));
 	s->req.op = TAP_OP_READ;
@@ -221,7 +230,7 @@ static void probe_done(struct tap_req *req)
 	if (s->npieces == 1 && s->pieces[0].hole)
 		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
 	else
-		start_read(s, TAP_F_QOS_PAID); /* the probe paid for it */
+		nbd_read_start(s, TAP_F_QOS_PAID); /* the probe paid for it */
 	nbd_conn_defer(c);
 }
 
@@ -235,7 +244,7 @@ static void probe_ready(struct tap_req *req, int err)
 		s->conn->probing = false;
 		tap_req_release(req);
 		s->prepared = false;
-		start_read(s, 0);
+		nbd_read_start(s, 0);
 	} else {
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(req);
@@ -265,7 +274,7 @@ static void start_probe(struct nbd_slot *s)
 		s->conn->probing = false;
 		tap_req_release(&s->req);
 		s->prepared = false;
-		start_read(s, 0);
+		nbd_read_start(s, 0);
 	}
 }
 
@@ -336,6 +345,8 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 			start_probe(s);
 			return;
 		}
+		if (nbd_splice_read(s))
+			return;
 		s->req.op = TAP_OP_READ;
 		break;
 	case NBD_ACT_WRITE:

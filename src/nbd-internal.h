@@ -48,6 +48,18 @@ struct nbd_tls;
  * BLOCK_STATUS round trip (a SEEK_HOLE that tmpfs answers by walking every
  * page to the end of the file) would otherwise cost more than the read. */
 #define NBD_PROBE_BACKOFF_MAX 10
+/* READs at least this long go to the client by splice(2) where the tap
+ * allows it (memory-backed raw images, plain sockets): the image's pages
+ * move into the socket by reference, with no copy in the daemon. Below
+ * it the extra syscalls per reply cost more than the copies they save. */
+#ifndef NBD_SPLICE_MIN
+#define NBD_SPLICE_MIN (32u << 10)
+#endif
+/* The pipe each splicing connection keeps (the most an unprivileged
+ * F_SETPIPE_SZ gets by default: /proc/sys/fs/pipe-max-size). */
+#define NBD_PIPE_SIZE (1u << 20)
+/* The send buffer a splicing connection asks for. */
+#define NBD_SPLICE_SNDBUF (4 << 20)
 /* Reply iovecs per slot: a header and data for each chunk. */
 #define NBD_SLOT_IOV (2 * NBD_READ_CHUNKS)
 /* Reply headers per slot: every chunk header of a sparse READ, or a whole
@@ -63,6 +75,7 @@ enum slot_state {
 	SLOT_INFLIGHT, /* submitted to the tap, done callback pending (for a
 			* sparse READ, first its BLOCK_STATUS probe) */
 	SLOT_QUEUED,   /* reply in the output queue */
+	SLOT_SPLICE_WAIT, /* READ waiting for room in the connection's pipe */
 };
 
 struct nbd_conn;
@@ -81,6 +94,11 @@ struct nbd_slot {
 	enum slot_state state;
 	bool prepared;	/* tap_req_prepare was called: release when freed */
 	bool sparse;	/* READ: pieces[] plans the reply */
+	/* READ: the data waits in the connection's pipe (nbd-splice.c), in
+	 * pipe_bufs pipe buffers at most; only the header, hdr_len bytes,
+	 * is in riov, and rtotal counts both. */
+	bool spliced;
+	uint32_t pipe_bufs, hdr_len;
 	uint32_t error; /* NBD error to send after a discarded payload */
 	uint32_t bytes; /* counted in conn->bytes_held until freed */
 	/* The reply: riov[0, rn) covers rtotal bytes, sent of them written.
@@ -158,6 +176,14 @@ struct nbd_conn {
 	unsigned probe_misses, probe_skip;
 	bool probing;
 
+	/* Splicing READs (nbd-splice.c): the pipe their data waits in, in
+	 * reply order, how many pipe buffers it has and how many the spliced
+	 * replies in the output queue may take, and READs waiting for room. */
+	int pipe_rd, pipe_wr;
+	bool has_pipe, no_splice;
+	uint32_t pipe_cap, pipe_bufs;
+	TAILQ_HEAD(, nbd_slot) splice_q;
+
 	struct nbd_slot *cur; /* WRITE whose payload is being read */
 	uint32_t got;
 	uint64_t discard;     /* bytes still to drop */
@@ -230,6 +256,21 @@ void nbd_slot_free(struct nbd_slot *s);
 void nbd_slots_drop(struct nbd_conn *c);
 /* Read and act on input until it must wait or the recv budget is spent. */
 void nbd_conn_pump(struct nbd_conn *c);
+/* Start a READ the usual way: a pool buffer, the tap, a copy. */
+void nbd_read_start(struct nbd_slot *s, uint32_t flags);
+
+/* nbd-splice.c */
+
+/* Serve the READ in s by splice if this connection and its tap can:
+ * returns false when it must go the usual way. */
+bool nbd_splice_read(struct nbd_slot *s);
+/* Pipe room came back: start the READs that wait for it. */
+void nbd_splice_resume(struct nbd_conn *c);
+/* Move up to len bytes of the head reply's data from the pipe to the
+ * socket; behaves like send(). */
+ssize_t nbd_splice_send(struct nbd_conn *c, size_t len);
+/* Close the pipe (the connection is dead). */
+void nbd_splice_close(struct nbd_conn *c);
 
 /* nbd-reply.c */
 

@@ -1,7 +1,9 @@
 /* The reply side of one NBD connection: simple replies and structured
  * chunks (data, holes, block status, errors) described as iovecs in each
  * slot, and written in completion order through an output queue that
- * survives partial writes, many replies per sendmsg(). */
+ * survives partial writes, many replies per sendmsg(). A spliced READ
+ * (nbd-splice.c) has only its header in the slot: the gather stops after
+ * it, and its data goes from the connection's pipe with splice(). */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -73,6 +75,19 @@ static void build_reply(struct nbd_slot *s, uint32_t error)
 	s->rn = 0;
 	s->rtotal = 0;
 	s->sent = 0;
+	if (s->spliced) {
+		/* One data chunk (or a simple reply): the header here, the
+		 * data in the pipe. */
+		if (s->conn->structured)
+			n = nbd_encode_chunk_data(s->rbuf, NBD_REPLY_FLAG_DONE, s->cookie, s->off,
+						  s->len);
+		else
+			n = nbd_encode_simple_reply(s->rbuf, 0, s->cookie);
+		reply_add(s, s->rbuf, n);
+		s->hdr_len = (uint32_t)n;
+		s->rtotal += s->len;
+		return;
+	}
 	/* Structured replies only where the protocol wants them: READ must
 	 * use them once negotiated, BLOCK_STATUS always does; everything
 	 * else keeps the shorter simple reply. */
@@ -144,17 +159,34 @@ static size_t gather(struct nbd_conn *c, struct iovec *iov)
 			iov[n++].iov_len = s->riov[i].iov_len - skip;
 			skip = 0;
 		}
+		/* Its data is in the pipe: nothing after it can go first. */
+		if (s->spliced)
+			break;
 	}
 	return n;
+}
+
+/* Send from the pipe when the head reply's header is out and its data is
+ * next; otherwise gather and sendmsg(). */
+static ssize_t send_some(struct nbd_conn *c, struct iovec *iov, size_t n)
+{
+	struct nbd_slot *s = TAILQ_FIRST(&c->outq);
+
+	if (c->hs_off >= c->hs_len && s && s->spliced && s->sent >= s->hdr_len)
+		return nbd_splice_send(c, s->rtotal - s->sent);
+	return sock_send(c, iov, n);
 }
 
 void nbd_conn_flush(struct nbd_conn *c)
 {
 	while (!c->dead) {
 		struct iovec iov[NBD_IOV];
+		struct nbd_slot *head = TAILQ_FIRST(&c->outq);
 		size_t n = gather(c, iov);
 		ssize_t w;
 
+		if (!n && head && head->spliced && c->hs_off >= c->hs_len)
+			n = 1; /* the data of the head reply, from the pipe */
 		if (!n && c->tls_want_write) {
 			/* The TLS handshake waits for room to write. */
 			if (!c->writing)
@@ -168,7 +200,7 @@ void nbd_conn_flush(struct nbd_conn *c)
 			c->writing = false;
 			return;
 		}
-		w = sock_send(c, iov, n);
+		w = send_some(c, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -198,5 +230,8 @@ void nbd_conn_flush(struct nbd_conn *c)
 			/* The buffer was needed until now: release it. */
 			nbd_slot_free(s);
 		}
+		/* Replies that left the pipe made room for waiting READs. */
+		if (!TAILQ_EMPTY(&c->splice_q))
+			nbd_splice_resume(c);
 	}
 }

@@ -102,12 +102,14 @@ void nbd_conn_kill(struct nbd_conn *c, const char *why)
 	c->fd = -1;
 	c->cur = NULL;
 	nbd_slots_drop(c);
+	nbd_splice_close(c);
 }
 
 static void conn_destroy(struct nbd_conn *c)
 {
 	if (c->tap)
 		tap_detach(c->tap);
+	nbd_splice_close(c);
 	event_free(c->ev_read);
 	event_free(c->ev_write);
 	event_free(c->ev_run);

@@ -61,6 +61,8 @@ int tap_qos_init(struct tap *t);
 void tap_qos_free(struct tap *t);
 /* Dispatch now, or queue until the tap's and its pool's limits allow. */
 void tap_qos_submit(struct tap_req *req);
+/* No limit applies to t and nothing of it waits for one. */
+bool tap_qos_unlimited(const struct tap *t);
 /* Dispatch everything queued, limits or not (the daemon stops). */
 void tap_qos_release(struct tap *t);
 

@@ -616,6 +616,30 @@ void tap_req_dispatch(struct tap_req *req)
 	tap_req_finish(req, 0);
 }
 
+bool tap_can_splice(const struct tap *t)
+{
+	return t->state == TAP_RUNNING && t->img && t->img->can_splice && tap_qos_unlimited(t);
+}
+
+ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd)
+{
+	struct image *img = t->img;
+	ssize_t n;
+
+	if (!tap_can_splice(t) || !len || off > t->size || len > t->size - off)
+		return -EOPNOTSUPP;
+	n = img->drv->splice_read(img, off, len, pipe_fd);
+	if (n == (ssize_t)len) {
+		t->st.reads++;
+		t->st.read_bytes += len;
+	} else if (n > 0) {
+		t->st.errors++;
+	} else {
+		n = -EOPNOTSUPP; /* the usual READ says what is wrong */
+	}
+	return n;
+}
+
 void tap_req_release(struct tap_req *req)
 {
 	struct tap *t = req->tap;

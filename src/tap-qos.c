@@ -166,8 +166,7 @@ void tap_qos_submit(struct tap_req *req)
 
 	/* Uncounted requests never wait; counted ones queue behind any
 	 * that already wait, so a limit lifted keeps the order. */
-	if (!req_counted(req) || (TAILQ_EMPTY(&t->qos_q) && !bucket_on(&t->qos) &&
-				  !pool_qos_find(pool_name(t->pool)))) {
+	if (!req_counted(req) || tap_qos_unlimited(t)) {
 		tap_req_dispatch(req);
 		return;
 	}
@@ -175,6 +174,11 @@ void tap_qos_submit(struct tap_req *req)
 	t->st.waiting++;
 	if (TAILQ_FIRST(&t->qos_q) == req)
 		tap_qos_run(t);
+}
+
+bool tap_qos_unlimited(const struct tap *t)
+{
+	return TAILQ_EMPTY(&t->qos_q) && !bucket_on(&t->qos) && !pool_qos_find(pool_name(t->pool));
 }
 
 /* The daemon stops, or the limit went away: nothing waits any more. */

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/queue.h>
 
 #include "drivers/driver.h"
@@ -209,6 +210,19 @@ void tap_req_submit(struct tap_req *req);
 /* Give back the buffer (after the reply was sent), or cancel a request
  * still waiting for memory. Safe to call on a request without buffer. */
 void tap_req_release(struct tap_req *req);
+
+/* A READ without a buffer: move [off, off + len) of the image into the
+ * pipe pipe_fd by reference (splice(2)), there and then, for an export
+ * that passes the pages on to its client. Only where that can neither
+ * block nor bend a rule: a running tap with no QoS limit on it or its pool,
+ * whose image is memory that offers splice_read. The caller makes sure the
+ * pipe has room for len bytes. Returns len (counted in the tap's stats
+ * like a READ); -EOPNOTSUPP when the request should go the usual way
+ * (tap_req_prepare), which also reports any error; or, when the image
+ * stopped short, the bytes it moved (the pipe holds a partial read). */
+ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd);
+/* Whether tap_read_splice may work now (it still checks). */
+bool tap_can_splice(const struct tap *t);
 
 /* Called when taps come, change state and go; used by the bus. */
 enum tap_event { TAP_ADDED, TAP_CHANGED, TAP_REMOVED };

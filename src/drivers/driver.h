@@ -4,12 +4,15 @@
  * buffer and its storage, asynchronously.
  *
  * Threading: all callbacks run on the loop thread and must not block it
- * (no synchronous data I/O; open/close may do metadata syscalls). */
+ * (no synchronous data I/O; open/close may do metadata syscalls). The one
+ * exception is memory: copying a tmpfs page is what io_submit does there
+ * anyway, so raw copies tmpfs files inline. */
 #ifndef TAPD_DRIVER_H
 #define TAPD_DRIVER_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "../util.h"
 
@@ -80,6 +83,15 @@ struct driver {
 	void (*submit)(struct image *img, struct image_io *io);
 	/* Optional. The image this one reads through to, or NULL. */
 	struct image *(*parent)(struct image *img);
+	/* Optional. Move [off, off + len) into the pipe pipe_fd with
+	 * splice(2), so that an export can pass the storage's own pages on
+	 * to its client without copying them. Only for storage whose reads
+	 * never block (memory), and only when the caller knows the pipe has
+	 * room for all of it. Returns len, or a negative errno when nothing
+	 * was moved (-EOPNOTSUPP: this image cannot; READ it instead), or
+	 * the bytes moved when it stopped short (the pipe is then out of
+	 * step with what the caller expected). */
+	ssize_t (*splice_read)(struct image *img, uint64_t off, size_t len, int pipe_fd);
 };
 
 struct image {
@@ -92,6 +104,7 @@ struct image {
 	bool can_trim;      /* TRIM can free storage */
 	bool can_zero;      /* WRITE_ZEROES is cheaper than writing zeros */
 	bool can_extents;   /* BLOCK_STATUS knows holes (else: all data) */
+	bool can_splice;    /* splice_read works */
 	/* Set on entry to open(): an image string to use as the parent
 	 * instead of the one the image's metadata names, or NULL. Drivers
 	 * with parents honour it (and check it is the right parent). */
