@@ -26,8 +26,19 @@ static struct {
 	struct aio_op *pending[AIO_DEPTH];
 	unsigned head, count;
 	unsigned inflight;
+	unsigned long completed;
 	bool ready;
 } aio;
+
+unsigned aio_inflight(void)
+{
+	return aio.inflight;
+}
+
+unsigned long aio_completed(void)
+{
+	return aio.completed;
+}
 
 static void aio_fail(struct aio_op *op, long res)
 {
@@ -86,6 +97,7 @@ static void aio_reap(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		aio.inflight -= (unsigned)n;
+		aio.completed += (unsigned long)n;
 		for (int i = 0; i < n; i++) {
 			struct aio_op *op = events[i].data;
 

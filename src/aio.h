@@ -19,5 +19,8 @@ void aio_teardown(void);
 /* Queue op; io_submit happens before the loop sleeps again. On submission
  * failure op->done is called with the error, from the loop. */
 void aio_submit(struct aio_op *op);
+/* Ops in the kernel now, and completed since setup. */
+unsigned aio_inflight(void);
+unsigned long aio_completed(void);
 
 #endif

@@ -11,7 +11,8 @@ nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 # Bad limits are refused at start.
-for bad in "--nbd-max-connections 0" "--nbd-max-connections x" "--nbd-max-client-bytes 0"; do
+for bad in "--nbd-max-connections 0" "--nbd-max-connections x" "--nbd-max-client-bytes 0" \
+	"--poll-us x" "--poll-us 1000001" "--poll-us -1"; do
 	"$TAPD" $bad --state-dir "$T/bad" --bus none >/dev/null 2>"$T/bad.err" &&
 		fail "tapd accepted $bad"
 	grep -q "bad" "$T/bad.err" || fail "no clear error for $bad: $(cat "$T/bad.err")"
