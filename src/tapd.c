@@ -407,7 +407,9 @@ static void loop_run(struct event_base *base, uint64_t poll_us)
 				start = mono_us();
 			}
 		}
-		if (event_base_loop(base, EVLOOP_ONCE) == 1)
+		/* A pass above may have broken the loop (the stop is done):
+		 * the next event_base_loop would forget that. */
+		if (event_base_got_break(base) || event_base_loop(base, EVLOOP_ONCE) == 1)
 			break;
 	}
 }

@@ -2,14 +2,15 @@
 # fio's nbd engine: 4k random writes at depth 32 over a 64 MiB raw tap,
 # verified with crc32c. Exercises many requests in flight on one
 # connection and replies in completion order. tapd polls for completions
-# (--poll-us), so the loop's polling passes carry all of it, and it must
-# still stop cleanly.
+# (--poll-us, a whole second, so that it spins whenever AIO is in flight):
+# the loop's polling passes carry all of it, including the final flush of
+# the stop, which must still end with exit 0 (checked by lib.sh).
 . "$(dirname "$0")/lib.sh"
 need fio
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio built without the nbd engine"
 
 start_bus
-start_tapd --poll-us 200
+start_tapd --poll-us 1000000
 
 truncate -s 64M "$T/disk.raw"
 tapctl create --name fio0 "raw:$T/disk.raw" >/dev/null || fail "tapctl create failed"
