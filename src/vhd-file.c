@@ -302,7 +302,7 @@ static int alloc_block(struct vhd_image *img, uint32_t blk, const uint8_t *buf, 
 		       uint32_t n, struct errbuf *eb)
 {
 	const struct vhd_layout *l = &img->meta.layout;
-	uint64_t at = img->next_block, bat_sec;
+	uint64_t at = img->next_block, bat_at;
 	uint32_t entry = (uint32_t)(at >> VHD_SECTOR_SHIFT);
 	uint8_t sec[VHD_SECTOR_SIZE], *bm;
 	int r;
@@ -330,16 +330,14 @@ static int alloc_block(struct vhd_image *img, uint32_t blk, const uint8_t *buf, 
 	}
 	if (r)
 		return r;
+	bat_at = vhd_bat_sector_encode(l, img->meta.bat, blk, entry, sec);
+	r = vhd_fd_pwrite(img->fd, sec, sizeof(sec), bat_at, img->path, eb);
+	if (r)
+		return r;
+	/* The block exists once its BAT sector is on disk. */
 	img->meta.bat[blk] = entry;
 	img->next_block = at + l->bitmap_size + l->block_size;
-	bat_sec = blk / (VHD_SECTOR_SIZE / 4);
-	vhd_bat_encode(img->meta.bat + bat_sec * 128,
-		       MIN(128u, l->bat_entries - (uint32_t)bat_sec * 128), sec);
-	if (l->bat_entries - bat_sec * 128 < 128)
-		memset(sec + 4 * (l->bat_entries - bat_sec * 128), 0xff,
-		       VHD_SECTOR_SIZE - 4 * (l->bat_entries - bat_sec * 128));
-	return vhd_fd_pwrite(img->fd, sec, sizeof(sec), l->bat_offset + bat_sec * VHD_SECTOR_SIZE,
-			     img->path, eb);
+	return 0;
 }
 
 int vhd_image_write(struct vhd_image *img, const void *vbuf, uint64_t sector, uint32_t count,

@@ -394,6 +394,19 @@ void vhd_bat_encode(const uint32_t *bat, uint32_t entries, uint8_t *buf)
 		put32(buf + 4 * (size_t)i, bat[i]);
 }
 
+uint64_t vhd_bat_sector_encode(const struct vhd_layout *l, const uint32_t *bat, uint32_t block,
+			       uint32_t entry, uint8_t *buf)
+{
+	const uint32_t per = VHD_SECTOR_SIZE / 4;
+	uint32_t first = block - block % per;
+	uint32_t n = l->bat_entries - first < per ? l->bat_entries - first : per;
+
+	memset(buf, 0xff, VHD_SECTOR_SIZE);
+	vhd_bat_encode(bat + first, n, buf);
+	put32(buf + 4 * (size_t)(block - first), entry);
+	return l->bat_offset + (uint64_t)(first / per) * VHD_SECTOR_SIZE;
+}
+
 struct bat_slot {
 	uint32_t sector;
 	uint32_t block;

@@ -220,6 +220,12 @@ int vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 /* BAT: l->bat_entries entries from the on-disk (big-endian) table. */
 void vhd_bat_decode(const uint8_t *buf, uint32_t entries, uint32_t *bat);
 void vhd_bat_encode(const uint32_t *bat, uint32_t entries, uint8_t *buf);
+/* The BAT sector that holds block's entry, encoded into buf (one sector)
+ * with that entry set to entry, without changing bat (the caller records
+ * it once the sector is on disk), and 0xFF past the end of the table.
+ * Returns the sector's file offset. */
+uint64_t vhd_bat_sector_encode(const struct vhd_layout *l, const uint32_t *bat, uint32_t block,
+			       uint32_t entry, uint8_t *buf);
 /* Every used entry inside [meta_end, file_size - 512) with its whole block,
  * no two blocks overlapping, no entry beyond l->blocks in use. Each bad
  * entry is reported through report (if set); eb gets the first. Returns

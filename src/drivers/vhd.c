@@ -39,6 +39,7 @@ enum {
 	S_COMMIT,     /* bitmap write carrying our bits */
 	S_ALLOC_WAIT, /* waiting to allocate */
 	S_ALLOC_DATA, S_ALLOC_FOOTER, S_ALLOC_BITMAP, S_ALLOC_SYNC, S_ALLOC_BAT,
+	S_ALLOC_DONE, /* the BAT sector is on disk: the block exists */
 	S_FUA,        /* final fdatasync of a FUA write */
 	S_STATUS_BM,  /* block status waiting for a bitmap */
 };
@@ -149,13 +150,14 @@ static void vhd_alloc_step(struct vhd_io *vio)
 	uint32_t block = vhd_block_of(l, sector);
 	uint64_t e = v->next_block;
 	uint8_t *buf = v->meta_buf;
-	uint32_t bat_sector;
+	uint64_t bat_at;
 
 	switch (vio->stage) {
 	case S_ALLOC_DATA:
 		vio->stage = S_ALLOC_FOOTER;
 		vhd_aio(vio, IO_CMD_PWRITE, (char *)vio->io->buf + (vio->pos - vio->io->off),
-			vio->piece, e + l->bitmap_size + ((uint64_t)vhd_block_sector(l, sector) << 9));
+			vio->piece, vhd_data_offset(l, (uint32_t)(e >> VHD_SECTOR_SHIFT),
+						    vhd_block_sector(l, sector)));
 		return;
 	case S_ALLOC_FOOTER:
 		vio->stage = S_ALLOC_BITMAP;
@@ -173,21 +175,19 @@ static void vhd_alloc_step(struct vhd_io *vio)
 		vhd_aio(vio, IO_CMD_FDSYNC, NULL, 0, 0);
 		return;
 	case S_ALLOC_BAT:
-		/* The block exists from the moment its BAT sector is written. */
+		/* Only in the sector: until it is on disk, the block does not
+		 * exist for anyone (writers to it wait in alloc_waiters, readers
+		 * read below it), and a failed write leaves nothing behind. */
+		vio->stage = S_ALLOC_DONE;
+		bat_at = vhd_bat_sector_encode(l, v->meta.bat, block, (uint32_t)(e >> VHD_SECTOR_SHIFT),
+					       buf);
+		vhd_aio(vio, IO_CMD_PWRITE, buf, VHD_SECTOR_SIZE, bat_at);
+		return;
+	case S_ALLOC_DONE:
 		v->meta.bat[block] = (uint32_t)(e >> VHD_SECTOR_SHIFT);
-		bat_sector = block / (VHD_SECTOR_SIZE / 4);
-		vhd_bat_encode(v->meta.bat + bat_sector * (VHD_SECTOR_SIZE / 4),
-			       MIN(VHD_SECTOR_SIZE / 4, l->bat_entries - bat_sector * (VHD_SECTOR_SIZE / 4)),
-			       buf);
-		memset(buf + (l->bat_entries - bat_sector * (VHD_SECTOR_SIZE / 4)) * 4, 0xff,
-		       l->bat_entries - bat_sector * (VHD_SECTOR_SIZE / 4) >= VHD_SECTOR_SIZE / 4
-			       ? 0
-			       : VHD_SECTOR_SIZE - (l->bat_entries - bat_sector * (VHD_SECTOR_SIZE / 4)) * 4);
 		v->next_block = e + l->bitmap_size + l->block_size;
-		vio->stage = S_START;
 		vio->pos += vio->piece;
-		vhd_aio(vio, IO_CMD_PWRITE, buf, VHD_SECTOR_SIZE,
-			l->bat_offset + (uint64_t)bat_sector * VHD_SECTOR_SIZE);
+		vio->stage = S_START;
 		return;
 	}
 }
@@ -308,6 +308,9 @@ static void vhd_step(struct vhd_io *vio)
 	case S_ALLOC_DATA ... S_ALLOC_BAT:
 		vhd_alloc_step(vio);
 		return;
+	case S_ALLOC_DONE:
+		vhd_alloc_step(vio); /* records the block; then the next piece */
+		break;
 	case S_FUA:
 		vhd_finish(vio, 0);
 		return;
@@ -491,15 +494,6 @@ static void vhd_submit(struct image *img, struct image_io *io)
 	}
 }
 
-static int vhd_pread_fd(void *opaque, void *buf, size_t len, uint64_t off)
-{
-	ssize_t n = pread(*(int *)opaque, buf, len, (off_t)off);
-
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EIO;
-}
-
 static void vhd_report(void *opaque, const char *msg)
 {
 	log_warn("%s: %s", (const char *)opaque, msg);
@@ -570,7 +564,7 @@ static void vhd_free(struct vhd *v)
 static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 {
 	struct vhd *v = calloc(1, sizeof(*v));
-	struct stat st;
+	uint64_t fsize;
 	int mfd, ret;
 
 	if (!v)
@@ -593,15 +587,14 @@ static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 	/* Metadata is read once, at open, through a plain descriptor: the
 	 * loader's buffers are not aligned for O_DIRECT. */
 	mfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (mfd < 0 || fstat(mfd, &st) < 0) {
-		ret = -errno;
-		err_set(eb, "cannot read %s: %s", path, strerror(errno));
+	ret = mfd < 0 ? -errno : vhd_file_size(mfd, &fsize); /* block devices too */
+	if (ret < 0) {
+		err_set(eb, "cannot read %s: %s", path, strerror(-ret));
 		if (mfd >= 0)
 			close(mfd);
 		goto fail;
 	}
-	ret = vhd_meta_load(&v->meta, vhd_pread_fd, &mfd, (uint64_t)st.st_size, vhd_report,
-			    v->path, eb);
+	ret = vhd_meta_load(&v->meta, vhd_fd_pread, &mfd, fsize, vhd_report, v->path, eb);
 	close(mfd);
 	if (ret < 0)
 		goto fail;

@@ -31,6 +31,7 @@ qemu-io -f vpc -c 'write -P 0x77 20M 1M' "$T/q.vhd" >/dev/null
 tapctl create --name q "vhd:$T/q.vhd" >/dev/null
 out=$(qemu-io -f raw -c 'read -P 0x77 20M 1M' -c 'read -P 0 30M 1M' "$(nbd_uri q)" 2>&1)
 grep -q 'Pattern verification failed' <<<"$out" && fail "tapd reads qemu's writes wrong: $out"
+[ "$(grep -c 'read 1048576/1048576' <<<"$out")" = 2 ] || fail "qemu-io did not read both ranges: $out"
 tapctl destroy q
 
 # 2. A 3-deep chain with data at every level, partial blocks included.

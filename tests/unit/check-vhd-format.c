@@ -525,11 +525,12 @@ START_TEST(test_meta_load)
 	ck_assert_uint_eq(reported, 1);
 	vhd_meta_free(&m);
 
-	/* Both damaged: refused with the end footer's reason. */
-	mf.buf[64] ^= 0xff;
+	/* Both damaged, each its own way (the copy's cookie): refused with
+	 * the end footer's reason. */
+	mf.buf[0] ^= 0xff;
 	ck_assert_int_eq(vhd_meta_load(&m, mem_pread, &mf, mf.len, NULL, NULL, &eb), -EINVAL);
 	ck_assert_msg_has(&eb, "bad footer checksum");
-	mf.buf[64] ^= 0xff;
+	mf.buf[0] ^= 0xff;
 	mf.buf[mf.len - 512 + 64] ^= 0xff;
 
 	/* A BAT entry past the end of the file. */
@@ -538,9 +539,11 @@ START_TEST(test_meta_load)
 	ck_assert_int_eq(vhd_meta_load(&m, mem_pread, &mf, mf.len, NULL, NULL, &eb), -EINVAL);
 	ck_assert_msg_has(&eb, "BAT entry 2 points past the end of file");
 
-	/* Truncated: the header offset is beyond the file. */
+	/* Truncated to 1 KiB: where the end footer should be is the
+	 * header's "cxsparse". */
 	eb.msg[0] = '\0';
 	ck_assert_int_eq(vhd_meta_load(&m, mem_pread, &mf, 1024, NULL, NULL, &eb), -EINVAL);
+	ck_assert_msg_has(&eb, "cookie");
 	free(mf.buf);
 }
 END_TEST
