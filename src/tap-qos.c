@@ -178,7 +178,10 @@ void tap_qos_submit(struct tap_req *req)
 
 bool tap_qos_unlimited(const struct tap *t)
 {
-	return TAILQ_EMPTY(&t->qos_q) && !bucket_on(&t->qos) && !pool_qos_find(pool_name(t->pool));
+	const struct pool_qos *pq = pool_qos_find(pool_name(t->pool));
+
+	/* A pool whose limits were set back to 0 keeps its entry. */
+	return TAILQ_EMPTY(&t->qos_q) && !bucket_on(&t->qos) && !(pq && bucket_on(&pq->b));
 }
 
 /* The daemon stops, or the limit went away: nothing waits any more. */
