@@ -43,19 +43,26 @@ def fio_metrics(doc):
     }
 
 
-def cmd_record(a):
-    rec = {"backing": a.backing, "job": a.job, "server": a.server,
-           "repeat": a.repeat, "ok": False}
+def record_fio(rec, metrics, fio_json, exit_status):
+    """Fill rec from fio's JSON output through metrics(doc): ok when fio
+    exited 0 and moved bytes, else an error saying why."""
+    rec["ok"] = False
     try:
-        rec.update(fio_metrics(load_fio_json(a.fio_json)))
+        rec.update(metrics(load_fio_json(fio_json)))
         rec["ok"] = rec["io_bytes"] > 0
         if not rec["ok"]:
             rec["error"] = "no I/O done"
     except (OSError, ValueError, KeyError, IndexError) as e:
         rec["error"] = str(e)
-    if a.exit_status:
+    if exit_status:
         rec["ok"] = False
-        rec.setdefault("error", "fio exited %d" % a.exit_status)
+        rec.setdefault("error", "fio exited %d" % exit_status)
+
+
+def cmd_record(a):
+    rec = {"backing": a.backing, "job": a.job, "server": a.server,
+           "repeat": a.repeat}
+    record_fio(rec, fio_metrics, a.fio_json, a.exit_status)
     if a.cpu_ticks is not None and a.cpu_ticks >= 0:
         rec["cpu_s"] = a.cpu_ticks / a.clk_tck
         if rec.get("io_bytes"):

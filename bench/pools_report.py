@@ -8,7 +8,7 @@ import json
 import statistics
 import sys
 
-from nbd_report import load_fio_json  # beside this file
+from nbd_report import load_fio_json, record_fio  # beside this file
 
 ISO_TARGET = 0.90   # fast tap with a loaded slow neighbour / alone
 QOS_TOL = 0.10      # measured / limit within 1 +- this
@@ -37,20 +37,11 @@ def fio_sum(doc):
 
 def cmd_record(a):
     rec = {"section": a.section, "case": a.case, "mode": a.mode,
-           "repeat": a.repeat, "ok": False}
+           "repeat": a.repeat}
     if a.limit_kind:
         rec["limit_kind"] = a.limit_kind
         rec["limit"] = a.limit
-    try:
-        rec.update(fio_sum(load_fio_json(a.fio_json)))
-        rec["ok"] = rec["io_bytes"] > 0
-        if not rec["ok"]:
-            rec["error"] = "no I/O done"
-    except (OSError, ValueError, KeyError, IndexError) as e:
-        rec["error"] = str(e)
-    if a.exit_status:
-        rec["ok"] = False
-        rec.setdefault("error", "fio exited %d" % a.exit_status)
+    record_fio(rec, fio_sum, a.fio_json, a.exit_status)
     if a.slow_json:
         # The neighbour's load: proof that the slow tap was busy.
         try:

@@ -10,15 +10,6 @@ start_tapd
 E=org.xenproject.Tapd1.Error
 bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 
-# expect RC REGEX CMD...: CMD exits RC and its stderr matches REGEX (case-insensitive).
-expect() {
-	local want=$1 pat=$2 rc=0
-	shift 2
-	"$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ "$rc" = "$want" ] || fail "$*: exit $rc, expected $want; stderr: $(cat "$T/err")"
-	grep -qiE -- "$pat" "$T/err" || fail "$*: stderr lacks /$pat/: $(cat "$T/err")"
-}
-
 # errname NAME PATH METHOD ARGS...: the raw call fails with the named D-Bus
 # error. busctl prints only the message, gdbus prints the name too.
 HAVE_GDBUS=$(command -v gdbus || true)

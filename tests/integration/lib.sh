@@ -32,7 +32,9 @@ fail() {
 	exit 1
 }
 skip() { log "SKIP: $*"; exit 77; }
-need() { for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
+# need CMD...: skip unless each is a program on PATH (type -P: the nbdsh
+# wrapper below is a function and must not count).
+need() { for c in "$@"; do type -P "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
 
 cleanup() {
 	local rc=$?
@@ -130,6 +132,9 @@ track_pid() { EXTRA_PIDS="$EXTRA_PIDS $1"; }
 tapd_alive() { [ -n "$TAPD_PID" ] && kill -0 "$TAPD_PID" 2>/dev/null; }
 
 tapctl() { "$TAPCTL" "$@"; }
+# nbdsh is a python3 script: run it with Debian's python3, which has the
+# libnbd bindings (python3-libnbd), whatever python3 comes first on PATH.
+nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 
 # expect RC REGEX CMD...: CMD exits RC and its stderr matches REGEX
 # (extended, case-insensitive); its output is left in $T/out and $T/err.

@@ -6,7 +6,6 @@
 . "$(dirname "$0")/lib.sh"
 need nbdinfo nbdsh python3
 # nbdsh runs "python3" from PATH; the libnbd module lives in the system one.
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 start_bus

@@ -6,7 +6,6 @@
 # EINVAL; REQ_ONE gives one extent.
 . "$(dirname "$0")/lib.sh"
 need nbdsh nbdinfo nbdkit qemu-img python3 fallocate
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 start_bus

@@ -7,7 +7,6 @@
 # single request over the cap still runs).
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 # Bad limits are refused at start.

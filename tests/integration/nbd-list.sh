@@ -3,7 +3,6 @@
 # connections to one tap work at the same time and see each other's data.
 . "$(dirname "$0")/lib.sh"
 need nbdinfo nbdsh qemu-io
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 start_bus

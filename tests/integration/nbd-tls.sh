@@ -7,7 +7,6 @@
 . "$(dirname "$0")/lib.sh"
 need certtool nbdinfo nbdsh qemu-img python3
 # nbdsh runs "python3" from PATH; the libnbd module lives in the system one.
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 
 # ---- a throwaway CA, server and client certificates (ECDSA: fast) ----
 pki=$T/pki       # the server's directory, qemu's layout

@@ -41,14 +41,6 @@ fio_job() { # NAME TAP ARGS...
 	(cd "$T" && fio --name="$name" --ioengine=nbd --uri="$(nbd_uri "$tap")" "$@" \
 		--output="$T/$name.out" >/dev/null 2>"$T/$name.err")
 }
-# expect RC REGEX CMD...: CMD exits RC and its stderr matches REGEX.
-expect() {
-	local want=$1 pat=$2 rc=0
-	shift 2
-	"$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ "$rc" = "$want" ] || fail "$*: exit $rc, expected $want; stderr: $(cat "$T/err")"
-	grep -qiE -- "$pat" "$T/err" || fail "$*: stderr lacks /$pat/: $(cat "$T/err")"
-}
 
 # ---- set-pool under load ---------------------------------------------------
 SIZE=32M

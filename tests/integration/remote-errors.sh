@@ -7,7 +7,6 @@
 # fails them with EIO after the timeout; tapd stays up throughout.
 . "$(dirname "$0")/lib.sh"
 need nbdkit qemu-io python3
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 start_bus

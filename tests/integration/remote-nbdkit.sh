@@ -6,7 +6,6 @@
 # leak no fd.
 . "$(dirname "$0")/lib.sh"
 need nbdkit qemu-img qemu-io nbdsh cmp
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
 
 start_bus
