@@ -51,8 +51,6 @@ static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r
 	s->len = r->len;
 	s->prepared = false;
 	s->sparse = false;
-	s->spliced = false;
-	s->pipe_bufs = 0;
 	s->error = 0;
 	s->bytes = 0;
 	s->sent = 0;
@@ -229,7 +227,7 @@ static void probe_done(struct tap_req *req)
 	probe_learn(c, s->sparse);
 	if (s->npieces == 1 && s->pieces[0].hole)
 		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
-	else
+	else if (s->sparse || !nbd_splice_read(s))
 		nbd_read_start(s, TAP_F_QOS_PAID); /* the probe paid for it */
 	nbd_conn_defer(c);
 }

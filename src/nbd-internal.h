@@ -95,10 +95,10 @@ struct nbd_slot {
 	bool prepared;	/* tap_req_prepare was called: release when freed */
 	bool sparse;	/* READ: pieces[] plans the reply */
 	/* READ: the data waits in the connection's pipe (nbd-splice.c), in
-	 * pipe_bufs pipe buffers at most; only the header, hdr_len bytes,
-	 * is in riov, and rtotal counts both. */
+	 * pipe_bufs pipe buffers at most; only the header is in riov, and
+	 * rtotal counts both (the header is rtotal - len bytes). */
 	bool spliced;
-	uint32_t pipe_bufs, hdr_len;
+	uint32_t pipe_bufs;
 	uint32_t error; /* NBD error to send after a discarded payload */
 	uint32_t bytes; /* counted in conn->bytes_held until freed */
 	/* The reply: riov[0, rn) covers rtotal bytes, sent of them written.
@@ -179,8 +179,8 @@ struct nbd_conn {
 	/* Splicing READs (nbd-splice.c): the pipe their data waits in, in
 	 * reply order, how many pipe buffers it has and how many the spliced
 	 * replies in the output queue may take, and READs waiting for room. */
-	int pipe_rd, pipe_wr;
-	bool has_pipe, no_splice;
+	int pipe_rd, pipe_wr; /* -1: no pipe (yet) */
+	bool no_splice;
 	uint32_t pipe_cap, pipe_bufs;
 	TAILQ_HEAD(, nbd_slot) splice_q;
 

@@ -84,7 +84,6 @@ static void build_reply(struct nbd_slot *s, uint32_t error)
 		else
 			n = nbd_encode_simple_reply(s->rbuf, 0, s->cookie);
 		reply_add(s, s->rbuf, n);
-		s->hdr_len = (uint32_t)n;
 		s->rtotal += s->len;
 		return;
 	}
@@ -166,41 +165,39 @@ static size_t gather(struct nbd_conn *c, struct iovec *iov)
 	return n;
 }
 
-/* Send from the pipe when the head reply's header is out and its data is
- * next; otherwise gather and sendmsg(). */
-static ssize_t send_some(struct nbd_conn *c, struct iovec *iov, size_t n)
+/* Bytes of the head reply's data waiting in the pipe, when they are what
+ * goes out next (its header is out); else 0. */
+static size_t pipe_next(struct nbd_conn *c)
 {
 	struct nbd_slot *s = TAILQ_FIRST(&c->outq);
 
-	if (c->hs_off >= c->hs_len && s && s->spliced && s->sent >= s->hdr_len)
-		return nbd_splice_send(c, s->rtotal - s->sent);
-	return sock_send(c, iov, n);
+	if (c->hs_off < c->hs_len || !s || !s->spliced || s->sent < s->rtotal - s->len)
+		return 0;
+	return s->rtotal - s->sent;
 }
 
 void nbd_conn_flush(struct nbd_conn *c)
 {
 	while (!c->dead) {
 		struct iovec iov[NBD_IOV];
-		struct nbd_slot *head = TAILQ_FIRST(&c->outq);
-		size_t n = gather(c, iov);
+		size_t piped = pipe_next(c);
+		size_t n = piped ? 0 : gather(c, iov);
 		ssize_t w;
 
-		if (!n && head && head->spliced && c->hs_off >= c->hs_len)
-			n = 1; /* the data of the head reply, from the pipe */
-		if (!n && c->tls_want_write) {
+		if (!n && !piped && c->tls_want_write) {
 			/* The TLS handshake waits for room to write. */
 			if (!c->writing)
 				event_add(c->ev_write, NULL);
 			c->writing = true;
 			return;
 		}
-		if (!n) {
+		if (!n && !piped) {
 			if (c->writing)
 				event_del(c->ev_write);
 			c->writing = false;
 			return;
 		}
-		w = send_some(c, iov, n);
+		w = piped ? nbd_splice_send(c, piped) : sock_send(c, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;

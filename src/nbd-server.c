@@ -109,7 +109,6 @@ static void conn_destroy(struct nbd_conn *c)
 {
 	if (c->tap)
 		tap_detach(c->tap);
-	nbd_splice_close(c);
 	event_free(c->ev_read);
 	event_free(c->ev_write);
 	event_free(c->ev_run);

@@ -19,14 +19,16 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 #include "nbd-internal.h"
 
-#define PIPE_PAGE 4096u
-
-/* Pipe buffers [off, off + len) can take: one per page it touches. */
+/* Pipe buffers [off, off + len) can take: one per page it touches (a
+ * pipe has F_GETPIPE_SZ / page size buffers). */
 static uint32_t pipe_bufs_for(uint64_t off, uint32_t len)
 {
-	return (uint32_t)(((off % PIPE_PAGE) + len + PIPE_PAGE - 1) / PIPE_PAGE);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+	return (uint32_t)(ALIGN_UP(off % page + len, page) / page);
 }
 
 static bool pipe_open(struct nbd_conn *c)
@@ -34,7 +36,7 @@ static bool pipe_open(struct nbd_conn *c)
 	int fds[2];
 	long size;
 
-	if (c->has_pipe)
+	if (c->pipe_rd >= 0)
 		return true;
 	if (c->no_splice)
 		return false;
@@ -46,17 +48,18 @@ static bool pipe_open(struct nbd_conn *c)
 	/* Best effort: without room for a request the usual path serves. */
 	(void)fcntl(fds[1], F_SETPIPE_SZ, (int)NBD_PIPE_SIZE);
 	size = fcntl(fds[1], F_GETPIPE_SZ);
-	/* Room in the socket for several spliced replies, so the pipe
+	/* Room in a unix socket for several spliced replies, so the pipe
 	 * empties in one splice() each (the kernel caps this at
 	 * net.core.wmem_max). Spliced data costs the socket references to
-	 * the image's pages, not memory. */
-	(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &(int){ NBD_SPLICE_SNDBUF },
-			 sizeof(int));
+	 * the image's pages, not memory. TCP sizes its own buffer, and
+	 * setting one would stop that. */
+	if (!c->tcp)
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &(int){ NBD_SPLICE_SNDBUF },
+				 sizeof(int));
 	c->pipe_rd = fds[0];
 	c->pipe_wr = fds[1];
-	c->pipe_cap = size > 0 ? (uint32_t)(size / PIPE_PAGE) : 0;
+	c->pipe_cap = size > 0 ? (uint32_t)(size / sysconf(_SC_PAGESIZE)) : 0;
 	c->pipe_bufs = 0;
-	c->has_pipe = true;
 	return true;
 }
 
@@ -117,23 +120,15 @@ void nbd_splice_resume(struct nbd_conn *c)
 
 ssize_t nbd_splice_send(struct nbd_conn *c, size_t len)
 {
-	ssize_t n = splice(c->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_NONBLOCK);
-
-	if (n == 0) {
-		/* The pipe is empty though a reply's data should be in it. */
-		errno = EIO;
-		return -1;
-	}
-	return n;
+	return splice(c->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_NONBLOCK);
 }
 
 void nbd_splice_close(struct nbd_conn *c)
 {
-	if (!c->has_pipe)
+	if (c->pipe_rd < 0)
 		return;
 	close(c->pipe_rd);
 	close(c->pipe_wr);
 	c->pipe_rd = c->pipe_wr = -1;
-	c->has_pipe = false;
 	c->no_splice = true;
 }

@@ -395,11 +395,15 @@ static uint64_t mono_us(void)
  * same). It spends CPU only while AIO is in flight. */
 static void loop_run(struct event_base *base, uint64_t poll_us)
 {
-	while (!event_base_got_break(base) && !event_base_got_exit(base)) {
+	if (!poll_us) {
+		event_base_dispatch(base);
+		return;
+	}
+	while (!event_base_got_break(base)) {
 		uint64_t start = mono_us();
 		unsigned long seen = aio_completed();
 
-		while (poll_us && aio_inflight() && mono_us() - start < poll_us &&
+		while (aio_inflight() && mono_us() - start < poll_us &&
 		       !event_base_got_break(base)) {
 			event_base_loop(base, EVLOOP_NONBLOCK);
 			if (aio_completed() != seen) {
@@ -409,7 +413,7 @@ static void loop_run(struct event_base *base, uint64_t poll_us)
 		}
 		/* A pass above may have broken the loop (the stop is done):
 		 * the next event_base_loop would forget that. */
-		if (event_base_got_break(base) || event_base_loop(base, EVLOOP_ONCE) == 1)
+		if (event_base_got_break(base) || event_base_loop(base, EVLOOP_ONCE) != 0)
 			break;
 	}
 }

@@ -10,7 +10,6 @@
 # by a connection that splices and closed with it.
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3 qemu-img fio
-nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio built without the nbd engine"
 start_bus
 start_tapd
@@ -82,8 +81,26 @@ print("ok")
 ' || fail "reads over the splice path"
 
 # The connections are gone: so are their pipes.
-for _ in $(seq 50); do [ "$(pipes)" = "$p0" ] && break; sleep 0.1; done
-[ "$(pipes)" = "$p0" ] || fail "tapd still has $(pipes) pipe fds after the clients left (had $p0)"
+pipes_back() {
+	for _ in $(seq 50); do [ "$(pipes)" = "$p0" ] && return 0; sleep 0.1; done
+	fail "tapd still has $(pipes) pipe fds after $1 (had $p0)"
+}
+pipes_back "the clients left"
+
+# A client that hangs up with spliced replies queued and READs waiting for
+# pipe room: tapd drops them, closes the pipe and goes on serving.
+URI="$URI" nbdsh -c '
+import os, socket
+h.connect_uri(os.environ["URI"])
+for i in range(64):
+    h.aio_pread(nbd.Buffer(1 << 20), i << 20 if i < 48 else 0)
+h.poll(0)
+# Close the socket under libnbd, replies unread.
+os.close(h.aio_get_fd())
+os._exit(0)
+' || fail "the hanging-up client"
+pipes_back "a client hung up mid-reply"
+qemu-img compare -f raw -F raw "$img" "$URI" >"$T/cmp" 2>&1 || fail "after the hang-up: $(cat "$T/cmp")"
 
 # The whole image, as qemu-img sees it (structured replies, its own sizes).
 qemu-img compare -f raw -F raw "$img" "$URI" >"$T/cmp" 2>&1 || fail "qemu-img compare: $(cat "$T/cmp")"
@@ -91,21 +108,43 @@ qemu-img compare -f raw -F raw "$img" "$URI" >"$T/cmp" 2>&1 || fail "qemu-img co
 # Under a QoS limit reads pay tokens like any other (no splice), and still
 # read right.
 tapctl qos mem --bps 1G >/dev/null || fail "set qos"
-URI="$URI" FILE="$img" nbdsh -c '
+URI="$URI" FILE="$img" TAPD_PID="$TAPD_PID" P0="$p0" nbdsh -c '
 import os
 h.connect_uri(os.environ["URI"])
 f = open(os.environ["FILE"], "rb")
 f.seek(4096)
 assert h.pread(1 << 20, 4096) == f.read(1 << 20)
+d = "/proc/%s/fd" % os.environ["TAPD_PID"]
+n = sum(1 for e in os.listdir(d) if os.readlink(os.path.join(d, e)).startswith("pipe:"))
+assert n == int(os.environ["P0"]), "a pipe was opened under QoS: %d pipe fds, %s before" % (n, os.environ["P0"])
 ' || fail "read under a QoS limit"
 tapctl qos mem --bps 0 >/dev/null || fail "clear qos"
 
-# fio, sizes both sides of the threshold, verify, across pause cycles.
+# A pool limit set and then lifted leaves nothing behind: splicing is back.
+tapctl pool-qos default --bps 1G >/dev/null || fail "set pool qos"
+tapctl pool-qos default --bps 0 --iops 0 >/dev/null || fail "clear pool qos"
+URI="$URI" TAPD_PID="$TAPD_PID" P0="$p0" nbdsh -c '
+import os
+h.connect_uri(os.environ["URI"])
+h.pread(1 << 20, 0)
+d = "/proc/%s/fd" % os.environ["TAPD_PID"]
+n = sum(1 for e in os.listdir(d) if os.readlink(os.path.join(d, e)).startswith("pipe:"))
+assert n == int(os.environ["P0"]) + 2, "no pipe after the pool limit was lifted: %d pipe fds" % n
+' || fail "splice after a lifted pool limit"
+
+# fio, sizes both sides of the threshold, verify, across pause cycles;
+# beside it a reader of big blocks, so that spliced READs arrive (and wait
+# for pipe room) while the tap is paused and take the usual path then.
 (cd "$T" && fio --name=mix --ioengine=nbd --uri="$URI" --size=32M --bsrange=4k-1m \
 	--rw=randwrite --iodepth=16 --time_based --runtime=6 --verify=crc32c --do_verify=1 \
 	--verify_fatal=1 --verify_state_save=0 --output="$T/mix.out" >/dev/null 2>"$T/mix.err") &
 FIO=$!
 track_pid $FIO
+(cd "$T" && fio --name=rd --ioengine=nbd --uri="$URI" --offset=32M --size=16M \
+	--bsrange=32k-1m --rw=randread --iodepth=32 --time_based --runtime=4 \
+	--output="$T/rd.out" >/dev/null 2>"$T/rd.err") &
+RD=$!
+track_pid $RD
 sleep 1
 for i in 1 2 3; do
 	tapctl pause mem || fail "pause $i"
@@ -113,6 +152,12 @@ for i in 1 2 3; do
 	tapctl unpause mem || fail "unpause $i"
 	sleep 0.3
 done
+kill -0 $FIO 2>/dev/null || fail "fio ended during the pause cycles: $(cat "$T/mix.out" "$T/mix.err")"
+kill -0 $RD 2>/dev/null || fail "the reader ended during the pause cycles: $(cat "$T/rd.out" "$T/rd.err")"
+rc=0
+wait $RD || rc=$?
+[ $rc = 0 ] || fail "the reader exited $rc: $(cat "$T/rd.out" "$T/rd.err")"
+grep -qE 'err= *0' "$T/rd.out" || fail "the reader saw an error: $(cat "$T/rd.out")"
 rc=0
 wait $FIO || rc=$?
 [ $rc = 0 ] || fail "fio exited $rc: $(cat "$T/mix.out" "$T/mix.err")"
