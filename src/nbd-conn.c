@@ -32,6 +32,7 @@ void nbd_slots_init(struct nbd_conn *c)
 	TAILQ_INIT(&c->freeq);
 	TAILQ_INIT(&c->splice_q);
 	c->pipe_rd = c->pipe_wr = -1;
+	c->wpipe_rd = c->wpipe_wr = -1;
 	for (unsigned i = 0; i < NBD_SLOTS; i++) {
 		c->slots[i].conn = c;
 		TAILQ_INSERT_TAIL(&c->freeq, &c->slots[i], link);
@@ -51,6 +52,7 @@ static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r
 	s->len = r->len;
 	s->prepared = false;
 	s->sparse = false;
+	s->piped = 0;
 	s->error = 0;
 	s->bytes = 0;
 	s->sent = 0;
@@ -107,6 +109,8 @@ void nbd_slots_drop(struct nbd_conn *c)
 /* ---- request side ---- */
 
 static void slot_ready(struct tap_req *req, int err);
+static void discard_done(struct nbd_conn *c);
+static void payload_done(struct nbd_conn *c);
 
 /* Outcome of tap_req_prepare, immediate or through the ready callback. */
 static void prepare_result(struct nbd_slot *s, int err)
@@ -119,27 +123,41 @@ static void prepare_result(struct nbd_slot *s, int err)
 	}
 	if (err < 0) {
 		if (s->type == NBD_CMD_WRITE) {
-			/* The payload is on its way: drop it to stay in sync. */
+			/* The payload is on its way: drop it to stay in sync
+			 * (what already sits in the write pipe with it). */
 			s->error = nbd_errno_to_nbd(err);
 			s->state = SLOT_PAYLOAD;
-			c->discard = s->req.len;
+			c->discard = s->req.len - s->piped;
 			c->rs = RS_DISCARD;
+			if (s->piped)
+				nbd_wsplice_drop(c);
+			s->piped = 0;
+			if (!c->discard)
+				discard_done(c);
 		} else {
 			nbd_queue_reply(s, nbd_errno_to_nbd(err));
 		}
 		return;
 	}
 	if (s->type == NBD_CMD_WRITE) {
+		/* Any payload a splice began with is in the pipe. */
 		s->state = SLOT_PAYLOAD;
-		c->got = 0;
+		c->got = s->piped;
 		c->rs = RS_PAYLOAD;
+		if (s->piped && nbd_wsplice_take(c, s->req.buf, s->piped) < 0) {
+			nbd_conn_kill(c, "the write pipe lost a payload");
+			return;
+		}
+		s->piped = 0;
+		if (c->got == s->req.len)
+			payload_done(c);
 	} else {
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(&s->req);
 	}
 }
 
-static void slot_prepare(struct nbd_slot *s)
+void nbd_slot_prepare(struct nbd_slot *s)
 {
 	int ret;
 
@@ -177,7 +195,7 @@ void nbd_read_start(struct nbd_slot *s, uint32_t flags)
 	s->req.off = s->off;
 	s->req.len = s->len;
 	s->req.done = slot_done;
-	slot_prepare(s);
+	nbd_slot_prepare(s);
 }
 
 /* Whether this eligible READ should look for holes first. */
@@ -352,6 +370,8 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 		s->req.op = TAP_OP_WRITE;
 		s->req.flags = image_flags(r->flags & NBD_CMD_FLAG_FUA);
 		c->cur = s;
+		if (nbd_wsplice_start(s))
+			return;
 		c->rs = RS_WRITE_WAIT;
 		break;
 	case NBD_ACT_BLOCK_STATUS:
@@ -366,7 +386,7 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 			s->req.off = s->req.len = 0;
 		break;
 	}
-	slot_prepare(s);
+	nbd_slot_prepare(s);
 }
 
 /* ---- input ---- */
@@ -434,6 +454,12 @@ static int conn_consume(struct nbd_conn *c)
 		if (c->got == c->cur->req.len)
 			payload_done(c);
 		return 1;
+	case RS_SPLICE:
+		if (!avail)
+			return 0;
+		n = MIN(avail, (size_t)(c->cur->len - c->got));
+		c->in_start += nbd_wsplice_put(c, p, n);
+		return 1;
 	case RS_DISCARD:
 		if (!avail)
 			return 0;
@@ -457,6 +483,8 @@ static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 
 	if (c->in_start == c->in_end)
 		c->in_start = c->in_end = 0;
+	if (c->rs == RS_SPLICE && c->in_start == c->in_end)
+		return nbd_wsplice_recv(c, drained);
 	if (c->rs == RS_PAYLOAD && c->in_start == c->in_end) {
 		/* Straight into the tap's buffer: no copy for big writes. */
 		struct nbd_slot *s = c->cur;

@@ -55,6 +55,13 @@ struct nbd_tls;
 #ifndef NBD_SPLICE_MIN
 #define NBD_SPLICE_MIN (32u << 10)
 #endif
+/* A spliced WRITE goes into the image in pieces of at least this much
+ * (a multiple of a page) as its payload arrives: the socket is drained
+ * while the file copy happens, instead of filling up behind one copy of
+ * the whole payload at its end. */
+#ifndef NBD_WSPLICE_STEP
+#define NBD_WSPLICE_STEP (128u << 10)
+#endif
 /* The pipe each splicing connection keeps (the most an unprivileged
  * F_SETPIPE_SZ gets by default: /proc/sys/fs/pipe-max-size). */
 #define NBD_PIPE_SIZE (1u << 20)
@@ -99,6 +106,9 @@ struct nbd_slot {
 	 * rtotal counts both (the header is rtotal - len bytes). */
 	bool spliced;
 	uint32_t pipe_bufs;
+	/* WRITE going the usual way after a splice was started: this much
+	 * of its payload (that is, of req) waits in the write pipe. */
+	uint32_t piped;
 	uint32_t error; /* NBD error to send after a discarded payload */
 	uint32_t bytes; /* counted in conn->bytes_held until freed */
 	/* The reply: riov[0, rn) covers rtotal bytes, sent of them written.
@@ -120,6 +130,7 @@ enum read_state {
 	RS_HDR,	       /* transmission: next request header */
 	RS_WRITE_WAIT, /* WRITE waiting for its buffer: do not read */
 	RS_PAYLOAD,    /* WRITE payload into cur->req.buf */
+	RS_SPLICE,     /* WRITE payload into the write pipe (nbd-splice.c) */
 	RS_DISCARD,    /* dropping bytes, then reply */
 	RS_TLS,	       /* STARTTLS acknowledged: TLS handshake, then RS_OPT */
 	RS_STOP,       /* nothing more will be read */
@@ -183,6 +194,11 @@ struct nbd_conn {
 	bool no_splice;
 	uint32_t pipe_cap, pipe_bufs;
 	TAILQ_HEAD(, nbd_slot) splice_q;
+	/* Splicing WRITEs: the pipe the payload of c->cur goes through in
+	 * RS_SPLICE; c->got bytes of it came in, wrote of them are in the
+	 * image already, the rest in the pipe. */
+	int wpipe_rd, wpipe_wr; /* -1: no pipe (yet) */
+	uint32_t wrote;
 
 	struct nbd_slot *cur; /* WRITE whose payload is being read */
 	uint32_t got;
@@ -258,6 +274,9 @@ void nbd_slots_drop(struct nbd_conn *c);
 void nbd_conn_pump(struct nbd_conn *c);
 /* Start a READ the usual way: a pool buffer, the tap, a copy. */
 void nbd_read_start(struct nbd_slot *s, uint32_t flags);
+/* Ask the tap for s's request (a buffer, then submission or, for a
+ * WRITE, its payload). */
+void nbd_slot_prepare(struct nbd_slot *s);
 
 /* nbd-splice.c */
 
@@ -269,8 +288,24 @@ void nbd_splice_resume(struct nbd_conn *c);
 /* Move up to len bytes of the head reply's data from the pipe to the
  * socket; behaves like send(). */
 ssize_t nbd_splice_send(struct nbd_conn *c, size_t len);
-/* Close the pipe (the connection is dead). */
+/* Close the pipes (the connection is dead). */
 void nbd_splice_close(struct nbd_conn *c);
+/* The WRITE in s (c->cur, its payload not yet read) takes the splice
+ * path if it can: returns true in RS_SPLICE, false to go the usual way. */
+bool nbd_wsplice_start(struct nbd_slot *s);
+/* RS_SPLICE: put up to n bytes already read (at p) into the write pipe;
+ * returns how many it took (the rest is for RS_PAYLOAD when the WRITE had
+ * to go the usual way). */
+size_t nbd_wsplice_put(struct nbd_conn *c, const void *p, size_t n);
+/* RS_SPLICE: move payload from the socket into the write pipe. Behaves
+ * like recv(), except for -1 with errno EINTR when the WRITE had to go the
+ * usual way (try again: the state changed). */
+ssize_t nbd_wsplice_recv(struct nbd_conn *c, bool *drained);
+/* Take n bytes of a WRITE's payload from the write pipe into buf; -1 if
+ * the pipe did not have them. */
+int nbd_wsplice_take(struct nbd_conn *c, void *buf, size_t n);
+/* Forget what the write pipe holds (a WRITE that will not be written). */
+void nbd_wsplice_drop(struct nbd_conn *c);
 
 /* nbd-reply.c */
 

@@ -640,6 +640,30 @@ ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd)
 	return n;
 }
 
+bool tap_can_splice_write(const struct tap *t, uint64_t off, uint32_t len, uint32_t flags)
+{
+	return tap_can_splice(t) && !t->read_only && t->img->drv->splice_write && len &&
+	       off <= t->size && len <= t->size - off && !(flags & IMAGE_F_FUA) &&
+	       off % t->img->align == 0 && len % t->img->align == 0;
+}
+
+size_t tap_write_splice(struct tap *t, uint64_t off, uint32_t len, uint32_t flags, int pipe_fd,
+			bool last)
+{
+	struct tap_req probe = { .env_off = off, .env_len = len };
+	ssize_t n;
+
+	if (!tap_can_splice_write(t, off, len, flags) || tap_write_conflicts(t, &probe))
+		return 0;
+	n = t->img->drv->splice_write(t->img, off, len, pipe_fd);
+	if (n <= 0)
+		return 0;
+	t->st.write_bytes += (uint64_t)n;
+	if (last && n == (ssize_t)len)
+		t->st.writes++;
+	return (size_t)n;
+}
+
 void tap_req_release(struct tap_req *req)
 {
 	struct tap *t = req->tap;

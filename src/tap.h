@@ -224,6 +224,26 @@ ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd);
 /* Whether tap_read_splice may work now (it still checks). */
 bool tap_can_splice(const struct tap *t);
 
+/* A WRITE without a buffer: len bytes waiting in the pipe pipe_fd go to
+ * [off, off + len) of the image by splice(2), there and then, under the
+ * same rules as tap_read_splice, and only for writes that need nothing
+ * more than that: no FUA, aligned to the image, clear of any
+ * read-modify-write in flight or waiting. The pipe must hold at least len
+ * bytes. A WRITE may go in pieces as its payload arrives, in order, each
+ * a multiple of a page but the last one; last says this piece ends it.
+ * Returns the bytes written and taken from the pipe: len (the last piece
+ * counts the WRITE in the stats), or fewer when the tap declined or the
+ * image stopped short; the rest is then for a WRITE the usual way
+ * (tap_req_prepare, with off and len moved past what was written), which
+ * reports any error. Pieces are never written while the tap is paused, so
+ * a WRITE whose payload a pause interrupts lands partly before it and
+ * partly after (as any write not yet acknowledged may). */
+size_t tap_write_splice(struct tap *t, uint64_t off, uint32_t len, uint32_t flags, int pipe_fd,
+			bool last);
+/* Whether tap_write_splice may take this write now (it checks again, and
+ * for conflicts). flags: IMAGE_F_*. */
+bool tap_can_splice_write(const struct tap *t, uint64_t off, uint32_t len, uint32_t flags);
+
 /* Called when taps come, change state and go; used by the bus. */
 enum tap_event { TAP_ADDED, TAP_CHANGED, TAP_REMOVED };
 void tap_set_listener(void (*fn)(struct tap *t, enum tap_event ev));

@@ -92,6 +92,12 @@ struct driver {
 	 * the bytes moved when it stopped short (the pipe is then out of
 	 * step with what the caller expected). */
 	ssize_t (*splice_read)(struct image *img, uint64_t off, size_t len, int pipe_fd);
+	/* Optional, with splice_read: the other way, len bytes that the pipe
+	 * pipe_fd holds go to [off, off + len) of a writable image. Returns
+	 * len, a negative errno when nothing was written (the pipe holds all
+	 * of it still), or the bytes written when it stopped short (the rest
+	 * is still in the pipe). */
+	ssize_t (*splice_write)(struct image *img, uint64_t off, size_t len, int pipe_fd);
 };
 
 struct image {
@@ -104,7 +110,7 @@ struct image {
 	bool can_trim;      /* TRIM can free storage */
 	bool can_zero;      /* WRITE_ZEROES is cheaper than writing zeros */
 	bool can_extents;   /* BLOCK_STATUS knows holes (else: all data) */
-	bool can_splice;    /* splice_read works */
+	bool can_splice;    /* splice_read (and splice_write if writable) work */
 	/* Set on entry to open(): an image string to use as the parent
 	 * instead of the one the image's metadata names, or NULL. Drivers
 	 * with parents honour it (and check it is the right parent). */

@@ -17,9 +17,11 @@
  * preadv2/pwritev2 straight from submit, which blocks the loop no longer
  * than io_submit would and saves the AIO round trip (iocb, completion
  * ring, eventfd wake-up, io_getevents) on every request. It also offers
- * splice_read there: the NBD server hands tmpfs pages to its socket by
- * reference, through a second descriptor opened without O_DIRECT (splice
- * from an O_DIRECT file copies).
+ * splice_read and splice_write there: the NBD server hands tmpfs pages to
+ * its socket by reference, and moves a WRITE's payload from its socket into
+ * the file through a pipe without copying it into a buffer of its own, both
+ * through a second descriptor of the same file opened without O_DIRECT
+ * (splice with an O_DIRECT file copies).
  *
  * Requests arrive aligned to img->align (the file's direct-I/O alignment);
  * the tap layer does read-modify-write for clients that are not. */
@@ -27,6 +29,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -89,6 +92,16 @@ static bool raw_memory_backed(int fd)
 	return fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
 }
 
+/* The same open file once more, without O_DIRECT: through /proc, so it is
+ * the inode fd has whatever happened to its path since. -1 if not. */
+static int raw_reopen_plain(int fd, int flags)
+{
+	char p[40];
+
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	return open(p, flags);
+}
+
 static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 {
 	int flags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
@@ -141,7 +154,7 @@ static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 	raw->direct = flags & O_DIRECT;
 	raw->blockdev = S_ISBLK(st.st_mode);
 	raw->inline_io = raw_memory_backed(fd);
-	raw->splice_fd = raw->inline_io ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	raw->splice_fd = raw->inline_io ? raw_reopen_plain(fd, flags & ~O_DIRECT) : -1;
 	img->priv = raw;
 	img->align = raw->direct ? raw_dio_align(fd, &st) : 1;
 	img->can_flush = true;
@@ -377,17 +390,15 @@ static void raw_submit(struct image *img, struct image_io *io)
 	}
 }
 
-static ssize_t raw_splice_read(struct image *img, uint64_t off, size_t len, int pipe_fd)
+/* Splice len bytes from in to out, one side being the tmpfs file at
+ * *pos. Returns len, the bytes moved when it stopped short, or a negative
+ * errno when nothing moved. */
+static ssize_t raw_splice_all(int in, loff_t *in_pos, int out, loff_t *out_pos, size_t len)
 {
-	struct raw *raw = img->priv;
-	loff_t pos = (loff_t)off;
 	size_t moved = 0;
 
-	if (raw->splice_fd < 0)
-		return -EOPNOTSUPP;
 	while (moved < len) {
-		ssize_t n = splice(raw->splice_fd, &pos, pipe_fd, NULL, len - moved,
-				   SPLICE_F_NONBLOCK);
+		ssize_t n = splice(in, in_pos, out, out_pos, len - moved, SPLICE_F_NONBLOCK);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -401,10 +412,31 @@ static ssize_t raw_splice_read(struct image *img, uint64_t off, size_t len, int 
 	return (ssize_t)moved;
 }
 
+static ssize_t raw_splice_read(struct image *img, uint64_t off, size_t len, int pipe_fd)
+{
+	struct raw *raw = img->priv;
+	loff_t pos = (loff_t)off;
+
+	if (raw->splice_fd < 0)
+		return -EOPNOTSUPP;
+	return raw_splice_all(raw->splice_fd, &pos, pipe_fd, NULL, len);
+}
+
+static ssize_t raw_splice_write(struct image *img, uint64_t off, size_t len, int pipe_fd)
+{
+	struct raw *raw = img->priv;
+	loff_t pos = (loff_t)off;
+
+	if (raw->splice_fd < 0 || img->read_only)
+		return -EOPNOTSUPP;
+	return raw_splice_all(pipe_fd, NULL, raw->splice_fd, &pos, len);
+}
+
 const struct driver driver_raw = {
 	.name = "raw",
 	.open = raw_open,
 	.close = raw_close,
 	.submit = raw_submit,
 	.splice_read = raw_splice_read,
+	.splice_write = raw_splice_write,
 };

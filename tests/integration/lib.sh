@@ -159,5 +159,12 @@ monitor_signals() {
 
 nbd_uri() { printf 'nbd+unix:///%s?socket=%s' "$1" "$NBD_SOCK"; }
 
+# tmpfs_dir DIR SIZE: mount a private tmpfs of SIZE on DIR (made here), or
+# skip the test where that cannot be; the cleanup unmounts it.
+tmpfs_dir() {
+	mkdir -p "$1"
+	mount -t tmpfs -o "size=$2" tmpfs "$1" || skip "cannot mount a tmpfs here"
+}
+
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }

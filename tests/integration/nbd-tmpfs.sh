@@ -14,8 +14,7 @@ fio --enghelp=nbd >/dev/null 2>&1 || skip "fio built without the nbd engine"
 start_bus
 start_tapd
 
-mkdir "$T/mem"
-mount -t tmpfs -o size=256m tmpfs "$T/mem" || skip "cannot mount a tmpfs here"
+tmpfs_dir "$T/mem" 256m
 img=$T/mem/disk.raw
 # 48 MiB of data, then 16 MiB never written (a hole).
 head -c 48M /dev/urandom >"$img"
