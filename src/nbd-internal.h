@@ -56,9 +56,9 @@ struct nbd_tls;
 #define NBD_SPLICE_MIN (32u << 10)
 #endif
 /* A spliced WRITE goes into the image in pieces of at least this much
- * (a multiple of a page) as its payload arrives: the socket is drained
- * while the file copy happens, instead of filling up behind one copy of
- * the whole payload at its end. */
+ * (a multiple of a page; less only when the pipe is full) as its payload
+ * arrives: the socket is drained while the file copy happens, instead of
+ * filling up behind one copy of the whole payload at its end. */
 #ifndef NBD_WSPLICE_STEP
 #define NBD_WSPLICE_STEP (128u << 10)
 #endif
@@ -294,12 +294,14 @@ void nbd_splice_close(struct nbd_conn *c);
  * path if it can: returns true in RS_SPLICE, false to go the usual way. */
 bool nbd_wsplice_start(struct nbd_slot *s);
 /* RS_SPLICE: put up to n bytes already read (at p) into the write pipe;
- * returns how many it took (the rest is for RS_PAYLOAD when the WRITE had
- * to go the usual way). */
+ * returns how many it took, maybe 0 (the pipe was full: a piece went out
+ * to make room, or the WRITE went the usual way and the rest is for that:
+ * check c->rs before calling again). */
 size_t nbd_wsplice_put(struct nbd_conn *c, const void *p, size_t n);
 /* RS_SPLICE: move payload from the socket into the write pipe. Behaves
- * like recv(), except for -1 with errno EINTR when the WRITE had to go the
- * usual way (try again: the state changed). */
+ * like recv(), except for -1 with errno EINTR when the pipe was full and
+ * a piece went out to make room, or the WRITE went the usual way: try
+ * again (check c->rs first). */
 ssize_t nbd_wsplice_recv(struct nbd_conn *c, bool *drained);
 /* Take n bytes of a WRITE's payload from the write pipe into buf; -1 if
  * the pipe did not have them. */

@@ -16,8 +16,9 @@
  * WRITEs of NBD_SPLICE_MIN bytes or more on a unix socket go the other
  * way through a second pipe: as the payload arrives it is spliced from the
  * socket into the pipe (the socket buffer's pages move by reference), and
- * the tap splices it on into the file in pieces of NBD_WSPLICE_STEP or
- * more, which makes the one copy; the last piece queues the reply. Writing
+ * the tap splices it on into the file in page-aligned pieces (of
+ * NBD_WSPLICE_STEP or more, or what is in the pipe when it is full), which
+ * makes the one copy; the last piece queues the reply. Writing
  * while the payload still comes keeps the socket drained, so the client
  * sends on instead of waiting behind one big copy at the end. The tap
  * takes each piece there and then or not at all, so a client that stalls
@@ -65,7 +66,13 @@ static long pipe_make(struct nbd_conn *c, int fds[2])
 	/* Best effort: without room for a request the usual path serves. */
 	(void)fcntl(fds[1], F_SETPIPE_SZ, (int)NBD_PIPE_SIZE);
 	size = fcntl(fds[1], F_GETPIPE_SZ);
-	return size > 0 ? size : 0;
+	if (size <= 0) {
+		close(fds[0]);
+		close(fds[1]);
+		c->no_splice = true;
+		return 0;
+	}
+	return size;
 }
 
 static bool pipe_open(struct nbd_conn *c)
@@ -210,7 +217,7 @@ static void wsplice_fallback(struct nbd_conn *c, bool pipe_full)
 
 	log_debug("nbd: client %u: WRITE at %llu+%u: %u bytes written by splice, the rest the "
 		  "usual way (%s)", c->id, (unsigned long long)s->off, s->len, c->wrote,
-		  pipe_full ? "the pipe is full" : "the tap declined");
+		  pipe_full ? "the pipe is full" : "the tap declined, or the image took less");
 	s->req.off = s->off + c->wrote;
 	s->req.len = s->len - c->wrote;
 	s->piped = c->got - c->wrote;
@@ -280,10 +287,19 @@ ssize_t nbd_wsplice_recv(struct nbd_conn *c, bool *drained)
 		return n;
 	}
 	if (n < 0 && errno == EAGAIN && ioctl(c->fd, FIONREAD, &queued) == 0 && queued > 0) {
-		/* Data waits in the socket and the pipe has no room: make
-		 * some, or go the usual way; either way, try again. */
-		wsplice_step(c, true);
-		errno = EINTR;
+		/* Data waits in the socket: it came just now, or the pipe
+		 * has no room. Splice again to tell, and if the pipe is full
+		 * make room, or go the usual way; either way, try again. */
+		n = splice(c->fd, NULL, c->wpipe_wr, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n > 0) {
+			c->got += (uint32_t)n;
+			wsplice_step(c, false);
+			return n;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			wsplice_step(c, true);
+			errno = EINTR;
+		}
 	}
 	return n;
 }

@@ -642,9 +642,12 @@ ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd)
 
 bool tap_can_splice_write(const struct tap *t, uint64_t off, uint32_t len, uint32_t flags)
 {
+	/* Only what the usual way could take too: a WRITE it ends up on
+	 * needs a pool buffer for what is left of it. */
 	return tap_can_splice(t) && !t->read_only && t->img->drv->splice_write && len &&
 	       off <= t->size && len <= t->size - off && !(flags & IMAGE_F_FUA) &&
-	       off % t->img->align == 0 && len % t->img->align == 0;
+	       off % t->img->align == 0 && len % t->img->align == 0 &&
+	       (uint64_t)len + 2 * POOL_PAGE <= pool_max_get(t->pool);
 }
 
 size_t tap_write_splice(struct tap *t, uint64_t off, uint32_t len, uint32_t flags, int pipe_fd,

@@ -241,7 +241,8 @@ bool tap_can_splice(const struct tap *t);
 size_t tap_write_splice(struct tap *t, uint64_t off, uint32_t len, uint32_t flags, int pipe_fd,
 			bool last);
 /* Whether tap_write_splice may take this write now (it checks again, and
- * for conflicts). flags: IMAGE_F_*. */
+ * for conflicts): also whether the usual way could, were it to end up
+ * there (its pool is big enough). flags: IMAGE_F_*. */
 bool tap_can_splice_write(const struct tap *t, uint64_t off, uint32_t len, uint32_t flags);
 
 /* Called when taps come, change state and go; used by the bus. */

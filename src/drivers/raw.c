@@ -155,6 +155,8 @@ static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 	raw->blockdev = S_ISBLK(st.st_mode);
 	raw->inline_io = raw_memory_backed(fd);
 	raw->splice_fd = raw->inline_io ? raw_reopen_plain(fd, flags & ~O_DIRECT) : -1;
+	if (raw->inline_io && raw->splice_fd < 0)
+		log_debug("raw: %s: no second descriptor for splice: %s", path, strerror(errno));
 	img->priv = raw;
 	img->align = raw->direct ? raw_dio_align(fd, &st) : 1;
 	img->can_flush = true;

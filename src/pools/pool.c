@@ -131,6 +131,11 @@ static uint64_t pool_limit(const struct pool *p)
 	return MIN(p->size, (uint64_t)POOL_ARENA_MAX);
 }
 
+uint64_t pool_max_get(const struct pool *p)
+{
+	return pool_limit(p);
+}
+
 static void *pool_alloc(struct pool *p, size_t n)
 {
 	struct arena *a;

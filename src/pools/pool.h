@@ -78,6 +78,9 @@ void pool_unref(struct pool *p);
 const char *pool_name(const struct pool *p);
 void pool_get_stats(const struct pool *p, struct pool_stats *st);
 
+/* The largest len pool_get takes now (the pool's size, at most
+ * POOL_ARENA_MAX). */
+uint64_t pool_max_get(const struct pool *p);
 /* Get a buffer of len bytes (rounded up to POOL_PAGE), page aligned.
  * Returns 0 with *buf set, 1 when w was queued (w->ready is called later),
  * or -EINVAL when len is 0 or larger than the pool or POOL_ARENA_MAX.

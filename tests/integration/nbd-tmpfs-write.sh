@@ -9,7 +9,8 @@
 # reply comes after), a client that hangs up mid-payload, a full tmpfs
 # (ENOSPC to the client, and the same write works once space is freed),
 # a client that trickles its payload (the pipe fills; the usual way takes
-# over) and a QoS limit (no splice).
+# over), one the usual way cannot take (EINVAL, in step after) and a QoS
+# limit (no splice).
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3
 start_bus
@@ -78,6 +79,15 @@ def raw_client(name):
 def write_header(s, cookie, off, n, flags=0):
     s.sendall(struct.pack(">IHHQQI", 0x25609513, flags, 1, cookie, off, n))
 
+def wait_taken(s):
+    """Until tapd has taken everything s sent (nothing left in its queue)."""
+    import fcntl, termios, time
+    for _ in range(600):
+        if struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("tapd did not take what was sent")
+
 def reply(s, timeout=None):
     """(error, cookie) of the next simple reply; None if none comes in time."""
     if timeout is not None and not select.select([s], [], [], timeout)[0]:
@@ -108,18 +118,20 @@ cases = [  # (offset, length, flags)
 ]
 before = stats()
 total = 0
+p0 = int(os.environ["P0"])
 for off, n, flags in cases:
     data = os.urandom(n)
     h.pwrite(data, off, flags)
     assert file_at(off, n) == data, "the file lacks the write %d+%d (flags %d)" % (off, n, flags)
+    if total == 0:
+        # Nothing read yet on this connection: its one pipe is for writes.
+        assert pipes() == p0 + 2, "%d pipe fds after a spliced write, %d before" % (pipes(), p0)
     assert h.pread(n, off) == data, "tapd reads back something else at %d+%d" % (off, n)
     total += n
 after = stats()
 assert after["writes"] - before["writes"] == len(cases), "writes counted: %d, made %d" % (after["writes"] - before["writes"], len(cases))
 assert after["write_bytes"] - before["write_bytes"] == total, "write bytes counted: %d, written %d" % (after["write_bytes"] - before["write_bytes"], total)
 assert after["errors"] == 0, "errors counted: %r" % after
-p0 = int(os.environ["P0"])
-assert pipes() >= p0 + 2, "no pipe for the spliced writes (%d pipe fds, %d before)" % (pipes(), p0)
 h.shutdown()
 print("ok")
 ' || fail "spliced writes"
@@ -136,11 +148,12 @@ data = os.urandom(n)
 before = stats()
 write_header(s, 7, off, n)
 s.sendall(data[:first])
-time.sleep(0.3)
+wait_taken(s)
 subprocess.run([TAPCTL, "pause", "mem"], check=True, timeout=60)
 at_pause = file_at(off, n)
 landed = next((i for i in range(n) if at_pause[i] != data[i]), n)
-assert landed <= first, "%d bytes landed of %d sent" % (landed, first)
+# It took 300 KiB: pieces of 128 KiB or more went in as they came.
+assert 0 < landed <= first, "%d bytes landed of %d sent" % (landed, first)
 print("landed before the pause: %d of %d sent" % (landed, first))
 s.sendall(data[first:])
 assert reply(s, 0.5) is None, "a reply while paused"
@@ -207,6 +220,36 @@ assert (after["writes"] - before["writes"], after["write_bytes"] - before["write
 s.close()
 PY
 pipes_back "the trickling client left"
+
+# A WRITE that has to go the usual way and cannot: the pool shrank under
+# it mid-payload, and a QoS limit makes the tap decline the next piece.
+# The client hears EINVAL, the rest of the payload is dropped, and the
+# same connection goes on in step.
+tapctl pool-create wp 8M >/dev/null || fail "pool-create"
+tapctl set-pool mem wp >/dev/null || fail "set-pool"
+python3 - <<'PY' || fail "a WRITE the usual way cannot take"
+import os, subprocess
+from common import *
+s = raw_client("mem")
+off, n, first = 22 << 20, 2 << 20, 300 << 10
+data = os.urandom(n)
+write_header(s, 9, off, n)
+s.sendall(data[:first])
+wait_taken(s)
+subprocess.run([TAPCTL, "pool-resize", "wp", "1M"], check=True, timeout=60)
+subprocess.run([TAPCTL, "qos", "mem", "--bps", "1G"], check=True, timeout=60)
+s.sendall(data[first:])
+assert reply(s, 60) == (22, 9), "expected EINVAL for a WRITE bigger than the pool"
+# In step: a READ on the same connection reads what the file holds.
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 10, off, 65536))
+assert reply(s, 60) == (0, 10), "the READ after it failed"
+assert recvn(s, 65536) == file_at(off, 65536), "the READ after it is out of step"
+s.close()
+PY
+tapctl qos mem --bps 0 >/dev/null || fail "clear qos"
+tapctl set-pool mem default >/dev/null || fail "set-pool back"
+tapctl pool-destroy wp >/dev/null || fail "pool-destroy"
+pipes_back "the client of the shrunk pool left"
 
 # A full tmpfs: the WRITE that does not fit fails with ENOSPC (part of it
 # may have landed, as on any disk), and the same WRITE works once space
