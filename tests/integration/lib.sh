@@ -166,5 +166,16 @@ tmpfs_dir() {
 	mount -t tmpfs -o "size=$2" tmpfs "$1" || skip "cannot mount a tmpfs here"
 }
 
+# fio_check NAME: the fio job whose output is in $T/NAME.out and errors in
+# $T/NAME.err reported no verify failure and no error (its exit status is
+# the caller's to check).
+fio_check() {
+	if grep -qiE 'verify.*(fail|error|bad)|bad magic|crc32c.*(wanted|mismatch)' \
+		"$T/$1.out" "$T/$1.err"; then
+		fail "fio $1 reported verify errors: $(cat "$T/$1.out" "$T/$1.err")"
+	fi
+	grep -qE 'err= *0' "$T/$1.out" || fail "fio $1 reported an error: $(cat "$T/$1.out")"
+}
+
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }

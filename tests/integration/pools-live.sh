@@ -28,13 +28,6 @@ tap_get() {
 taps = {t["name"]: t for t in json.load(sys.stdin)}
 print(taps[sys.argv[1]][sys.argv[2]])' "$1" "$2"
 }
-fio_check() { # NAME: the job's output shows no error and no bad block
-	if grep -qiE 'verify.*(fail|error|bad)|bad magic|crc32c.*(wanted|mismatch)' \
-		"$T/$1.out" "$T/$1.err"; then
-		fail "fio $1 reported verify errors: $(cat "$T/$1.out" "$T/$1.err")"
-	fi
-	grep -qE 'err= *0' "$T/$1.out" || fail "fio $1 reported an error: $(cat "$T/$1.out")"
-}
 fio_job() { # NAME TAP ARGS...
 	local name=$1 tap=$2
 	shift 2

@@ -62,9 +62,7 @@ for i in $(seq 1 $LEAVES); do
 	rc=0
 	wait "${pids[$((i - 1))]}" || rc=$?
 	[ $rc = 0 ] || fail "fio on leaf$i exited $rc: $(cat "$T/read$i.out" "$T/read$i.err")"
-	grep -qiE 'verify.*(fail|error|bad)|bad magic|crc32c.*(wanted|mismatch)' \
-		"$T/read$i.out" "$T/read$i.err" && fail "leaf$i read wrong data: $(cat "$T/read$i.out")"
-	grep -qE 'err= *0' "$T/read$i.out" || fail "fio on leaf$i saw errors"
+	fio_check "read$i"
 done
 # The reads were served by the parent tap, from its own pool.
 reads=$(tapctl stats gold --json | grep -o '"reads": *[0-9]*' | grep -o '[0-9]*$')

@@ -16,13 +16,6 @@ start_tapd
 tapctl create --name vm "vhd:$T/l0.vhd" >/dev/null || fail "create"
 URI=$(nbd_uri vm)
 
-fio_check() { # NAME: fio's exit status was checked by the caller
-	if grep -qiE 'verify.*(fail|error|bad)|bad magic|crc32c.*(wanted|mismatch)' \
-		"$T/$1.out" "$T/$1.err"; then
-		fail "fio $1 reported verify errors: $(cat "$T/$1.out" "$T/$1.err")"
-	fi
-	grep -qE 'err= *0' "$T/$1.out" || fail "fio $1 reported an error: $(cat "$T/$1.out")"
-}
 fio_job() { # NAME ARGS...
 	local name=$1
 	shift
