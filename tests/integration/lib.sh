@@ -177,5 +177,21 @@ fio_check() {
 	grep -qE 'err= *0' "$T/$1.out" || fail "fio $1 reported an error: $(cat "$T/$1.out")"
 }
 
+# held_client TAP URI: a qemu-io connected to URI that reads its commands
+# from fd 3 (a fifo; close fd 3 to end it), its output line-buffered in
+# $T/held.out and its pid in HELD; returns once TAP counts the connection.
+held_client() {
+	mkfifo "$T/cmds"
+	stdbuf -oL qemu-io -f raw "$2" <"$T/cmds" >"$T/held.out" 2>&1 &
+	HELD=$!
+	track_pid $HELD
+	exec 3>"$T/cmds"
+	for _ in $(seq 1 100); do
+		tapctl stats "$1" | grep -q '^connections *1$' && return 0
+		sleep 0.05
+	done
+	fail "qemu-io did not connect to $1"
+}
+
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }

@@ -65,15 +65,7 @@ tapctl stats disk | grep -q '^errors *0$' || fail "the tap counted errors: $(tap
 fio_run final --rw=read --iodepth=16 --do_verify=1
 
 # ---- stopping tapd with a request held by a paused tap ------------------
-mkfifo "$T/cmds"
-qemu-io -f raw "$URI" <"$T/cmds" >"$T/held.out" 2>&1 &
-HELD=$!
-track_pid $HELD
-exec 3>"$T/cmds"
-for _ in $(seq 1 100); do
-	tapctl stats disk | grep -q '^connections *1$' && break
-	sleep 0.05
-done
+held_client disk "$URI"
 tapctl pause disk || fail "last pause failed"
 echo 'write -P 0x55 0 64k' >&3
 exec 3>&-

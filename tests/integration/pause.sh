@@ -62,17 +62,8 @@ expect_state running
 # A client connected before the pause: qemu-io reads its commands from a
 # fifo, so its connection is open before we pause and its write is sent
 # while the tap is paused.
-mkfifo "$T/cmds"
 # Line-buffered: "wrote" would show as soon as the reply arrives.
-stdbuf -oL qemu-io -f raw "$URI" <"$T/cmds" >"$T/held.out" 2>&1 &
-HELD=$!
-track_pid $HELD
-exec 3>"$T/cmds"
-for _ in $(seq 1 100); do
-	tapctl stats disk | grep -q '^connections *1$' && break
-	sleep 0.05
-done
-tapctl stats disk | grep -q '^connections *1$' || fail "qemu-io did not connect"
+held_client disk "$URI"
 
 tapctl pause disk || fail "tapctl pause failed"
 expect_state paused
