@@ -232,6 +232,18 @@ static int hs_process(struct nbdc *c, struct errbuf *eb)
 	}
 }
 
+/* A send() or recv() of the handshake failed: 0 to wait for the socket
+ * (EAGAIN, EINTR), else the error, described in eb. */
+static int hs_sock_error(struct nbdc *c, struct errbuf *eb)
+{
+	int err = errno;
+
+	if (err == EAGAIN || err == EINTR)
+		return 0;
+	err_set(eb, "nbd: %s: handshake: %s", c->desc, strerror(err));
+	return -err;
+}
+
 int nbdc_hs_step(struct nbdc *c, struct errbuf *eb)
 {
 	struct nbdc_hs *hs = &c->hs;
@@ -257,13 +269,8 @@ int nbdc_hs_step(struct nbdc *c, struct errbuf *eb)
 		while (hs->out_sent < hs->out_len) {
 			n = send(c->fd, hs->out + hs->out_sent, hs->out_len - hs->out_sent,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				return 0;
-			if (n < 0) {
-				ret = -errno;
-				err_set(eb, "nbd: %s: handshake: %s", c->desc, strerror(errno));
-				return ret;
-			}
+			if (n < 0)
+				return hs_sock_error(c, eb);
 			hs->out_sent += (uint32_t)n;
 		}
 		hs->out_sent = hs->out_len = 0;
@@ -271,13 +278,8 @@ int nbdc_hs_step(struct nbdc *c, struct errbuf *eb)
 			return 1;
 		while (hs->have < hs->want) {
 			n = recv(c->fd, hs->in + hs->have, hs->want - hs->have, MSG_DONTWAIT);
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				return 0;
-			if (n < 0) {
-				ret = -errno;
-				err_set(eb, "nbd: %s: handshake: %s", c->desc, strerror(errno));
-				return ret;
-			}
+			if (n < 0)
+				return hs_sock_error(c, eb);
 			if (n == 0) {
 				err_set(eb, "nbd: %s closed the connection during the handshake%s",
 					c->desc,
