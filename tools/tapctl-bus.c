@@ -59,6 +59,16 @@ int refused(const sd_bus_error *e, int r)
 	return EXIT_REFUSED;
 }
 
+int call_array(sd_bus *bus, const char *path, const char *iface, const char *member,
+	       const char *contents, sd_bus_error *e, sd_bus_message **reply)
+{
+	int r = sd_bus_call_method(bus, DEST, path, iface, member, e, reply, "");
+
+	if (r >= 0)
+		r = sd_bus_message_enter_container(*reply, 'a', contents);
+	return r;
+}
+
 int list_taps(sd_bus *bus, sd_bus_message **reply, struct tap_row **rows, size_t *n)
 {
 	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;

@@ -58,6 +58,11 @@ struct tap_row {
 
 /* ListTaps; strings point into *reply; *rows is malloc'd. */
 int list_taps(sd_bus *bus, sd_bus_message **reply, struct tap_row **rows, size_t *n);
+/* Call member (no arguments) on path and enter the array of contents it
+ * returns, ready for sd_bus_message_read of each element; < 0 on failure
+ * (e says why when the call was refused; e may be NULL). */
+int call_array(sd_bus *bus, const char *path, const char *iface, const char *member,
+	       const char *contents, sd_bus_error *e, sd_bus_message **reply);
 /* NAME|MINOR to a malloc'd object path. */
 int resolve_tap(sd_bus *bus, const char *what, char **path);
 /* A pool name to its object path (no check that it exists). */

@@ -46,9 +46,7 @@ int cmd_pool_list(sd_bus *bus, const struct args *a)
 	bool first = true;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, ROOT, IFACE_MANAGER, "ListPools", &e, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "(sttttuuo)");
+	r = call_array(bus, ROOT, IFACE_MANAGER, "ListPools", "(sttttuuo)", &e, &reply);
 	if (r < 0)
 		return refused(&e, r);
 	if (a->json)

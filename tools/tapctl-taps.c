@@ -208,9 +208,7 @@ int cmd_stats(sd_bus *bus, const struct args *a)
 	r = resolve_tap(bus, a->pos[0], &path);
 	if (r)
 		return r;
-	r = sd_bus_call_method(bus, DEST, path, IFACE_TAP, "Stats", &e, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "{st}");
+	r = call_array(bus, path, IFACE_TAP, "Stats", "{st}", &e, &reply);
 	if (r < 0)
 		return refused(&e, r);
 	if (a->json)

@@ -55,9 +55,7 @@ static int read_stats(sd_bus *bus, const char *path, struct top_tap *t)
 	uint64_t val;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, path, IFACE_TAP, "Stats", NULL, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "{st}");
+	r = call_array(bus, path, IFACE_TAP, "Stats", "{st}", NULL, &reply);
 	while (r >= 0 && (r = sd_bus_message_read(reply, "{st}", &key, &val)) > 0) {
 		if (strcmp(key, "reads") == 0)
 			t->reads = val;
@@ -168,9 +166,7 @@ static int draw_pools(sd_bus *bus, FILE *f, unsigned *count)
 	int r;
 
 	*count = 0;
-	r = sd_bus_call_method(bus, DEST, ROOT, IFACE_MANAGER, "ListPools", &e, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "(sttttuuo)");
+	r = call_array(bus, ROOT, IFACE_MANAGER, "ListPools", "(sttttuuo)", &e, &reply);
 	if (r < 0)
 		return refused(&e, r);
 	fprintf(f, "%-16s %8s %8s %10s %7s %4s\n", "POOL", "SIZE", "IN-USE", "HIGH-WATER",
