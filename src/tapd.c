@@ -15,16 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aio.h"
-#include "bus.h"
-#include "drivers/nbd-client.h"
-#include "log.h"
-#include "nbd-server.h"
-#include "nbd-tls.h"
+#include "lib/aio.h"
+#include "control/bus/bus.h"
+#include "drivers/nbd/nbd.h"
+#include "lib/log.h"
+#include "exports/nbd/server.h"
+#include "exports/nbd/tls.h"
 #include "pools/pool.h"
-#include "tap.h"
-#include "util.h"
-#include "worker.h"
+#include "core/tap.h"
+#include "lib/util.h"
+#include "lib/worker.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <systemd/sd-bus.h>
 
-#include "../src/util.h"
+#include "lib/util.h"
 
 #define DEST "org.xenproject.Tapd1"
 #define ROOT "/org/xenproject/Tapd1"

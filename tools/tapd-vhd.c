@@ -1,5 +1,5 @@
 /* tapd-vhd: offline VHD tool (create, snapshot, query, check, coalesce,
- * resize) on top of src/vhd-format.h. One table drives option parsing for
+ * resize) on top of src/formats/vhd/format.h. One table drives option parsing for
  * every subcommand. Exit codes: 0 ok, 1 failure (with a message), 2 usage. */
 #include <errno.h>
 #include <inttypes.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../src/util.h"
-#include "../src/vhd-format.h"
+#include "lib/util.h"
+#include "formats/vhd/format.h"
 
 #ifndef TAPD_VERSION
 #define TAPD_VERSION "unknown"

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../util.h"
+#include "lib/util.h"
 
 enum tap_op {
 	TAP_OP_READ,

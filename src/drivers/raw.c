@@ -37,9 +37,9 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "../aio.h"
-#include "../log.h"
-#include "../worker.h"
+#include "lib/aio.h"
+#include "lib/log.h"
+#include "lib/worker.h"
 #include "driver.h"
 
 #ifndef STATX_DIOALIGN

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../log.h"
+#include "lib/log.h"
 
 struct arena {
 	TAILQ_ENTRY(arena) link;

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "../util.h"
+#include "lib/util.h"
 
 struct event_base;
 struct pool;

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "vhd-format.h"
+#include "formats/vhd/format.h"
 
 struct mem {
 	const uint8_t *buf;

@@ -19,8 +19,8 @@ log() { printf 'run-vhd-fuzz: %s\n' "$*" >&2; }
 
 [ -x "$TOOL" ] || { log "SKIP: $TOOL not built"; exit 77; }
 
-src="$TOP_SRCDIR/tests/fuzz/fuzz-vhd-meta.c $TOP_SRCDIR/src/vhd-format.c \
-	$TOP_SRCDIR/src/vhd-locator.c $TOP_SRCDIR/src/vhd-meta.c $TOP_SRCDIR/src/util.c"
+src="$TOP_SRCDIR/tests/fuzz/fuzz-vhd-meta.c $TOP_SRCDIR/src/formats/vhd/format.c \
+	$TOP_SRCDIR/src/formats/vhd/locator.c $TOP_SRCDIR/src/formats/vhd/meta.c $TOP_SRCDIR/src/lib/util.c"
 flags="-std=gnu11 -D_GNU_SOURCE -g -O1 -I$TOP_SRCDIR/src -fno-omit-frame-pointer"
 
 # Seeds: each kind of image, small blocks so that whole files stay small.

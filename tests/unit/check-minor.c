@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "check-run.h"
-#include "minor.h"
+#include "core/minor.h"
 
 START_TEST(test_sequential_and_reuse)
 {

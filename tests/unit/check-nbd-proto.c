@@ -9,7 +9,7 @@
 
 #include "check-run.h"
 #include "drivers/driver.h"
-#include "nbd-proto.h"
+#include "formats/nbd/proto.h"
 
 #define MAX_LEN (32u << 20)
 #define SIZE (64ull << 20)

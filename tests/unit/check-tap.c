@@ -12,11 +12,11 @@
 #include <unistd.h>
 
 #include "check-run.h"
-#include "aio.h"
-#include "log.h"
-#include "tap.h"
-#include "vhd-format.h"
-#include "worker.h"
+#include "lib/aio.h"
+#include "lib/log.h"
+#include "core/tap.h"
+#include "formats/vhd/format.h"
+#include "lib/worker.h"
 
 static struct event_base *base;
 static char dir[] = "/var/tmp/check-tap.XXXXXX";

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "check-run.h"
-#include "vhd-format.h"
+#include "formats/vhd/format.h"
 
 static const uint8_t uuid_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
 

@@ -1,0 +1,662 @@
+/* Taps: the registry, creation and destruction, the orderly close of every
+ * tap at daemon exit, and the properties others read. The request path is
+ * in tap-io.c. */
+#include "tap.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "drivers/image.h"
+#include "lib/log.h"
+#include "minor.h"
+#include "internal.h"
+
+static struct {
+	TAILQ_HEAD(, tap) taps;
+	unsigned count;
+	struct minors minors;
+	void (*listener)(struct tap *t, enum tap_event ev);
+	/* Daemon stop begun: paused taps hold nothing back. */
+	bool stopping;
+	/* Daemon shutdown in progress. */
+	void (*shutdown_done)(void *arg);
+	void *shutdown_arg;
+	struct event *shutdown_ev;
+} taps = {
+	.taps = TAILQ_HEAD_INITIALIZER(taps.taps),
+};
+
+static void tap_notify(struct tap *t, enum tap_event ev)
+{
+	if (taps.listener)
+		taps.listener(t, ev);
+}
+
+void tap_set_listener(void (*fn)(struct tap *t, enum tap_event ev))
+{
+	taps.listener = fn;
+}
+
+/* ---- taps ---------------------------------------------------------- */
+
+static bool tap_name_valid(const char *name, struct errbuf *eb)
+{
+	size_t n = strlen(name);
+	bool digits = true;
+
+	if (n == 0 || n >= TAP_NAME_MAX) {
+		err_set(eb, "a tap name has 1 to %d characters", TAP_NAME_MAX - 1);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.')) {
+			err_set(eb, "bad tap name '%s': use letters, digits, '_', '-' and '.'", name);
+			return false;
+		}
+		digits &= c >= '0' && c <= '9';
+	}
+	if (digits) {
+		err_set(eb, "bad tap name '%s': a number would be taken for a minor", name);
+		return false;
+	}
+	return true;
+}
+
+/* Open spec as the tap's image chain and remember what it can do, so the
+ * tap can still answer while paused. */
+static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
+{
+	struct image *img;
+	char *copy;
+	int ret;
+
+	char parent_spec[TAP_NAME_MAX + 8];
+
+	if (t->parent_name)
+		snprintf(parent_spec, sizeof(parent_spec), "tap:%s", t->parent_name);
+	ret = image_open_parent(spec, t->read_only, t->parent_name ? parent_spec : NULL, &img, eb);
+	if (ret < 0)
+		return ret;
+	if (img->align > POOL_PAGE || (img->align & (img->align - 1))) {
+		err_set(eb, "%s: unsupported I/O alignment %u", spec, img->align);
+		image_close(img);
+		return -EINVAL;
+	}
+	if (t->spec && img->size != t->size) {
+		err_set(eb, "%s is %llu bytes but tap %s is %llu: a tap keeps its size", spec,
+			(unsigned long long)img->size, t->name, (unsigned long long)t->size);
+		image_close(img);
+		return -ERANGE;
+	}
+	copy = strdup(spec);
+	if (!copy) {
+		image_close(img);
+		return -ENOMEM;
+	}
+	free(t->spec);
+	t->spec = copy;
+	t->img = img;
+	t->align = img->align;
+	t->can_flush = img->can_flush;
+	t->can_trim = img->can_trim;
+	t->can_zero = img->can_zero;
+	return 0;
+}
+
+/* A leaf stacked on parent must draw from another pool: with one pool,
+ * leaves can hold every buffer while their requests wait for the parent,
+ * which then has none to serve them with (blktap's stacking deadlock). */
+static int tap_check_stack(struct tap *parent, const char *name, struct pool *pool,
+			   struct errbuf *eb)
+{
+	if (!parent) {
+		err_set(eb, "no tap named '%s' to serve as the parent", name);
+		return -ENOENT;
+	}
+	if (parent->pool == pool) {
+		err_set(eb, "a tap and the tap serving its parent chain (%s) must use different "
+			    "pools, or the leaves can starve the parent of buffers; both would use '%s'",
+			parent->name, pool_name(pool));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb)
+{
+	const char *pool_nm = cfg->pool && *cfg->pool ? cfg->pool : POOL_DEFAULT;
+	struct tap *t;
+	struct pool *pool;
+	int minor, ret;
+
+	if (taps.shutdown_done) {
+		err_set(eb, "tapd is shutting down");
+		return -ESHUTDOWN;
+	}
+	if (cfg->name && !tap_name_valid(cfg->name, eb))
+		return -EINVAL;
+	if (cfg->name && tap_find(cfg->name)) {
+		err_set(eb, "a tap named '%s' exists already", cfg->name);
+		return -EEXIST;
+	}
+	pool = pool_find(pool_nm);
+	if (!pool) {
+		err_set(eb, "no pool named '%s'", pool_nm);
+		return -ENODEV;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	minor = minor_alloc(&taps.minors);
+	if (minor < 0) {
+		err_set(eb, "all %d minors are in use", MINOR_MAX);
+		free(t);
+		return minor;
+	}
+	t->minor = minor;
+	if (cfg->name)
+		snprintf(t->name, sizeof(t->name), "%s", cfg->name);
+	else
+		snprintf(t->name, sizeof(t->name), "tap%d", minor);
+	if (!cfg->name && tap_find(t->name)) {
+		err_set(eb, "the default name '%s' is taken by another tap; give a name", t->name);
+		ret = -EEXIST;
+		goto fail;
+	}
+	t->read_only = cfg->read_only;
+	if (cfg->parent && *cfg->parent) {
+		ret = tap_check_stack(tap_find(cfg->parent), cfg->parent, pool, eb);
+		if (ret < 0)
+			goto fail;
+		t->parent_name = strdup(cfg->parent);
+		if (!t->parent_name) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+	t->state = TAP_OPENING;
+	TAILQ_INIT(&t->writes);
+	TAILQ_INIT(&t->blocked);
+	TAILQ_INIT(&t->parked);
+	ret = tap_open_image(t, cfg->image, eb);
+	if (ret < 0)
+		goto fail;
+	t->size = t->img->size;
+	ret = tap_qos_init(t);
+	if (ret < 0) {
+		image_close(t->img);
+		goto fail;
+	}
+	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
+	t->pool = pool;
+	pool_ref(pool);
+	t->state = TAP_RUNNING;
+	if (cfg->qos_iops || cfg->qos_bps)
+		tap_set_qos(t, cfg->qos_iops, cfg->qos_bps);
+	TAILQ_INSERT_TAIL(&taps.taps, t, link);
+	taps.count++;
+	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor,
+		 cfg->image, (unsigned long long)t->size, pool_name(pool),
+		 t->read_only ? ", read-only" : "");
+	tap_notify(t, TAP_ADDED);
+	if (out)
+		*out = t;
+	return 0;
+fail:
+	minor_free(&taps.minors, minor);
+	free(t->parent_name);
+	free(t);
+	return ret;
+}
+
+/* Unlink, close and free; the minor goes last, when nothing refers to it. */
+static void tap_free(struct tap *t)
+{
+	TAILQ_REMOVE(&taps.taps, t, link);
+	taps.count--;
+	tap_notify(t, TAP_REMOVED);
+	image_close(t->img);
+	tap_qos_free(t);
+	free(t->spec);
+	free(t->parent_name);
+	pool_unref(t->pool);
+	minor_free(&taps.minors, t->minor);
+	free(t);
+}
+
+int tap_destroy(struct tap *t, struct errbuf *eb)
+{
+	if (t->st.connections) {
+		err_set(eb, "tap %s has %u client%s connected", t->name, t->st.connections,
+			t->st.connections == 1 ? "" : "s");
+		return -EBUSY;
+	}
+	if (t->children) {
+		err_set(eb, "tap %s serves the parent chain of %u tap%s", t->name, t->children,
+			t->children == 1 ? "" : "s");
+		return -EBUSY;
+	}
+	if ((t->state != TAP_RUNNING && t->state != TAP_PAUSED) || t->st.inflight || t->held ||
+	    !TAILQ_EMPTY(&t->parked)) {
+		err_set(eb, "tap %s is %s", t->name, tap_state_name(t->state));
+		return -EBUSY;
+	}
+	log_info("%s: destroyed (minor %d)", t->name, t->minor);
+	tap_free(t);
+	return 0;
+}
+
+/* ---- pause --------------------------------------------------------------
+ * Pausing parks new submissions (tap-io.c) and waits, without a nested
+ * loop, for the requests in flight; the deferred state check then closes
+ * the chain and answers. Unpausing reopens and lets the parked requests go
+ * in their order. */
+
+/* Let parked requests go: run on the image if it is still open (pausing),
+ * fail with -ESHUTDOWN if it is closed (paused). For a stop only. */
+static void tap_release_parked(struct tap *t)
+{
+	struct tap_req *req;
+
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		tap_req_dispatch(req);
+	}
+}
+
+static void tap_pause_end(struct tap *t, int err)
+{
+	void (*done)(void *, int) = t->pause_done;
+
+	t->pause_done = NULL;
+	if (done)
+		done(t->pause_arg, err);
+}
+
+static void tap_paused(struct tap *t)
+{
+	image_close(t->img);
+	t->img = NULL;
+	t->state = TAP_PAUSED;
+	log_info("%s: paused", t->name);
+	tap_notify(t, TAP_CHANGED);
+	tap_pause_end(t, 0);
+}
+
+int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb)
+{
+	if (t->state == TAP_CLOSING || t->state == TAP_OPENING) {
+		err_set(eb, "tap %s is %s", t->name, tap_state_name(t->state));
+		return -ESHUTDOWN;
+	}
+	if (t->state != TAP_RUNNING) {
+		err_set(eb, "tap %s is already %s", t->name, tap_state_name(t->state));
+		return -EBUSY;
+	}
+	t->state = TAP_PAUSING;
+	t->pause_done = done;
+	t->pause_arg = arg;
+	log_info("%s: pausing with %u request%s in flight", t->name, t->st.inflight,
+		 t->st.inflight == 1 ? "" : "s");
+	tap_notify(t, TAP_CHANGED);
+	event_active(taps.shutdown_ev, 0, 0);
+	return 0;
+}
+
+int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
+{
+	struct tap_req *req;
+	int ret;
+
+	if (t->state != TAP_PAUSED) {
+		err_set(eb, "tap %s is %s, not paused", t->name, tap_state_name(t->state));
+		return -EINVAL;
+	}
+	ret = tap_open_image(t, image && *image ? image : t->spec, eb);
+	if (ret < 0)
+		return ret;
+	t->state = TAP_RUNNING;
+	log_info("%s: running again on %s", t->name, t->spec);
+	tap_notify(t, TAP_CHANGED);
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		req->parked = false;
+		tap_qos_submit(req);
+	}
+	return 0;
+}
+
+/* ---- shutdown --------------------------------------------------------
+ * Each step runs from its own deferred event, so a tap is only freed when no
+ * callback above us on the stack can still refer to it. */
+
+static void tap_flush_done(struct image_io *io, int err)
+{
+	struct tap *t = container_of(io, struct tap, flush_io);
+
+	if (err)
+		log_err("%s: final flush failed: %s", t->name, strerror(-err));
+	log_info("%s: closed", t->name);
+	tap_free(t);
+	event_active(taps.shutdown_ev, 0, 0);
+}
+
+static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct tap *t, *next;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (t = TAILQ_FIRST(&taps.taps); t; t = next) {
+		next = TAILQ_NEXT(t, link);
+		if (t->state == TAP_PAUSING && !t->st.inflight) {
+			tap_paused(t);
+			continue;
+		}
+		/* A tap serving others closes after them: they hold it. */
+		if (t->state != TAP_CLOSING || t->st.inflight || t->held || t->flushing ||
+		    t->children)
+			continue;
+		t->flushing = true;
+		t->flush_io.op = TAP_OP_FLUSH;
+		t->flush_io.done = tap_flush_done;
+		if (t->img && t->img->can_flush && !t->read_only) {
+			image_submit(t->img, &t->flush_io);
+		} else {
+			tap_flush_done(&t->flush_io, 0);
+		}
+	}
+	if (taps.count == 0 && taps.shutdown_done) {
+		void (*done)(void *) = taps.shutdown_done;
+
+		taps.shutdown_done = NULL;
+		done(taps.shutdown_arg);
+	}
+}
+
+void tap_stop_begin(void)
+{
+	struct tap *t;
+
+	taps.stopping = true;
+	TAILQ_FOREACH(t, &taps.taps, link) {
+		tap_qos_release(t);
+		tap_release_parked(t);
+	}
+}
+
+void tap_shutdown_all(void (*done)(void *arg), void *arg)
+{
+	struct tap *t;
+
+	taps.shutdown_done = done;
+	taps.shutdown_arg = arg;
+	taps.stopping = true;
+	TAILQ_FOREACH(t, &taps.taps, link) {
+		tap_pause_end(t, -ESHUTDOWN);
+		t->state = TAP_CLOSING;
+		tap_notify(t, TAP_CHANGED);
+		tap_qos_release(t);
+		tap_release_parked(t);
+	}
+	event_active(taps.shutdown_ev, 0, 0);
+}
+
+int tap_setup(struct event_base *base)
+{
+	taps.shutdown_ev = event_new(base, -1, 0, tap_shutdown_check, NULL);
+	if (!taps.shutdown_ev)
+		return -ENOMEM;
+	tap_qos_setup(base);
+	return tap_io_setup(base);
+}
+
+void tap_teardown(void)
+{
+	struct tap *t;
+
+	/* Stacked taps first: each holds the tap that serves its parent. */
+	while (!TAILQ_EMPTY(&taps.taps)) {
+		TAILQ_FOREACH(t, &taps.taps, link)
+			if (!t->children)
+				break;
+		tap_free(t ? t : TAILQ_FIRST(&taps.taps));
+	}
+	tap_io_teardown();
+	tap_qos_teardown();
+	if (taps.shutdown_ev)
+		event_free(taps.shutdown_ev);
+	taps.shutdown_ev = NULL;
+	/* A fresh start for whoever sets up again (unit tests do). */
+	taps.stopping = false;
+	taps.shutdown_done = NULL;
+}
+
+bool tap_stopping(void)
+{
+	return taps.stopping;
+}
+
+void tap_closing_progress(struct tap *t)
+{
+	(void)t;
+	event_active(taps.shutdown_ev, 0, 0);
+}
+
+/* ---- lookup and properties ------------------------------------------- */
+
+struct tap *tap_find(const char *key)
+{
+	struct tap *t;
+	char *end;
+	long minor;
+
+	if (!key || !*key)
+		return NULL;
+	TAILQ_FOREACH(t, &taps.taps, link)
+		if (strcmp(t->name, key) == 0)
+			return t;
+	minor = strtol(key, &end, 10);
+	if (*end || minor < 0 || minor >= MINOR_MAX)
+		return NULL;
+	return tap_by_minor((int)minor);
+}
+
+struct tap *tap_by_minor(int minor)
+{
+	struct tap *t;
+
+	TAILQ_FOREACH(t, &taps.taps, link)
+		if (t->minor == minor)
+			return t;
+	return NULL;
+}
+
+struct tap *tap_first(void)
+{
+	return TAILQ_FIRST(&taps.taps);
+}
+
+struct tap *tap_next(struct tap *t)
+{
+	return TAILQ_NEXT(t, link);
+}
+
+unsigned tap_count(void)
+{
+	return taps.count;
+}
+
+const char *tap_name(const struct tap *t)
+{
+	return t->name;
+}
+
+int tap_minor(const struct tap *t)
+{
+	return t->minor;
+}
+
+const char *tap_image(const struct tap *t)
+{
+	return t->spec;
+}
+
+uint64_t tap_size(const struct tap *t)
+{
+	return t->size;
+}
+
+bool tap_read_only(const struct tap *t)
+{
+	return t->read_only;
+}
+
+enum tap_state tap_state(const struct tap *t)
+{
+	return t->state;
+}
+
+const char *tap_state_name(enum tap_state s)
+{
+	switch (s) {
+	case TAP_OPENING:
+		return "opening";
+	case TAP_RUNNING:
+		return "running";
+	case TAP_PAUSING:
+		return "pausing";
+	case TAP_PAUSED:
+		return "paused";
+	case TAP_CLOSING:
+		return "closing";
+	}
+	return "unknown";
+}
+
+struct pool *tap_pool(const struct tap *t)
+{
+	return t->pool;
+}
+
+void tap_get_stats(const struct tap *t, struct tap_stats *st)
+{
+	struct image *img = t->img;
+
+	*st = t->st;
+	st->chain_depth = 0;
+	st->parent_shares = 0;
+	for (; img; img = img->drv->parent ? img->drv->parent(img) : NULL) {
+		if (st->chain_depth++ == 1)
+			st->parent_shares = image_refs(img);
+	}
+}
+
+bool tap_can_flush(const struct tap *t)
+{
+	return t->can_flush;
+}
+
+bool tap_can_fua(const struct tap *t)
+{
+	return t->can_flush;
+}
+
+bool tap_can_trim(const struct tap *t)
+{
+	return t->can_trim;
+}
+
+bool tap_can_fast_zero(const struct tap *t)
+{
+	return t->img ? t->img->can_zero : t->can_zero;
+}
+
+uint32_t tap_align(const struct tap *t)
+{
+	return t->align;
+}
+
+int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
+{
+	struct pool *pool = pool_find(name ? name : "");
+	struct pool *old = t->pool;
+	struct tap *c;
+	int ret;
+
+	if (!pool) {
+		err_set(eb, "no pool named '%s'", name ? name : "");
+		return -ENODEV;
+	}
+	if (pool == old)
+		return 0;
+	if (t->parent && (ret = tap_check_stack(t->parent, t->parent->name, pool, eb)) < 0)
+		return ret;
+	TAILQ_FOREACH(c, &taps.taps, link) {
+		if (c->parent == t && c->pool == pool) {
+			err_set(eb, "tap %s is stacked on %s and uses pool '%s': a tap and its parent "
+				    "must use different pools", c->name, t->name, name);
+			return -EINVAL;
+		}
+	}
+	/* Requests holding buffers give them back to the pool they came
+	 * from (tap_req.pool); only new ones see the new pool. */
+	pool_ref(pool);
+	t->pool = pool;
+	pool_unref(old);
+	log_info("%s: moved from pool %s to %s", t->name, pool_name(old), pool_name(pool));
+	tap_notify(t, TAP_CHANGED);
+	return 0;
+}
+
+struct tap *tap_parent(const struct tap *t)
+{
+	return t->parent;
+}
+
+int tap_stack_get(const char *name, struct tap **out, struct errbuf *eb)
+{
+	struct tap *t = tap_find(name);
+
+	if (!t) {
+		err_set(eb, "no tap named '%s' to serve as a parent", name);
+		return -ENOENT;
+	}
+	if (t->state == TAP_CLOSING || taps.stopping) {
+		err_set(eb, "tap %s is closing", name);
+		return -ESHUTDOWN;
+	}
+	t->children++;
+	*out = t;
+	return 0;
+}
+
+void tap_stack_put(struct tap *t)
+{
+	t->children--;
+}
+
+struct image *tap_chain(const struct tap *t)
+{
+	return t->img;
+}
+
+int tap_attach(struct tap *t)
+{
+	/* A paused tap takes clients: their requests wait for the unpause. */
+	if (t->state == TAP_CLOSING || t->state == TAP_OPENING || taps.stopping)
+		return -ESHUTDOWN;
+	t->st.connections++;
+	return 0;
+}
+
+void tap_detach(struct tap *t)
+{
+	t->st.connections--;
+}

@@ -1,0 +1,601 @@
+/* The request side of one NBD connection: reading the socket and turning
+ * requests into tap requests held in a fixed array of slots (no malloc per
+ * request), including the hole probe of sparse READs. Replies are built
+ * and written by reply.c; wire details live in formats/nbd/proto.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "lib/log.h"
+#include "internal.h"
+
+/* ---- transport ----
+ * Every byte from the client comes through here (and every byte to it
+ * through sock_send in reply.c), through TLS after STARTTLS. Behaves
+ * like recv() on a non-blocking socket. */
+
+static ssize_t sock_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	if (c->tls_up)
+		return nbd_tls_recv(c, buf, len);
+	return recv(c->fd, buf, len, 0);
+}
+
+/* ---- slots ---- */
+
+void nbd_slots_init(struct nbd_conn *c)
+{
+	TAILQ_INIT(&c->outq);
+	TAILQ_INIT(&c->freeq);
+	TAILQ_INIT(&c->splice_q);
+	c->pipe_rd = c->pipe_wr = -1;
+	c->wpipe_rd = c->wpipe_wr = -1;
+	for (unsigned i = 0; i < NBD_SLOTS; i++) {
+		c->slots[i].conn = c;
+		TAILQ_INSERT_TAIL(&c->freeq, &c->slots[i], link);
+	}
+}
+
+static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r)
+{
+	struct nbd_slot *s = TAILQ_FIRST(&c->freeq);
+
+	TAILQ_REMOVE(&c->freeq, s, link);
+	memset(&s->req, 0, sizeof(s->req));
+	s->cookie = r->cookie;
+	s->type = r->type;
+	s->flags = r->flags;
+	s->off = r->off;
+	s->len = r->len;
+	s->prepared = false;
+	s->sparse = false;
+	s->piped = 0;
+	s->error = 0;
+	s->bytes = 0;
+	s->sent = 0;
+	s->rtotal = 0;
+	s->rn = 0;
+	c->busy++;
+	return s;
+}
+
+/* Count a READ/WRITE's data against the client's cap until the slot is
+ * freed (its reply written or dropped). */
+static void slot_hold(struct nbd_slot *s)
+{
+	s->bytes = s->len;
+	s->conn->bytes_held += s->len;
+}
+
+void nbd_slot_free(struct nbd_slot *s)
+{
+	struct nbd_conn *c = s->conn;
+
+	if (s->prepared)
+		tap_req_release(&s->req);
+	s->prepared = false;
+	s->state = SLOT_FREE;
+	c->pipe_bufs -= s->pipe_bufs;
+	s->pipe_bufs = 0;
+	s->spliced = false;
+	c->bytes_held -= s->bytes;
+	s->bytes = 0;
+	TAILQ_INSERT_TAIL(&c->freeq, s, link);
+	c->busy--;
+	/* A free slot (or freed bytes) may unblock the reader. */
+	c->rerun = true;
+}
+
+void nbd_slots_drop(struct nbd_conn *c)
+{
+	/* Requests the tap still runs come back through their done
+	 * callback. */
+	for (unsigned i = 0; i < NBD_SLOTS; i++) {
+		struct nbd_slot *s = &c->slots[i];
+
+		if (s->state == SLOT_FREE || s->state == SLOT_INFLIGHT)
+			continue;
+		if (s->state == SLOT_QUEUED)
+			TAILQ_REMOVE(&c->outq, s, link);
+		else if (s->state == SLOT_SPLICE_WAIT)
+			TAILQ_REMOVE(&c->splice_q, s, link);
+		nbd_slot_free(s);
+	}
+}
+
+/* ---- request side ---- */
+
+static void slot_ready(struct tap_req *req, int err);
+static void discard_done(struct nbd_conn *c);
+static void payload_done(struct nbd_conn *c);
+
+/* Outcome of tap_req_prepare, immediate or through the ready callback. */
+static void prepare_result(struct nbd_slot *s, int err)
+{
+	struct nbd_conn *c = s->conn;
+
+	if (c->dead) {
+		nbd_slot_free(s);
+		return;
+	}
+	if (err < 0) {
+		if (s->type == NBD_CMD_WRITE) {
+			/* The payload is on its way: drop it to stay in sync
+			 * (what already sits in the write pipe with it). */
+			s->error = nbd_errno_to_nbd(err);
+			s->state = SLOT_PAYLOAD;
+			c->discard = s->req.len - s->piped;
+			c->rs = RS_DISCARD;
+			if (s->piped)
+				nbd_wsplice_drop(c);
+			s->piped = 0;
+			if (!c->discard)
+				discard_done(c);
+		} else {
+			nbd_queue_reply(s, nbd_errno_to_nbd(err));
+		}
+		return;
+	}
+	if (s->type == NBD_CMD_WRITE) {
+		/* Any payload a splice began with is in the pipe. */
+		s->state = SLOT_PAYLOAD;
+		c->got = s->piped;
+		c->rs = RS_PAYLOAD;
+		if (s->piped && nbd_wsplice_take(c, s->req.buf, s->piped) < 0) {
+			nbd_conn_kill(c, "the write pipe lost a payload");
+			return;
+		}
+		s->piped = 0;
+		if (c->got == s->req.len)
+			payload_done(c);
+	} else {
+		s->state = SLOT_INFLIGHT;
+		tap_req_submit(&s->req);
+	}
+}
+
+void nbd_slot_prepare(struct nbd_slot *s)
+{
+	int ret;
+
+	s->prepared = true;
+	s->state = SLOT_PREPARE;
+	ret = tap_req_prepare(s->conn->tap, &s->req, slot_ready);
+	if (ret != 1)
+		prepare_result(s, ret);
+}
+
+static void slot_ready(struct tap_req *req, int err)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+
+	prepare_result(s, err);
+	nbd_conn_defer(s->conn);
+}
+
+static void slot_done(struct tap_req *req)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+
+	if (req->error)
+		log_debug("nbd: client %u: %s at %llu+%u: %s", s->conn->id, nbd_cmd_name(s->type),
+			  (unsigned long long)req->off, req->len, strerror(-req->error));
+	nbd_queue_reply(s, nbd_errno_to_nbd(req->error));
+	nbd_conn_defer(s->conn);
+}
+
+void nbd_read_start(struct nbd_slot *s, uint32_t flags)
+{
+	memset(&s->req, 0, sizeof(s->req));
+	s->req.op = TAP_OP_READ;
+	s->req.flags = flags;
+	s->req.off = s->off;
+	s->req.len = s->len;
+	s->req.done = slot_done;
+	nbd_slot_prepare(s);
+}
+
+/* Whether this eligible READ should look for holes first. */
+static bool probe_wanted(struct nbd_conn *c)
+{
+	if (c->probing)
+		return false;
+	if (!c->probe_skip)
+		return c->probing = true;
+	c->probe_skip--;
+	return false;
+}
+
+static void probe_learn(struct nbd_conn *c, bool found_zeros)
+{
+	c->probing = false;
+	if (found_zeros) {
+		c->probe_misses = 0;
+		c->probe_skip = 0;
+		return;
+	}
+	if (c->probe_misses < NBD_PROBE_BACKOFF_MAX)
+		c->probe_misses++;
+	c->probe_skip = (1u << c->probe_misses) - 1;
+}
+
+/* The BLOCK_STATUS probe of a sparse READ finished: plan the reply. A
+ * probe that failed only costs the optimisation; the READ says what is
+ * really wrong, if anything. */
+static void probe_done(struct tap_req *req)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+	struct nbd_conn *c = s->conn;
+
+	if (c->dead) {
+		nbd_slot_free(s);
+		nbd_conn_defer(c);
+		return;
+	}
+	s->npieces = 0;
+	if (!req->error)
+		s->npieces = nbd_plan_read(s->ext, MIN(req->ext_count, (uint32_t)NBD_EXTENTS),
+					   s->len, s->pieces, NBD_READ_CHUNKS);
+	tap_req_release(req);
+	s->prepared = false;
+	s->sparse = s->npieces > 1 || (s->npieces == 1 && s->pieces[0].hole);
+	probe_learn(c, s->sparse);
+	if (s->npieces == 1 && s->pieces[0].hole)
+		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
+	else if (s->sparse || !nbd_splice_read(s))
+		nbd_read_start(s, TAP_F_QOS_PAID); /* the probe paid for it */
+	nbd_conn_defer(c);
+}
+
+static void probe_ready(struct tap_req *req, int err)
+{
+	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
+
+	if (s->conn->dead) {
+		nbd_slot_free(s);
+	} else if (err < 0) {
+		s->conn->probing = false;
+		tap_req_release(req);
+		s->prepared = false;
+		nbd_read_start(s, 0);
+	} else {
+		s->state = SLOT_INFLIGHT;
+		tap_req_submit(req);
+	}
+	nbd_conn_defer(s->conn);
+}
+
+/* Sparse READ: ask the tap where the holes are before reading. */
+static void start_probe(struct nbd_slot *s)
+{
+	int ret;
+
+	s->req.op = TAP_OP_BLOCK_STATUS;
+	s->req.flags = TAP_F_READ_PROBE; /* QoS charges it as the READ */
+	s->req.off = s->off;
+	s->req.len = s->len;
+	s->req.ext = s->ext;
+	s->req.ext_max = NBD_EXTENTS;
+	s->req.done = probe_done;
+	s->prepared = true;
+	s->state = SLOT_PREPARE;
+	ret = tap_req_prepare(s->conn->tap, &s->req, probe_ready);
+	if (ret == 0) {
+		s->state = SLOT_INFLIGHT;
+		tap_req_submit(&s->req);
+	} else if (ret < 0) {
+		s->conn->probing = false;
+		tap_req_release(&s->req);
+		s->prepared = false;
+		nbd_read_start(s, 0);
+	}
+}
+
+static enum tap_op submit_op(uint16_t type)
+{
+	switch (type) {
+	case NBD_CMD_TRIM:
+		return TAP_OP_TRIM;
+	case NBD_CMD_WRITE_ZEROES:
+		return TAP_OP_WRITE_ZEROES;
+	case NBD_CMD_CACHE:
+		return TAP_OP_CACHE;
+	default:
+		return TAP_OP_FLUSH;
+	}
+}
+
+static uint32_t image_flags(uint16_t f)
+{
+	return (f & NBD_CMD_FLAG_FUA ? IMAGE_F_FUA : 0) |
+	       (f & NBD_CMD_FLAG_NO_HOLE ? IMAGE_F_NO_HOLE : 0) |
+	       (f & NBD_CMD_FLAG_FAST_ZERO ? IMAGE_F_FAST_ZERO : 0);
+}
+
+static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
+{
+	uint32_t error;
+	enum nbd_action act = nbd_classify(r, &c->view, &error);
+	struct nbd_slot *s;
+
+	if (act == NBD_ACT_HANGUP) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "%s of %u bytes is too long", nbd_cmd_name(r->type),
+			 r->len);
+		nbd_conn_kill(c, why);
+		return;
+	}
+	if (act == NBD_ACT_DISC) {
+		log_debug("nbd: client %u: disconnect requested", c->id);
+		c->closing = true;
+		c->rs = RS_STOP;
+		return;
+	}
+	s = slot_get(c, r);
+	s->req.off = r->off;
+	s->req.len = r->len;
+	s->req.done = slot_done;
+	switch (act) {
+	case NBD_ACT_REPLY:
+		if (error)
+			log_debug("nbd: client %u: %s (type %u) at %llu+%u refused: error %u",
+				  c->id, nbd_cmd_name(r->type), r->type, (unsigned long long)r->off,
+				  r->len, error);
+		nbd_queue_reply(s, error);
+		return;
+	case NBD_ACT_DISCARD:
+		s->error = error;
+		s->state = SLOT_PAYLOAD;
+		c->cur = s;
+		c->discard = r->len;
+		c->rs = RS_DISCARD;
+		return;
+	case NBD_ACT_READ:
+		slot_hold(s);
+		if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_MIN &&
+		    probe_wanted(c)) {
+			start_probe(s);
+			return;
+		}
+		if (nbd_splice_read(s))
+			return;
+		s->req.op = TAP_OP_READ;
+		break;
+	case NBD_ACT_WRITE:
+		slot_hold(s);
+		s->req.op = TAP_OP_WRITE;
+		s->req.flags = image_flags(r->flags & NBD_CMD_FLAG_FUA);
+		c->cur = s;
+		if (nbd_wsplice_start(s))
+			return;
+		c->rs = RS_WRITE_WAIT;
+		break;
+	case NBD_ACT_BLOCK_STATUS:
+		s->req.op = TAP_OP_BLOCK_STATUS;
+		s->req.ext = s->ext;
+		s->req.ext_max = NBD_EXTENTS;
+		break;
+	default: /* NBD_ACT_SUBMIT */
+		s->req.op = submit_op(r->type);
+		s->req.flags = image_flags(r->flags);
+		if (r->type == NBD_CMD_FLUSH)
+			s->req.off = s->req.len = 0;
+		break;
+	}
+	nbd_slot_prepare(s);
+}
+
+/* ---- input ---- */
+
+static void discard_done(struct nbd_conn *c)
+{
+	struct nbd_slot *s = c->cur;
+
+	if (s) {
+		c->cur = NULL;
+		c->rs = RS_HDR;
+		nbd_queue_reply(s, s->error);
+	} else {
+		nbd_hs_opt_discarded(c);
+	}
+}
+
+static void payload_done(struct nbd_conn *c)
+{
+	struct nbd_slot *s = c->cur;
+
+	c->cur = NULL;
+	c->rs = RS_HDR;
+	s->state = SLOT_INFLIGHT;
+	tap_req_submit(&s->req);
+}
+
+/* Act on buffered input. Returns 1 after progress, 0 when more bytes are
+ * needed, -1 when input must wait (no slot, buffer pending, closing). */
+static int conn_consume(struct nbd_conn *c)
+{
+	unsigned char *p = c->in + c->in_start;
+	size_t avail = c->in_end - c->in_start, n;
+	struct nbd_request r;
+
+	switch (c->rs) {
+	case RS_FLAGS:
+	case RS_OPT:
+		return nbd_hs_consume(c);
+	case RS_HDR:
+		if (c->closing || TAILQ_EMPTY(&c->freeq))
+			return -1;
+		if (avail < NBD_REQUEST_LEN)
+			return 0;
+		if (nbd_parse_request(p, &r) < 0) {
+			nbd_conn_kill(c, "bad request magic");
+			return -1;
+		}
+		/* The per-client cap: leave the header where it is until
+		 * replies drain. One request alone may exceed it, so a big
+		 * request never waits forever. */
+		if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && c->bytes_held &&
+		    c->bytes_held + r.len > nbd_server_max_client_bytes())
+			return -1;
+		c->in_start += NBD_REQUEST_LEN;
+		handle_request(c, &r);
+		return 1;
+	case RS_PAYLOAD:
+		if (!avail)
+			return 0;
+		n = MIN(avail, (size_t)(c->cur->req.len - c->got));
+		memcpy((char *)c->cur->req.buf + c->got, p, n);
+		c->got += n;
+		c->in_start += n;
+		if (c->got == c->cur->req.len)
+			payload_done(c);
+		return 1;
+	case RS_SPLICE:
+		if (!avail)
+			return 0;
+		n = MIN(avail, (size_t)(c->cur->len - c->got));
+		c->in_start += nbd_wsplice_put(c, p, n);
+		return 1;
+	case RS_DISCARD:
+		if (!avail)
+			return 0;
+		n = MIN(avail, c->discard);
+		c->in_start += n;
+		c->discard -= n;
+		if (!c->discard)
+			discard_done(c);
+		return 1;
+	default: /* RS_WRITE_WAIT, RS_TLS (see tls_step), RS_STOP */
+		return -1;
+	}
+}
+
+/* Like recv(); a plain socket that gave fewer bytes than asked is empty
+ * for now (sets *drained), which spares the recv() that would say so. */
+static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
+{
+	ssize_t n;
+	size_t want;
+
+	if (c->in_start == c->in_end)
+		c->in_start = c->in_end = 0;
+	if (c->rs == RS_SPLICE && c->in_start == c->in_end)
+		return nbd_wsplice_recv(c, drained);
+	if (c->rs == RS_PAYLOAD && c->in_start == c->in_end) {
+		/* Straight into the tap's buffer: no copy for big writes. */
+		struct nbd_slot *s = c->cur;
+
+		want = s->req.len - c->got;
+		n = sock_recv(c, (char *)s->req.buf + c->got, want);
+		*drained = !c->tls_up && n > 0 && (size_t)n < want;
+		if (n > 0) {
+			c->got += n;
+			if (c->got == s->req.len)
+				payload_done(c);
+		}
+		return n;
+	}
+	if (c->in_start) {
+		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+		c->in_end -= c->in_start;
+		c->in_start = 0;
+	}
+	want = NBD_IN_BUF - c->in_end;
+	n = sock_recv(c, c->in + c->in_end, want);
+	*drained = !c->tls_up && n > 0 && (size_t)n < want;
+	if (n > 0)
+		c->in_end += n;
+	return n;
+}
+
+static void read_enable(struct nbd_conn *c, bool on)
+{
+	if (!on)
+		c->sock_idle = false; /* nobody watches the socket now */
+	if (on == c->reading || c->dead)
+		return;
+	if (on)
+		event_add(c->ev_read, NULL);
+	else
+		event_del(c->ev_read);
+	c->reading = on;
+}
+
+/* The TLS handshake after STARTTLS: once the ACK is out in the clear, let
+ * GnuTLS run until it waits for the socket. Returns 1 when option haggling
+ * can go on (under TLS), 0 to wait, -1 when the connection is dead. */
+static int tls_step(struct nbd_conn *c)
+{
+	int r;
+
+	if (c->hs_off < c->hs_len) {
+		read_enable(c, false); /* the flush arms EV_WRITE */
+		return 0;
+	}
+	r = nbd_tls_handshake(c);
+	if (r == 0)
+		read_enable(c, !c->tls_want_write);
+	return r;
+}
+
+void nbd_conn_pump(struct nbd_conn *c)
+{
+	int budget = NBD_RECV_BUDGET;
+	bool drained = false;
+
+	if (c->rs == RS_TLS && tls_step(c) <= 0)
+		return;
+	while (!c->dead) {
+		int r = conn_consume(c);
+		ssize_t n;
+
+		if (c->dead)
+			return;
+		if (r > 0)
+			continue;
+		if (r < 0) {
+			read_enable(c, false);
+			return;
+		}
+		if (drained || (c->sock_idle && c->reading)) {
+			/* Nothing to read until the loop says otherwise. */
+			read_enable(c, true);
+			c->sock_idle = !c->tls_up;
+			return;
+		}
+		if (budget-- == 0) {
+			read_enable(c, true);
+			/* Input GnuTLS already decrypted makes no socket
+			 * readable: come back for it on the next turn. */
+			if (nbd_tls_pending(c))
+				event_active(c->ev_read, EV_READ, 0);
+			return;
+		}
+		n = conn_recv(c, &drained);
+		if (n == 0) {
+			/* Between requests with nothing pending, a hang-up is
+			 * merely impolite (no DISC); anywhere else it cut a
+			 * message short. */
+			if (c->rs == RS_HDR && c->in_start == c->in_end && !c->busy)
+				nbd_conn_kill(c, NULL);
+			else
+				nbd_conn_kill(c, "unexpected end of input");
+			return;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				read_enable(c, true);
+				c->sock_idle = !c->tls_up;
+				return;
+			}
+			nbd_conn_kill(c, strerror(errno));
+			return;
+		}
+	}
+}

@@ -1,0 +1,436 @@
+/* NBD option haggling: the greeting, client flags, and the options a client
+ * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT,
+ * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS, and error replies for
+ * the rest), and the --tls policy. Replies collect in the connection's hs
+ * buffer. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "internal.h"
+
+/* Room for n more handshake bytes; NULL (and the connection killed by the
+ * caller) if memory is short. Handshake replies are rare and small except
+ * LIST, so a growing buffer is fine here. */
+static unsigned char *hs_space(struct nbd_conn *c, size_t n)
+{
+	if (c->hs_off == c->hs_len)
+		c->hs_off = c->hs_len = 0;
+	if (c->hs_len + n > c->hs_cap) {
+		size_t cap = MAX(c->hs_cap * 2, c->hs_len + n + 256);
+		unsigned char *p = realloc(c->hs, cap);
+
+		if (!p)
+			return NULL;
+		c->hs = p;
+		c->hs_cap = cap;
+	}
+	return c->hs + c->hs_len;
+}
+
+static int hs_put(struct nbd_conn *c, const void *p, size_t n)
+{
+	unsigned char *d = hs_space(c, n);
+
+	if (!d) {
+		nbd_conn_kill(c, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(d, p, n);
+	c->hs_len += n;
+	return 0;
+}
+
+static void opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *msg)
+{
+	size_t len = msg ? strlen(msg) : 0;
+	unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + len);
+
+	if (!d) {
+		nbd_conn_kill(c, "out of memory");
+		return;
+	}
+	nbd_encode_opt_reply(d, opt, type, len);
+	if (len)
+		memcpy(d + NBD_OPT_REPLY_HDR_LEN, msg, len);
+	c->hs_len += NBD_OPT_REPLY_HDR_LEN + len;
+}
+
+int nbd_hs_greet(struct nbd_conn *c)
+{
+	unsigned char *d = hs_space(c, NBD_GREETING_LEN);
+
+	if (!d)
+		return -ENOMEM;
+	c->hs_len += nbd_encode_greeting(d);
+	return 0;
+}
+
+static struct tap *find_export(const char *name, size_t len)
+{
+	char buf[TAP_NAME_MAX + 1];
+
+	if (len > TAP_NAME_MAX || !nbd_name_valid(name, len))
+		return NULL;
+	memcpy(buf, name, len);
+	buf[len] = '\0';
+	return tap_find(buf);
+}
+
+static uint16_t export_flags(struct nbd_conn *c, struct tap *t)
+{
+	struct nbd_caps caps = {
+		.read_only = tap_read_only(t),
+		.fast_zero = tap_can_fast_zero(t),
+		.structured = c->structured,
+	};
+
+	return nbd_tx_flags(&caps);
+}
+
+static void enter_transmission(struct nbd_conn *c, struct tap *t)
+{
+	c->tap = t;
+	c->view.size = tap_size(t);
+	c->view.tx_flags = export_flags(c, t);
+	c->view.max_len = TAP_REQ_MAX;
+	/* Contexts chosen for another export do not carry over. */
+	c->view.meta = c->meta_set && strcmp(c->meta_export, tap_name(t)) == 0;
+	c->rs = RS_HDR;
+	log_info("nbd: client %u: export %s (%llu bytes%s%s%s)", c->id, tap_name(t),
+		 (unsigned long long)c->view.size, tap_read_only(t) ? ", read-only" : "",
+		 c->structured ? ", structured replies" : "",
+		 c->view.meta ? ", base:allocation" : "");
+}
+
+/* The per-tap connection cap. Returns true (after logging and filling msg)
+ * when t already has as many NBD clients as allowed. */
+static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)
+{
+	unsigned n = nbd_server_tap_conns(t), max = nbd_server_max_connections();
+
+	if (n < max)
+		return false;
+	snprintf(msg, len, "tap %s has %u connections (limit %u)", tap_name(t), n, max);
+	log_notice("nbd: client %u refused: %s", c->id, msg);
+	return true;
+}
+
+static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32_t len)
+{
+	unsigned char reply[NBD_EXPORT_NAME_REPLY_LEN];
+	struct tap *t = find_export((const char *)data, len);
+	char msg[TAP_NAME_MAX + 64];
+	size_t n;
+
+	/* This option has no error reply: the protocol says hang up. */
+	if (!t) {
+		nbd_conn_kill(c, "EXPORT_NAME: no such export");
+		return;
+	}
+	if (tap_full(c, t, msg, sizeof(msg))) {
+		nbd_conn_kill(c, NULL);
+		return;
+	}
+	if (tap_attach(t) < 0) {
+		nbd_conn_kill(c, "EXPORT_NAME: export is shutting down");
+		return;
+	}
+	enter_transmission(c, t);
+	n = nbd_encode_export_name_reply(reply, c->view.size, c->view.tx_flags, c->no_zeroes);
+	hs_put(c, reply, n);
+}
+
+/* The NBD_REP_INFO replies of GO/INFO: the export always, block sizes
+ * always (any alignment works, the preferred size avoids read-modify-write
+ * in the tap), name and description when asked. */
+static int put_infos(struct nbd_conn *c, uint32_t opt, struct tap *t, const struct nbd_opt_go *go)
+{
+	unsigned char buf[NBD_INFO_EXPORT_LEN + NBD_INFO_BLOCK_SIZE_LEN];
+	const char *name = tap_name(t), *desc = tap_image(t);
+	size_t n;
+
+	n = nbd_encode_info_export(buf, opt, tap_size(t), export_flags(c, t));
+	n += nbd_encode_info_block_size(buf + n, opt, 1, MAX(4096u, tap_align(t)), TAP_REQ_MAX);
+	if (hs_put(c, buf, n) < 0)
+		return -ENOMEM;
+	if (nbd_opt_go_wants(go, NBD_INFO_NAME)) {
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 2 + strlen(name));
+
+		if (!d)
+			goto nomem;
+		c->hs_len +=
+			nbd_encode_info_string(d, opt, NBD_INFO_NAME, name, (uint32_t)strlen(name));
+	}
+	if (nbd_opt_go_wants(go, NBD_INFO_DESCRIPTION)) {
+		size_t dl = MIN(strlen(desc), (size_t)NBD_NAME_MAX);
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 2 + dl);
+
+		if (!d)
+			goto nomem;
+		c->hs_len +=
+			nbd_encode_info_string(d, opt, NBD_INFO_DESCRIPTION, desc, (uint32_t)dl);
+	}
+	return 0;
+nomem:
+	nbd_conn_kill(c, "out of memory");
+	return -ENOMEM;
+}
+
+static void opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+{
+	struct nbd_opt_go go;
+	struct tap *t;
+	char msg[TAP_NAME_MAX + 64];
+
+	if (nbd_parse_opt_go(data, len, &go) < 0) {
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
+		return;
+	}
+	t = find_export(go.name, go.name_len);
+	if (!t) {
+		snprintf(msg, sizeof(msg), "no such export: %.*s", (int)MIN(go.name_len, 64u),
+			 go.name);
+		log_info("nbd: client %u: %s", c->id, msg);
+		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
+		return;
+	}
+	if (opt == NBD_OPT_GO) {
+		if (tap_full(c, t, msg, sizeof(msg))) {
+			opt_reply(c, opt, NBD_REP_ERR_POLICY, msg);
+			return;
+		}
+		if (tap_attach(t) < 0) {
+			opt_reply(c, opt, NBD_REP_ERR_SHUTDOWN, "export is shutting down");
+			return;
+		}
+		c->tap = t; /* detached by conn_destroy whatever happens next */
+	}
+	if (put_infos(c, opt, t, &go) < 0)
+		return;
+	opt_reply(c, opt, NBD_REP_ACK, NULL);
+	if (opt == NBD_OPT_GO && !c->dead)
+		enter_transmission(c, t);
+}
+
+static void opt_structured_reply(struct nbd_conn *c, uint32_t len)
+{
+	if (len) {
+		opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+			  "STRUCTURED_REPLY takes no data");
+		return;
+	}
+	c->structured = true;
+	opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL);
+}
+
+/* LIST_META_CONTEXT and SET_META_CONTEXT: we know one context,
+ * base:allocation; unknown queries simply select nothing. */
+static void opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned char *data,
+			     uint32_t len)
+{
+	bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+	struct nbd_opt_meta m;
+	struct tap *t;
+	bool base;
+	unsigned char *d;
+
+	if (!list) {
+		/* A failed SET leaves nothing selected. */
+		c->meta_set = false;
+		if (!c->structured) {
+			opt_reply(c, opt, NBD_REP_ERR_INVALID,
+				  "SET_META_CONTEXT needs structured replies first");
+			return;
+		}
+	}
+	if (nbd_parse_opt_meta(data, len, &m) < 0) {
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
+		return;
+	}
+	t = find_export(m.name, m.name_len);
+	if (!t) {
+		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+		return;
+	}
+	base = nbd_meta_selects_base(&m, list);
+	if (base) {
+		d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + strlen(NBD_CONTEXT_BASE_ALLOCATION));
+		if (!d) {
+			nbd_conn_kill(c, "out of memory");
+			return;
+		}
+		/* LIST replies carry id 0 (reserved). */
+		c->hs_len += nbd_encode_meta_context(d, opt, list ? 0 : NBD_CONTEXT_ID_BASE,
+						     NBD_CONTEXT_BASE_ALLOCATION);
+	}
+	if (!list && base) {
+		c->meta_set = true;
+		strcpy(c->meta_export, tap_name(t));
+	}
+	opt_reply(c, opt, NBD_REP_ACK, NULL);
+}
+
+static void opt_list(struct nbd_conn *c, uint32_t len)
+{
+	if (len) {
+		opt_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
+		return;
+	}
+	for (struct tap *t = tap_first(); t; t = tap_next(t)) {
+		const char *name = tap_name(t);
+		size_t nl = strlen(name);
+		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + nl);
+
+		if (!d) {
+			nbd_conn_kill(c, "out of memory");
+			return;
+		}
+		c->hs_len += nbd_encode_rep_server(d, name, (uint32_t)nl);
+	}
+	opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL);
+}
+
+/* STARTTLS: acknowledge in the clear, then the input side runs the TLS
+ * handshake (RS_TLS) before reading the next option. */
+static void opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+	if (c->tls) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already on");
+		return;
+	}
+	if (len) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+		return;
+	}
+	/* Bytes sent before our ACK cannot be a ClientHello we could hand
+	 * over: the client broke the protocol. */
+	if (c->in_start != c->in_end) {
+		nbd_conn_kill(c, "data after STARTTLS before its reply");
+		return;
+	}
+	if (nbd_tls_start(c) < 0) {
+		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
+		return;
+	}
+	opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
+	c->rs = RS_TLS;
+	c->rerun = true; /* flush the ACK, then shake hands */
+}
+
+/* With --tls require, only STARTTLS and ABORT are heard in the clear.
+ * Returns true when the option was refused. */
+static bool tls_required(struct nbd_conn *c, uint32_t opt)
+{
+	char msg[96];
+
+	if (nbd_tls_mode() != NBD_TLS_REQUIRE || c->tls || opt == NBD_OPT_STARTTLS ||
+	    opt == NBD_OPT_ABORT)
+		return false;
+	/* EXPORT_NAME has no error reply: the protocol says hang up. */
+	if (opt == NBD_OPT_EXPORT_NAME) {
+		nbd_conn_kill(c, "EXPORT_NAME without TLS (TLS is required)");
+		return true;
+	}
+	snprintf(msg, sizeof(msg), "TLS is required: send STARTTLS before %s", nbd_opt_name(opt));
+	log_debug("nbd: client %u: %s", c->id, msg);
+	opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg);
+	return true;
+}
+
+static void handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+{
+	char msg[64];
+
+	if (tls_required(c, opt))
+		return;
+	if (opt == NBD_OPT_STARTTLS && nbd_tls_mode() != NBD_TLS_OFF) {
+		opt_starttls(c, len);
+		return;
+	}
+	switch (opt) {
+	case NBD_OPT_EXPORT_NAME:
+		opt_export_name(c, data, len);
+		break;
+	case NBD_OPT_GO:
+	case NBD_OPT_INFO:
+		opt_go(c, opt, data, len);
+		break;
+	case NBD_OPT_LIST:
+		opt_list(c, len);
+		break;
+	case NBD_OPT_STRUCTURED_REPLY:
+		opt_structured_reply(c, len);
+		break;
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		opt_meta_context(c, opt, data, len);
+		break;
+	case NBD_OPT_ABORT:
+		opt_reply(c, opt, NBD_REP_ACK, NULL);
+		c->closing = true;
+		c->rs = RS_STOP;
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "option %s (%u) not supported", nbd_opt_name(opt), opt);
+		log_debug("nbd: client %u: %s", c->id, msg);
+		opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
+		break;
+	}
+}
+
+void nbd_hs_opt_discarded(struct nbd_conn *c)
+{
+	c->rs = RS_OPT;
+	opt_reply(c, c->discard_opt, NBD_REP_ERR_TOO_BIG, "option too long");
+}
+
+int nbd_hs_consume(struct nbd_conn *c)
+{
+	unsigned char *p = c->in + c->in_start;
+	size_t avail = c->in_end - c->in_start;
+	struct nbd_opt_hdr oh;
+	bool nz;
+
+	if (c->rs == RS_FLAGS) {
+		if (avail < NBD_CLIENT_FLAGS_LEN)
+			return 0;
+		if (nbd_parse_client_flags(p, &nz) < 0) {
+			nbd_conn_kill(c, "unknown client flags");
+			return -1;
+		}
+		c->no_zeroes = nz;
+		c->in_start += NBD_CLIENT_FLAGS_LEN;
+		c->rs = RS_OPT;
+		return 1;
+	}
+	/* RS_OPT */
+	if (c->closing)
+		return -1;
+	if (avail < NBD_OPT_HDR_LEN)
+		return 0;
+	if (nbd_parse_opt_hdr(p, &oh) < 0) {
+		nbd_conn_kill(c, "bad option magic");
+		return -1;
+	}
+	if (oh.len > NBD_OPT_DATA_MAX) {
+		if (oh.opt == NBD_OPT_EXPORT_NAME || oh.len > NBD_OPT_DISCARD_MAX) {
+			nbd_conn_kill(c, "option too long");
+			return -1;
+		}
+		/* Dropped by the input side, then refused by
+		 * nbd_hs_opt_discarded. */
+		c->in_start += NBD_OPT_HDR_LEN;
+		c->discard = oh.len;
+		c->discard_opt = oh.opt;
+		c->rs = RS_DISCARD;
+		return 1;
+	}
+	if (avail < NBD_OPT_HDR_LEN + oh.len)
+		return 0;
+	c->in_start += NBD_OPT_HDR_LEN + oh.len;
+	handle_option(c, oh.opt, p + NBD_OPT_HDR_LEN, oh.len);
+	return 1;
+}

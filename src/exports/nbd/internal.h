@@ -1,0 +1,340 @@
+/* Shared internals of the NBD server, private to src/exports/nbd/: the
+ * per-connection state and the calls its parts make into each other
+ * (server.c: connections' lifetime and limits; listen.c: listening
+ * sockets; handshake.c: options; conn.c: reading and requests;
+ * reply.c: replies and writing; tls.c: TLS sessions). Not a contract
+ * for anything outside them. */
+#ifndef TAPD_NBD_INTERNAL_H
+#define TAPD_NBD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "formats/nbd/proto.h"
+#include "tls.h"
+#include "core/tap.h"
+#include "lib/util.h"
+
+struct event;
+struct nbd_tls;
+
+/* Requests in flight per connection. When all slots are busy we stop
+ * reading the socket: TCP-style backpressure instead of queues. */
+#define NBD_SLOTS 64
+/* Input buffer: big enough for a whole option (header and data) plus
+ * read-ahead; write payloads beyond what it holds go straight to req->buf. */
+#define NBD_IN_BUF (NBD_OPT_HDR_LEN + NBD_OPT_DATA_MAX + 4096)
+/* Options longer than this are not worth discarding: hang up. */
+#define NBD_OPT_DISCARD_MAX (1u << 20)
+/* recv() calls per wakeup, so one busy client cannot starve the others. */
+#define NBD_RECV_BUDGET 32
+/* iovecs gathered per sendmsg(). */
+#define NBD_IOV 64
+/* Extents one BLOCK_STATUS asks the tap for (a sparse READ too). */
+#define NBD_EXTENTS 64
+/* Chunks of a sparse READ reply; more pieces are merged into data. */
+#define NBD_READ_CHUNKS 16
+/* READs at least this long with structured replies look for holes first:
+ * below it the extra BLOCK_STATUS costs more than the zeros it saves. */
+#ifndef NBD_SPARSE_MIN
+#define NBD_SPARSE_MIN (64u << 10)
+#endif
+/* A probe that finds no zeros doubles the number of eligible READs sent
+ * without one, up to 2^NBD_PROBE_BACKOFF_MAX - 1: on dense images the
+ * BLOCK_STATUS round trip (a SEEK_HOLE that tmpfs answers by walking every
+ * page to the end of the file) would otherwise cost more than the read. */
+#define NBD_PROBE_BACKOFF_MAX 10
+/* READs at least this long go to the client by splice(2) where the tap
+ * allows it (memory-backed raw images, plain sockets): the image's pages
+ * move into the socket by reference, with no copy in the daemon. Below
+ * it the extra syscalls per reply cost more than the copies they save. */
+#ifndef NBD_SPLICE_MIN
+#define NBD_SPLICE_MIN (32u << 10)
+#endif
+/* A spliced WRITE goes into the image in pieces of at least this much
+ * (a multiple of a page; less only when the pipe is full) as its payload
+ * arrives: the socket is drained while the file copy happens, instead of
+ * filling up behind one copy of the whole payload at its end. */
+#ifndef NBD_WSPLICE_STEP
+#define NBD_WSPLICE_STEP (128u << 10)
+#endif
+/* The pipe each splicing connection keeps (the most an unprivileged
+ * F_SETPIPE_SZ gets by default: /proc/sys/fs/pipe-max-size). */
+#define NBD_PIPE_SIZE (1u << 20)
+/* The send buffer a splicing connection asks for. */
+#define NBD_SPLICE_SNDBUF (4 << 20)
+/* Reply iovecs per slot: a header and data for each chunk. */
+#define NBD_SLOT_IOV (2 * NBD_READ_CHUNKS)
+/* Reply headers per slot: every chunk header of a sparse READ, or a whole
+ * BLOCK_STATUS chunk. */
+#define NBD_SPARSE_HDRS_MAX (NBD_READ_CHUNKS * NBD_CHUNK_HOLE_LEN)
+#define NBD_BS_REPLY_MAX (NBD_CHUNK_BS_HDR_LEN + NBD_EXTENTS * NBD_BS_DESC_LEN)
+#define NBD_SLOT_RBUF MAX(NBD_SPARSE_HDRS_MAX, NBD_BS_REPLY_MAX)
+
+enum slot_state {
+	SLOT_FREE,
+	SLOT_PREPARE,  /* waiting for tap_req_prepare's ready callback */
+	SLOT_PAYLOAD,  /* WRITE: payload being read (or discarded) */
+	SLOT_INFLIGHT, /* submitted to the tap, done callback pending (for a
+			* sparse READ, first its BLOCK_STATUS probe) */
+	SLOT_QUEUED,   /* reply in the output queue */
+	SLOT_SPLICE_WAIT, /* READ waiting for room in the connection's pipe */
+};
+
+struct nbd_conn;
+
+/* One request of a connection. Slots live inside their nbd_conn and are
+ * never allocated on their own; req.buf belongs to the tap between
+ * tap_req_prepare and tap_req_release. */
+struct nbd_slot {
+	struct tap_req req;
+	struct nbd_conn *conn;
+	uint64_t cookie;
+	uint64_t off; /* as the client asked (req may be cut shorter) */
+	uint32_t len;
+	uint16_t type;
+	uint16_t flags;
+	enum slot_state state;
+	bool prepared;	/* tap_req_prepare was called: release when freed */
+	bool sparse;	/* READ: pieces[] plans the reply */
+	/* READ: the data waits in the connection's pipe (splice.c), in
+	 * pipe_bufs pipe buffers at most; only the header is in riov, and
+	 * rtotal counts both (the header is rtotal - len bytes). */
+	bool spliced;
+	uint32_t pipe_bufs;
+	/* WRITE going the usual way after a splice was started: this much
+	 * of its payload (that is, of req) waits in the write pipe. */
+	uint32_t piped;
+	uint32_t error; /* NBD error to send after a discarded payload */
+	uint32_t bytes; /* counted in conn->bytes_held until freed */
+	/* The reply: riov[0, rn) covers rtotal bytes, sent of them written.
+	 * Headers live in rbuf, data in req.buf. */
+	size_t sent, rtotal;
+	unsigned rn;
+	struct iovec riov[NBD_SLOT_IOV];
+	unsigned char rbuf[NBD_SLOT_RBUF];
+	unsigned npieces;
+	struct nbd_piece pieces[NBD_READ_CHUNKS];
+	struct image_extent ext[NBD_EXTENTS];
+	TAILQ_ENTRY(nbd_slot) link; /* free list or output queue */
+};
+
+/* What the input side is doing. */
+enum read_state {
+	RS_FLAGS,      /* client flags */
+	RS_OPT,	       /* option haggling */
+	RS_HDR,	       /* transmission: next request header */
+	RS_WRITE_WAIT, /* WRITE waiting for its buffer: do not read */
+	RS_PAYLOAD,    /* WRITE payload into cur->req.buf */
+	RS_SPLICE,     /* WRITE payload into the write pipe (splice.c) */
+	RS_DISCARD,    /* dropping bytes, then reply */
+	RS_TLS,	       /* STARTTLS acknowledged: TLS handshake, then RS_OPT */
+	RS_STOP,       /* nothing more will be read */
+};
+
+/* One client. Allocated and freed by server.c only (conn_new,
+ * conn_destroy); it stays allocated while any slot is busy, even after the
+ * socket is closed, because the tap still holds those requests. The hs
+ * buffer is owned by the connection and freed with it. */
+struct nbd_conn {
+	LIST_ENTRY(nbd_conn) link;
+	unsigned id;
+	int fd;
+	struct event *ev_read, *ev_write;
+	/* Tap completions only queue their reply and activate ev_run: the
+	 * connection then runs once per loop pass, so a batch of completions
+	 * goes out in one sendmsg() (see nbd_conn_defer). */
+	struct event *ev_run;
+	bool reading, writing;
+	/* The socket had nothing more to read when the reader last stopped,
+	 * with EV_READ armed (level-triggered): until the loop says it is
+	 * readable again, a recv() would only return EAGAIN, so skip it. Plain
+	 * sockets only (GnuTLS buffers input of its own). */
+	bool sock_idle;
+	enum read_state rs;
+	bool no_zeroes;
+	bool structured; /* NBD_OPT_STRUCTURED_REPLY negotiated */
+	bool tcp;	 /* accepted on a TCP listener */
+	bool closing;	 /* close once idle (DISC, ABORT, server shutdown) */
+	bool dead;	 /* socket closed; waiting for in-flight requests */
+	bool running, rerun;
+
+	/* After STARTTLS, every byte goes through this session (tls.c);
+	 * NULL on plain connections. tls_want_write: the TLS layer waits
+	 * for the socket to be writable with no reply to send; tls_up: the
+	 * handshake is done (the STARTTLS ACK itself goes out in the clear). */
+	struct nbd_tls *tls;
+	bool tls_want_write, tls_up;
+
+	struct tap *tap;	     /* attached after GO / EXPORT_NAME */
+	struct nbd_export_view view; /* what requests are checked against */
+
+	/* SET_META_CONTEXT selected base:allocation for this export (by
+	 * name: the tap may come and go before GO). */
+	bool meta_set;
+	char meta_export[TAP_NAME_MAX + 1];
+
+	/* READ/WRITE bytes between taking a slot and freeing it; new
+	 * requests wait while this is at the server's per-client cap. */
+	uint64_t bytes_held;
+
+	/* Sparse READ probing backoff (see NBD_PROBE_BACKOFF_MAX); one probe
+	 * at a time, so a slow one cannot be multiplied by the queue depth. */
+	unsigned probe_misses, probe_skip;
+	bool probing;
+
+	/* Splicing READs (splice.c): the pipe their data waits in, in
+	 * reply order, how many pipe buffers it has and how many the spliced
+	 * replies in the output queue may take, and READs waiting for room. */
+	int pipe_rd, pipe_wr; /* -1: no pipe (yet) */
+	bool no_splice;
+	uint32_t pipe_cap, pipe_bufs;
+	TAILQ_HEAD(, nbd_slot) splice_q;
+	/* Splicing WRITEs: the pipe the payload of c->cur goes through in
+	 * RS_SPLICE; c->got bytes of it came in, wrote of them are in the
+	 * image already, the rest in the pipe. */
+	int wpipe_rd, wpipe_wr; /* -1: no pipe (yet) */
+	uint32_t wrote;
+
+	struct nbd_slot *cur; /* WRITE whose payload is being read */
+	uint32_t got;
+	uint64_t discard;     /* bytes still to drop */
+	uint32_t discard_opt; /* the too-long option, in the handshake */
+
+	/* Handshake replies, sent before any request reply exists. */
+	unsigned char *hs;
+	size_t hs_len, hs_cap, hs_off;
+
+	TAILQ_HEAD(, nbd_slot) outq;
+	TAILQ_HEAD(, nbd_slot) freeq;
+	unsigned busy;
+
+	size_t in_start, in_end;
+	unsigned char in[NBD_IN_BUF];
+	struct nbd_slot slots[NBD_SLOTS];
+};
+
+/* server.c */
+
+/* Remember the loop (every listener calls this when it starts). */
+struct event_base;
+void nbd_server_init(struct event_base *base);
+/* Limits set by nbd_server_set_limits. */
+uint64_t nbd_server_max_client_bytes(void);
+unsigned nbd_server_max_connections(void);
+/* Connections attached to tap t (those in transmission, and those still
+ * draining after their socket closed). */
+unsigned nbd_server_tap_conns(const struct tap *t);
+/* A client accepted on a listener (listen.c). */
+void nbd_server_accepted(int fd, bool tcp);
+
+/* Run the connection until nothing more can happen now; may free c (only
+ * when it is dead and idle), so callers must not touch c afterwards. */
+void nbd_conn_run(struct nbd_conn *c);
+/* Run c later in this loop pass, once however often it is asked: for tap
+ * callbacks, which come in batches. */
+void nbd_conn_defer(struct nbd_conn *c);
+/* Close the socket and drop every request not inside the tap; c itself
+ * stays until nbd_conn_run sees it idle. why NULL means a quiet close. */
+void nbd_conn_kill(struct nbd_conn *c, const char *why);
+
+/* handshake.c */
+
+/* Queue the server greeting. Returns 0 or -ENOMEM (c is left untouched
+ * apart from c->hs, which the caller frees). */
+int nbd_hs_greet(struct nbd_conn *c);
+/* Act on buffered input in RS_FLAGS / RS_OPT; same return convention as
+ * the input side's consume step (1 progress, 0 need bytes, -1 wait). */
+int nbd_hs_consume(struct nbd_conn *c);
+/* The too-long option in c->discard_opt has been dropped: refuse it and go
+ * back to option haggling. */
+void nbd_hs_opt_discarded(struct nbd_conn *c);
+
+/* listen.c */
+
+/* Stop accepting and close every listener (unlinking unix socket paths we
+ * created, not those systemd passed). */
+void nbd_listen_close_all(void);
+/* Free the listeners' memory (after nbd_listen_close_all). */
+void nbd_listen_free(void);
+
+/* conn.c */
+
+/* Put every slot of a fresh connection on its free list. */
+void nbd_slots_init(struct nbd_conn *c);
+/* Release the slot's tap request and put it back on the free list. */
+void nbd_slot_free(struct nbd_slot *s);
+/* Free every slot the tap does not hold (the socket is gone). */
+void nbd_slots_drop(struct nbd_conn *c);
+/* Read and act on input until it must wait or the recv budget is spent. */
+void nbd_conn_pump(struct nbd_conn *c);
+/* Start a READ the usual way: a pool buffer, the tap, a copy. */
+void nbd_read_start(struct nbd_slot *s, uint32_t flags);
+/* Ask the tap for s's request (a buffer, then submission or, for a
+ * WRITE, its payload). */
+void nbd_slot_prepare(struct nbd_slot *s);
+
+/* splice.c */
+
+/* Serve the READ in s by splice if this connection and its tap can:
+ * returns false when it must go the usual way. */
+bool nbd_splice_read(struct nbd_slot *s);
+/* Pipe room came back: start the READs that wait for it. */
+void nbd_splice_resume(struct nbd_conn *c);
+/* Move up to len bytes of the head reply's data from the pipe to the
+ * socket; behaves like send(). */
+ssize_t nbd_splice_send(struct nbd_conn *c, size_t len);
+/* Close the pipes (the connection is dead). */
+void nbd_splice_close(struct nbd_conn *c);
+/* The WRITE in s (c->cur, its payload not yet read) takes the splice
+ * path if it can: returns true in RS_SPLICE, false to go the usual way. */
+bool nbd_wsplice_start(struct nbd_slot *s);
+/* RS_SPLICE: put up to n bytes already read (at p) into the write pipe;
+ * returns how many it took, maybe 0 (the pipe was full: a piece went out
+ * to make room, or the WRITE went the usual way and the rest is for that:
+ * check c->rs before calling again). */
+size_t nbd_wsplice_put(struct nbd_conn *c, const void *p, size_t n);
+/* RS_SPLICE: move payload from the socket into the write pipe. Behaves
+ * like recv(), except for -1 with errno EINTR when the pipe was full and
+ * a piece went out to make room, or the WRITE went the usual way: try
+ * again (check c->rs first). */
+ssize_t nbd_wsplice_recv(struct nbd_conn *c, bool *drained);
+/* Take n bytes of a WRITE's payload from the write pipe into buf; -1 if
+ * the pipe did not have them. */
+int nbd_wsplice_take(struct nbd_conn *c, void *buf, size_t n);
+/* Forget what the write pipe holds (a WRITE that will not be written). */
+void nbd_wsplice_drop(struct nbd_conn *c);
+
+/* reply.c */
+
+/* Build the reply to s with NBD error value error (0: success, with the
+ * data of a READ or the extents of a BLOCK_STATUS) and queue it; on a dead
+ * connection just free s. */
+void nbd_queue_reply(struct nbd_slot *s, uint32_t error);
+/* Write as much output as the socket takes; arm EV_WRITE for the rest. */
+void nbd_conn_flush(struct nbd_conn *c);
+
+/* tls.c (the configuration side is in tls.h) */
+
+enum nbd_tls_mode nbd_tls_mode(void);
+/* Create c's session after STARTTLS and start its handshake deadline.
+ * Returns 0 or -ENOMEM (logged). */
+int nbd_tls_start(struct nbd_conn *c);
+/* Drive the handshake: 1 done (c->rs is RS_OPT again), 0 waiting for the
+ * socket (readable, or writable when c->tls_want_write), -1 failed (c is
+ * killed). */
+int nbd_tls_handshake(struct nbd_conn *c);
+/* recv() and sendmsg() through the session, with their return and errno
+ * conventions (0 from recv: the client hung up). */
+ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len);
+ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n);
+/* Decrypted input waits inside GnuTLS: no socket event will announce it. */
+bool nbd_tls_pending(struct nbd_conn *c);
+/* Free c's session (close_notify first when graceful, without waiting). */
+void nbd_tls_close(struct nbd_conn *c, bool graceful);
+
+#endif

@@ -1,0 +1,234 @@
+/* The reply side of one NBD connection: simple replies and structured
+ * chunks (data, holes, block status, errors) described as iovecs in each
+ * slot, and written in completion order through an output queue that
+ * survives partial writes, many replies per sendmsg(). A spliced READ
+ * (splice.c) has only its header in the slot: the gather stops after
+ * it, and its data goes from the connection's pipe with splice(). */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <event2/event.h>
+
+#include "internal.h"
+
+/* ---- transport ----
+ * Every byte to the client goes through here (see sock_recv in
+ * conn.c for the other way), through TLS after STARTTLS. Behaves like
+ * sendmsg() on a non-blocking socket. */
+
+static ssize_t sock_send(struct nbd_conn *c, struct iovec *iov, size_t n)
+{
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+
+	if (c->tls_up)
+		return nbd_tls_send(c, iov, n);
+	return sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* ---- replies ---- */
+
+static void reply_add(struct nbd_slot *s, void *base, size_t len)
+{
+	struct iovec *prev = s->rn ? &s->riov[s->rn - 1] : NULL;
+
+	/* Consecutive chunk headers in rbuf go out as one piece. */
+	if (prev && (char *)prev->iov_base + prev->iov_len == (char *)base) {
+		prev->iov_len += len;
+	} else {
+		s->riov[s->rn].iov_base = base;
+		s->riov[s->rn++].iov_len = len;
+	}
+	s->rtotal += len;
+}
+
+/* The chunks of a successful sparse READ, as planned in pieces[]. */
+static void build_sparse(struct nbd_slot *s)
+{
+	unsigned char *p = s->rbuf;
+	uint64_t off = s->off;
+
+	for (unsigned i = 0; i < s->npieces; i++) {
+		uint16_t fl = i + 1 == s->npieces ? NBD_REPLY_FLAG_DONE : 0;
+		uint32_t len = s->pieces[i].len;
+		size_t n;
+
+		if (s->pieces[i].hole) {
+			n = nbd_encode_chunk_hole(p, fl, s->cookie, off, len);
+			reply_add(s, p, n);
+		} else {
+			n = nbd_encode_chunk_data(p, fl, s->cookie, off, len);
+			reply_add(s, p, n);
+			reply_add(s, (char *)s->req.buf + (off - s->off), len);
+		}
+		p += n;
+		off += len;
+	}
+}
+
+static void build_reply(struct nbd_slot *s, uint32_t error)
+{
+	bool data = s->type == NBD_CMD_READ && !error && s->len;
+	size_t n;
+
+	s->rn = 0;
+	s->rtotal = 0;
+	s->sent = 0;
+	if (s->spliced) {
+		/* One data chunk (or a simple reply): the header here, the
+		 * data in the pipe. */
+		if (s->conn->structured)
+			n = nbd_encode_chunk_data(s->rbuf, NBD_REPLY_FLAG_DONE, s->cookie, s->off,
+						  s->len);
+		else
+			n = nbd_encode_simple_reply(s->rbuf, 0, s->cookie);
+		reply_add(s, s->rbuf, n);
+		s->rtotal += s->len;
+		return;
+	}
+	/* Structured replies only where the protocol wants them: READ must
+	 * use them once negotiated, BLOCK_STATUS always does; everything
+	 * else keeps the shorter simple reply. */
+	if (!s->conn->structured || (s->type != NBD_CMD_READ && s->type != NBD_CMD_BLOCK_STATUS)) {
+		reply_add(s, s->rbuf, nbd_encode_simple_reply(s->rbuf, error, s->cookie));
+		if (data)
+			reply_add(s, s->req.buf, s->len);
+		return;
+	}
+	if (!error && s->type == NBD_CMD_BLOCK_STATUS) {
+		n = nbd_encode_block_status(s->rbuf, s->cookie, NBD_CONTEXT_ID_BASE, s->ext,
+					    MIN(s->req.ext_count, (uint32_t)NBD_EXTENTS),
+					    s->req.len, s->flags & NBD_CMD_FLAG_REQ_ONE);
+		if (n) {
+			reply_add(s, s->rbuf, n);
+			return;
+		}
+		/* The tap broke its promise of at least one byte. */
+		error = NBD_EIO;
+	}
+	if (error) {
+		reply_add(s, s->rbuf, nbd_encode_chunk_error(s->rbuf, s->cookie, error));
+	} else if (!s->len) {
+		reply_add(s, s->rbuf, nbd_encode_chunk_none(s->rbuf, s->cookie));
+	} else if (s->sparse) {
+		build_sparse(s);
+	} else {
+		n = nbd_encode_chunk_data(s->rbuf, NBD_REPLY_FLAG_DONE, s->cookie, s->off, s->len);
+		reply_add(s, s->rbuf, n);
+		reply_add(s, s->req.buf, s->len);
+	}
+}
+
+void nbd_queue_reply(struct nbd_slot *s, uint32_t error)
+{
+	struct nbd_conn *c = s->conn;
+
+	if (c->dead) {
+		nbd_slot_free(s);
+		return;
+	}
+	build_reply(s, error);
+	s->state = SLOT_QUEUED;
+	TAILQ_INSERT_TAIL(&c->outq, s, link);
+}
+
+/* Gather iovecs from the handshake buffer or the output queue. */
+static size_t gather(struct nbd_conn *c, struct iovec *iov)
+{
+	struct nbd_slot *s;
+	size_t n = 0;
+
+	if (c->hs_off < c->hs_len) {
+		iov[0].iov_base = c->hs + c->hs_off;
+		iov[0].iov_len = c->hs_len - c->hs_off;
+		return 1;
+	}
+	TAILQ_FOREACH (s, &c->outq, link) {
+		size_t skip = s->sent;
+
+		for (unsigned i = 0; i < s->rn; i++) {
+			if (skip >= s->riov[i].iov_len) {
+				skip -= s->riov[i].iov_len;
+				continue;
+			}
+			if (n == NBD_IOV)
+				return n;
+			iov[n].iov_base = (char *)s->riov[i].iov_base + skip;
+			iov[n++].iov_len = s->riov[i].iov_len - skip;
+			skip = 0;
+		}
+		/* Its data is in the pipe: nothing after it can go first. */
+		if (s->spliced)
+			break;
+	}
+	return n;
+}
+
+/* Bytes of the head reply's data waiting in the pipe, when they are what
+ * goes out next (its header is out); else 0. */
+static size_t pipe_next(struct nbd_conn *c)
+{
+	struct nbd_slot *s = TAILQ_FIRST(&c->outq);
+
+	if (c->hs_off < c->hs_len || !s || !s->spliced || s->sent < s->rtotal - s->len)
+		return 0;
+	return s->rtotal - s->sent;
+}
+
+void nbd_conn_flush(struct nbd_conn *c)
+{
+	while (!c->dead) {
+		struct iovec iov[NBD_IOV];
+		size_t piped = pipe_next(c);
+		size_t n = piped ? 0 : gather(c, iov);
+		ssize_t w;
+
+		if (!n && !piped && c->tls_want_write) {
+			/* The TLS handshake waits for room to write. */
+			if (!c->writing)
+				event_add(c->ev_write, NULL);
+			c->writing = true;
+			return;
+		}
+		if (!n && !piped) {
+			if (c->writing)
+				event_del(c->ev_write);
+			c->writing = false;
+			return;
+		}
+		w = piped ? nbd_splice_send(c, piped) : sock_send(c, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (!c->writing)
+					event_add(c->ev_write, NULL);
+				c->writing = true;
+				return;
+			}
+			nbd_conn_kill(c, strerror(errno));
+			return;
+		}
+		if (c->hs_off < c->hs_len) {
+			c->hs_off += (size_t)w;
+			continue;
+		}
+		while (w > 0) {
+			struct nbd_slot *s = TAILQ_FIRST(&c->outq);
+			size_t left = s->rtotal - s->sent;
+
+			if ((size_t)w < left) {
+				s->sent += (size_t)w;
+				break;
+			}
+			w -= (ssize_t)left;
+			TAILQ_REMOVE(&c->outq, s, link);
+			/* The buffer was needed until now: release it. */
+			nbd_slot_free(s);
+		}
+		/* Replies that left the pipe made room for waiting READs. */
+		if (!TAILQ_EMPTY(&c->splice_q))
+			nbd_splice_resume(c);
+	}
+}
