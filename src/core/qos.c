@@ -101,17 +101,17 @@ static bool req_counted(const struct tap_req *req)
 {
 	if (req->flags & TAP_F_QOS_PAID)
 		return false;
-	if (req->op == TAP_OP_BLOCK_STATUS)
+	if (req->op == IMAGE_OP_BLOCK_STATUS)
 		return req->flags & TAP_F_READ_PROBE;
-	return req->op == TAP_OP_READ || req->op == TAP_OP_WRITE || req->op == TAP_OP_TRIM ||
-	       req->op == TAP_OP_WRITE_ZEROES;
+	return req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE || req->op == IMAGE_OP_TRIM ||
+	       req->op == IMAGE_OP_WRITE_ZEROES;
 }
 
 static uint64_t req_bytes(const struct tap_req *req)
 {
-	if (req->op == TAP_OP_BLOCK_STATUS)
+	if (req->op == IMAGE_OP_BLOCK_STATUS)
 		return req->len;
-	return req->op == TAP_OP_READ || req->op == TAP_OP_WRITE ? req->len : 0;
+	return req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE ? req->len : 0;
 }
 
 /* Let queued requests go while both buckets allow; arm the timer for the

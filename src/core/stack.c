@@ -59,9 +59,9 @@ static void tapdev_done(struct tap_req *req)
 	struct image_io *io = s->io;
 	int err = req->error;
 
-	if (!err && io->op == TAP_OP_READ)
+	if (!err && io->op == IMAGE_OP_READ)
 		memcpy(io->buf, req->buf, io->len);
-	if (!err && io->op == TAP_OP_BLOCK_STATUS)
+	if (!err && io->op == IMAGE_OP_BLOCK_STATUS)
 		io->ext_count = req->ext_count;
 	tap_req_release(req);
 	tapdev_slot_free(s->dev, s);
@@ -117,11 +117,11 @@ static void tapdev_start(struct tapdev *d, struct image_io *io)
 static void tapdev_submit(struct image *img, struct image_io *io)
 {
 	switch (io->op) {
-	case TAP_OP_READ:
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_READ:
+	case IMAGE_OP_BLOCK_STATUS:
 		tapdev_start(img->priv, io);
 		return;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		/* We never write to the parent: nothing of ours to flush. */
 		io->done(io, 0);
 		return;

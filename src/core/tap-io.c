@@ -51,13 +51,13 @@ static void tap_run_done(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static const char *op_name(enum tap_op op)
+static const char *op_name(enum image_op op)
 {
 	static const char *const names[] = {
-		[TAP_OP_READ] = "read",		[TAP_OP_WRITE] = "write",
-		[TAP_OP_FLUSH] = "flush",	[TAP_OP_TRIM] = "trim",
-		[TAP_OP_WRITE_ZEROES] = "write-zeroes", [TAP_OP_BLOCK_STATUS] = "block-status",
-		[TAP_OP_CACHE] = "cache",
+		[IMAGE_OP_READ] = "read",		[IMAGE_OP_WRITE] = "write",
+		[IMAGE_OP_FLUSH] = "flush",	[IMAGE_OP_TRIM] = "trim",
+		[IMAGE_OP_WRITE_ZEROES] = "write-zeroes", [IMAGE_OP_BLOCK_STATUS] = "block-status",
+		[IMAGE_OP_CACHE] = "cache",
 	};
 
 	return op < ARRAY_SIZE(names) && names[op] ? names[op] : "op";
@@ -174,12 +174,12 @@ static char *tap_env_buf(const struct tap_req *req)
 
 static char *tap_scratch(const struct tap_req *req)
 {
-	if (req->op == TAP_OP_WRITE_ZEROES)
+	if (req->op == IMAGE_OP_WRITE_ZEROES)
 		return req->base;
 	return (char *)req->base + (ALIGN_UP(req->off + req->len, (uint64_t)POOL_PAGE) - req->buf_off);
 }
 
-static void tap_io_set(struct image_io *iop, enum tap_op op, uint32_t flags, uint64_t off,
+static void tap_io_set(struct image_io *iop, enum image_op op, uint32_t flags, uint64_t off,
 		       uint32_t len, void *buf, void (*done)(struct image_io *, int))
 {
 	iop->op = op;
@@ -249,14 +249,14 @@ static void tap_rmw_step(struct tap_req *req)
 
 	switch (req->stage) {
 	case RMW_HEAD:
-		tap_io_set(&req->io, TAP_OP_READ, 0, req->env_off, a, scratch, tap_rmw_done);
+		tap_io_set(&req->io, IMAGE_OP_READ, 0, req->env_off, a, scratch, tap_rmw_done);
 		break;
 	case RMW_TAIL:
-		tap_io_set(&req->io, TAP_OP_READ, 0, req->env_off + req->env_len - a, a,
+		tap_io_set(&req->io, IMAGE_OP_READ, 0, req->env_off + req->env_len - a, a,
 			   scratch + a, tap_rmw_done);
 		break;
 	default:
-		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
+		tap_io_set(&req->io, IMAGE_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
 			   (uint32_t)req->env_len, tap_env_buf(req), tap_rmw_done);
 		break;
 	}
@@ -302,7 +302,7 @@ static void tap_zero_done(struct image_io *iop, int err)
 
 		memset((char *)req->base + (req->pos - blk), 0, end - req->pos);
 		req->stage = Z_EDGE_WRITE;
-		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, blk, t->img->align,
+		tap_io_set(&req->io, IMAGE_OP_WRITE, req->flags & IMAGE_F_FUA, blk, t->img->align,
 			   req->base, tap_zero_done);
 		image_submit(t->img, &req->io);
 		return;
@@ -333,16 +333,16 @@ static void tap_zero_step(struct tap_req *req)
 	if (req->pos % a || req->pos >= mid_end) {
 		/* A partial block at either end. */
 		req->stage = Z_EDGE_READ;
-		tap_io_set(&req->io, TAP_OP_READ, 0, ALIGN_DOWN(req->pos, (uint64_t)a), a,
+		tap_io_set(&req->io, IMAGE_OP_READ, 0, ALIGN_DOWN(req->pos, (uint64_t)a), a,
 			   req->base, tap_zero_done);
 	} else if (req->stage != Z_MIDDLE_WRITE && t->img->can_zero) {
 		req->stage = Z_MIDDLE;
-		tap_io_set(&req->io, TAP_OP_WRITE_ZEROES, flags, req->pos,
+		tap_io_set(&req->io, IMAGE_OP_WRITE_ZEROES, flags, req->pos,
 			   (uint32_t)MIN(mid_end - req->pos, UINT32_MAX / a * a), NULL,
 			   tap_zero_done);
 	} else {
 		req->stage = Z_MIDDLE_WRITE;
-		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, req->pos,
+		tap_io_set(&req->io, IMAGE_OP_WRITE, req->flags & IMAGE_F_FUA, req->pos,
 			   (uint32_t)MIN(mid_end - req->pos, ZERO_CHUNK), io.zeros, tap_zero_done);
 	}
 	image_submit(t->img, &req->io);
@@ -355,11 +355,11 @@ static void tap_io_done(struct image_io *iop, int err)
 	struct tap_req *req = container_of(iop, struct tap_req, io);
 
 	switch (req->op) {
-	case TAP_OP_WRITE:
-	case TAP_OP_TRIM:
+	case IMAGE_OP_WRITE:
+	case IMAGE_OP_TRIM:
 		tap_write_end(req, err);
 		return;
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_BLOCK_STATUS:
 		req->ext_count = err ? 0 : iop->ext_count;
 		break;
 	default:
@@ -374,7 +374,7 @@ static void tap_write_go(struct tap_req *req)
 
 	TAILQ_INSERT_TAIL(&t->writes, req, link);
 	switch (req->op) {
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE_ZEROES:
 		if ((req->flags & IMAGE_F_FAST_ZERO) && !t->img->can_zero) {
 			tap_write_end(req, -ENOTSUP);
 			return;
@@ -383,8 +383,8 @@ static void tap_write_go(struct tap_req *req)
 		req->stage = Z_MIDDLE;
 		tap_zero_step(req);
 		return;
-	case TAP_OP_TRIM:
-		tap_io_set(&req->io, TAP_OP_TRIM, req->flags & IMAGE_F_FUA, req->env_off,
+	case IMAGE_OP_TRIM:
+		tap_io_set(&req->io, IMAGE_OP_TRIM, req->flags & IMAGE_F_FUA, req->env_off,
 			   (uint32_t)req->env_len, NULL, tap_io_done);
 		break;
 	default:
@@ -393,7 +393,7 @@ static void tap_write_go(struct tap_req *req)
 			tap_rmw_step(req);
 			return;
 		}
-		tap_io_set(&req->io, TAP_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
+		tap_io_set(&req->io, IMAGE_OP_WRITE, req->flags & IMAGE_F_FUA, req->env_off,
 			   (uint32_t)req->env_len, tap_env_buf(req), tap_io_done);
 		break;
 	}
@@ -409,15 +409,15 @@ static void tap_buf_ready(struct pool_waiter *w, void *buf, int err)
 		req->tap->held--;
 	} else {
 		req->base = buf;
-		if (req->op == TAP_OP_READ || req->op == TAP_OP_WRITE)
+		if (req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE)
 			req->buf = (char *)buf + (req->off - req->buf_off);
 	}
 	req->ready(req, err);
 }
 
-static bool tap_op_writes(enum tap_op op)
+static bool op_writes(enum image_op op)
 {
-	return op == TAP_OP_WRITE || op == TAP_OP_TRIM || op == TAP_OP_WRITE_ZEROES;
+	return op == IMAGE_OP_WRITE || op == IMAGE_OP_TRIM || op == IMAGE_OP_WRITE_ZEROES;
 }
 
 /* The buffer is laid out by pages, whatever the image's alignment (a
@@ -433,13 +433,13 @@ static size_t tap_req_need(struct tap_req *req)
 
 	req->buf_off = ALIGN_DOWN(req->off, (uint64_t)POOL_PAGE);
 	switch (req->op) {
-	case TAP_OP_READ:
-	case TAP_OP_WRITE:
+	case IMAGE_OP_READ:
+	case IMAGE_OP_WRITE:
 		if (req->len == 0)
 			return 0;
 		return ALIGN_UP(end, (uint64_t)POOL_PAGE) - req->buf_off +
-		       (req->op == TAP_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
-	case TAP_OP_WRITE_ZEROES:
+		       (req->op == IMAGE_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
+	case IMAGE_OP_WRITE_ZEROES:
 		/* One block of scratch for partial edges. */
 		return req->len && unaligned ? POOL_PAGE : 0;
 	default:
@@ -456,7 +456,7 @@ static void tap_req_plan(struct tap *t, struct tap_req *req)
 	req->env_off = ALIGN_DOWN(req->off, a);
 	req->env_len = ALIGN_UP(end, (uint64_t)a) - req->env_off;
 	req->rmw = req->env_off != req->off || req->env_len != req->len;
-	if (req->op == TAP_OP_TRIM) {
+	if (req->op == IMAGE_OP_TRIM) {
 		/* Advisory: only whole blocks inside the range are freed. */
 		req->rmw = false;
 		req->env_off = ALIGN_UP(req->off, (uint64_t)a);
@@ -483,14 +483,14 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 	 * at submission. */
 	if (t->state == TAP_OPENING || t->state == TAP_CLOSING)
 		return -ESHUTDOWN;
-	if (tap_op_writes(req->op) && t->read_only)
+	if (op_writes(req->op) && t->read_only)
 		return -EPERM;
-	if (req->len > TAP_REQ_MAX && (req->op == TAP_OP_READ || req->op == TAP_OP_WRITE))
+	if (req->len > TAP_REQ_MAX && (req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE))
 		return -EINVAL;
-	if (req->op == TAP_OP_BLOCK_STATUS && (!req->ext || !req->ext_max || !req->len))
+	if (req->op == IMAGE_OP_BLOCK_STATUS && (!req->ext || !req->ext_max || !req->len))
 		return -EINVAL;
 	if (req->off > t->size || req->len > t->size - req->off)
-		return tap_op_writes(req->op) ? -ENOSPC : -EINVAL;
+		return op_writes(req->op) ? -ENOSPC : -EINVAL;
 
 	need = tap_req_need(req);
 	if (!need)
@@ -510,7 +510,7 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 		req->base_len = 0;
 		return ret;
 	}
-	if (req->op == TAP_OP_READ || req->op == TAP_OP_WRITE)
+	if (req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE)
 		req->buf = (char *)req->base + (req->off - req->buf_off);
 	return 0;
 }
@@ -518,21 +518,21 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 static void tap_count_op(struct tap *t, const struct tap_req *req)
 {
 	switch (req->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		t->st.reads++;
 		t->st.read_bytes += req->len;
 		break;
-	case TAP_OP_WRITE:
+	case IMAGE_OP_WRITE:
 		t->st.writes++;
 		t->st.write_bytes += req->len;
 		break;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		t->st.flushes++;
 		break;
-	case TAP_OP_TRIM:
+	case IMAGE_OP_TRIM:
 		t->st.trims++;
 		break;
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE_ZEROES:
 		t->st.zeroes++;
 		break;
 	default:
@@ -567,33 +567,33 @@ void tap_req_dispatch(struct tap_req *req)
 	tap_count_op(t, req);
 	tap_req_plan(t, req);
 	switch (req->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		if (req->len == 0)
 			break;
-		tap_io_set(&req->io, TAP_OP_READ, 0, req->env_off, (uint32_t)req->env_len,
+		tap_io_set(&req->io, IMAGE_OP_READ, 0, req->env_off, (uint32_t)req->env_len,
 			   tap_env_buf(req), tap_io_done);
 		image_submit(img, &req->io);
 		return;
-	case TAP_OP_WRITE:
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE:
+	case IMAGE_OP_WRITE_ZEROES:
 		if (req->len == 0)
 			break;
 		tap_write_start(req);
 		return;
-	case TAP_OP_TRIM:
+	case IMAGE_OP_TRIM:
 		/* Nothing whole to free, or nothing can be freed: a trim
 		 * that does nothing is a correct trim. */
 		if (!req->env_len || !img->can_trim)
 			break;
 		tap_write_start(req);
 		return;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		if (!img->can_flush)
 			break;
-		tap_io_set(&req->io, TAP_OP_FLUSH, 0, 0, 0, NULL, tap_io_done);
+		tap_io_set(&req->io, IMAGE_OP_FLUSH, 0, 0, 0, NULL, tap_io_done);
 		image_submit(img, &req->io);
 		return;
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_BLOCK_STATUS:
 		if (!img->can_extents) {
 			/* Without allocation information everything is data,
 			 * which is always true. */
@@ -602,13 +602,13 @@ void tap_req_dispatch(struct tap_req *req)
 			req->ext_count = 1;
 			break;
 		}
-		tap_io_set(&req->io, TAP_OP_BLOCK_STATUS, 0, req->off, req->len, NULL, tap_io_done);
+		tap_io_set(&req->io, IMAGE_OP_BLOCK_STATUS, 0, req->off, req->len, NULL, tap_io_done);
 		req->io.ext = req->ext;
 		req->io.ext_max = req->ext_max;
 		req->io.ext_count = 0;
 		image_submit(img, &req->io);
 		return;
-	case TAP_OP_CACHE:
+	case IMAGE_OP_CACHE:
 		/* Data moves with O_DIRECT or lives in memory: there is no
 		 * cache of ours to warm. */
 		break;

@@ -364,7 +364,7 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 		    t->children)
 			continue;
 		t->flushing = true;
-		t->flush_io.op = TAP_OP_FLUSH;
+		t->flush_io.op = IMAGE_OP_FLUSH;
 		t->flush_io.done = tap_flush_done;
 		if (t->img && t->img->can_flush && !t->read_only) {
 			image_submit(t->img, &t->flush_io);

@@ -36,7 +36,7 @@ enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_PAUSING, TAP_PAUSED, TAP_CLOSING 
  * tap_req_release(). */
 struct tap_req {
 	/* Set by the export before tap_req_prepare(). */
-	enum tap_op op;
+	enum image_op op;
 	uint32_t flags; /* IMAGE_F_FUA, IMAGE_F_NO_HOLE, IMAGE_F_FAST_ZERO */
 	uint64_t off;
 	uint32_t len;

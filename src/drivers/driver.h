@@ -16,14 +16,14 @@
 
 #include "lib/util.h"
 
-enum tap_op {
-	TAP_OP_READ,
-	TAP_OP_WRITE,
-	TAP_OP_FLUSH,
-	TAP_OP_TRIM,         /* advisory: the range may be deallocated */
-	TAP_OP_WRITE_ZEROES, /* the range reads as zeros afterwards */
-	TAP_OP_BLOCK_STATUS, /* describe allocation of the range into io->ext */
-	TAP_OP_CACHE,        /* advisory: the range will be read soon */
+enum image_op {
+	IMAGE_OP_READ,
+	IMAGE_OP_WRITE,
+	IMAGE_OP_FLUSH,
+	IMAGE_OP_TRIM,         /* advisory: the range may be deallocated */
+	IMAGE_OP_WRITE_ZEROES, /* the range reads as zeros afterwards */
+	IMAGE_OP_BLOCK_STATUS, /* describe allocation of the range into io->ext */
+	IMAGE_OP_CACHE,        /* advisory: the range will be read soon */
 };
 
 #define IMAGE_F_FUA 0x1u       /* write through to stable storage before completing */
@@ -44,7 +44,7 @@ struct image;
 /* One operation on one image. off and len are multiples of the image's
  * align; buf is aligned to POOL_PAGE and holds len bytes (READ, WRITE). */
 struct image_io {
-	enum tap_op op;
+	enum image_op op;
 	uint32_t flags;
 	uint64_t off;
 	uint32_t len;

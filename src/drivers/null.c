@@ -29,17 +29,17 @@ static void null_submit(struct image *img, struct image_io *io)
 {
 	(void)img;
 	switch (io->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		/* Nothing was ever stored. */
 		memset(io->buf, 0, io->len);
 		break;
-	case TAP_OP_WRITE:
-	case TAP_OP_FLUSH:
-	case TAP_OP_TRIM:
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE:
+	case IMAGE_OP_FLUSH:
+	case IMAGE_OP_TRIM:
+	case IMAGE_OP_WRITE_ZEROES:
 		/* Discarded, and trivially durable. */
 		break;
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_BLOCK_STATUS:
 		io->ext[0].len = io->len;
 		io->ext[0].flags = IMAGE_EXT_HOLE | IMAGE_EXT_ZERO;
 		io->ext_count = 1;

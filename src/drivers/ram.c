@@ -121,21 +121,21 @@ static void ram_submit(struct image *img, struct image_io *io)
 	char *mem = ram->mem + io->off;
 
 	switch (io->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		memcpy(io->buf, mem, io->len);
 		break;
-	case TAP_OP_WRITE:
+	case IMAGE_OP_WRITE:
 		memcpy(mem, io->buf, io->len);
 		break;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		/* Memory is as stable as it gets. */
 		break;
-	case TAP_OP_TRIM:
-	case TAP_OP_WRITE_ZEROES:
-		ram_zero(ram, io->off, io->len, io->op == TAP_OP_WRITE_ZEROES &&
+	case IMAGE_OP_TRIM:
+	case IMAGE_OP_WRITE_ZEROES:
+		ram_zero(ram, io->off, io->len, io->op == IMAGE_OP_WRITE_ZEROES &&
 						 (io->flags & IMAGE_F_NO_HOLE));
 		break;
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_BLOCK_STATUS:
 		ram_extents(ram, io);
 		break;
 	default:

@@ -195,10 +195,10 @@ static void raw_issue_inline(struct raw_io *rio, char *buf, size_t len, off_t of
 	long res;
 
 	switch (io->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		res = preadv2(fd, &iov, 1, off, 0);
 		break;
-	case TAP_OP_WRITE:
+	case IMAGE_OP_WRITE:
 		res = pwritev2(fd, &iov, 1, off, (io->flags & IMAGE_F_FUA) ? RWF_DSYNC : 0);
 		break;
 	default:
@@ -221,10 +221,10 @@ static void raw_issue(struct raw_io *rio)
 		return;
 	}
 	switch (io->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		io_prep_pread(cb, rio->raw->fd, buf, len, off);
 		break;
-	case TAP_OP_WRITE:
+	case IMAGE_OP_WRITE:
 		io_prep_pwrite(cb, rio->raw->fd, buf, len, off);
 		if (io->flags & IMAGE_F_FUA)
 			cb->aio_rw_flags = RWF_DSYNC;
@@ -245,13 +245,13 @@ static void raw_complete(struct aio_op *op, long res)
 		io->done(io, (int)res);
 		return;
 	}
-	if (io->op == TAP_OP_FLUSH) {
+	if (io->op == IMAGE_OP_FLUSH) {
 		io->done(io, 0);
 		return;
 	}
 	rio->done_bytes += (uint32_t)res;
 	if (rio->done_bytes < io->len) {
-		if (res == 0 && io->op == TAP_OP_READ) {
+		if (res == 0 && io->op == IMAGE_OP_READ) {
 			/* End of a file whose size is not a multiple of the
 			 * alignment: the rest reads as zeros. */
 			memset((char *)io->buf + rio->done_bytes, 0, io->len - rio->done_bytes);
@@ -340,14 +340,14 @@ static void raw_work(struct worker_job *job)
 	struct raw *raw = rio->raw;
 
 	switch (io->op) {
-	case TAP_OP_TRIM:
+	case IMAGE_OP_TRIM:
 		rio->err = raw_fallocate(raw->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					 io->off, io->len);
 		/* Trim is advice; storage that cannot take it loses nothing. */
 		if (rio->err == -EOPNOTSUPP)
 			rio->err = 0;
 		break;
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE_ZEROES:
 		rio->err = raw_zero(raw, io);
 		break;
 	default:
@@ -372,16 +372,16 @@ static void raw_submit(struct image *img, struct image_io *io)
 	rio->io = io;
 	rio->raw = img->priv;
 	switch (io->op) {
-	case TAP_OP_READ:
-	case TAP_OP_WRITE:
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_READ:
+	case IMAGE_OP_WRITE:
+	case IMAGE_OP_FLUSH:
 		rio->done_bytes = 0;
 		rio->op.done = raw_complete;
 		raw_issue(rio);
 		return;
-	case TAP_OP_TRIM:
-	case TAP_OP_WRITE_ZEROES:
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_TRIM:
+	case IMAGE_OP_WRITE_ZEROES:
+	case IMAGE_OP_BLOCK_STATUS:
 		rio->job.run = raw_work;
 		rio->job.done = raw_work_done;
 		worker_submit(&rio->job);

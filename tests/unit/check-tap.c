@@ -92,7 +92,7 @@ static void no_wait(struct tap_req *req, int err)
 static void start_write(struct tap *t, struct tap_req *req, uint64_t off, uint32_t len, int c)
 {
 	memset(req, 0, sizeof(*req));
-	req->op = TAP_OP_WRITE;
+	req->op = IMAGE_OP_WRITE;
 	req->off = off;
 	req->len = len;
 	req->done = on_done;
@@ -103,7 +103,7 @@ static void start_write(struct tap *t, struct tap_req *req, uint64_t off, uint32
 
 static void read_back(struct tap *t, uint64_t off, uint32_t len, char *out)
 {
-	struct tap_req req = { .op = TAP_OP_READ, .off = off, .len = len, .done = on_done };
+	struct tap_req req = { .op = IMAGE_OP_READ, .off = off, .len = len, .done = on_done };
 	int before = completed;
 
 	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), 0);
@@ -180,10 +180,10 @@ START_TEST(test_validation)
 {
 	struct tap *t = make_tap("ram:1M", "v", false);
 	struct tap *ro = make_tap("null:1M", "ro", true);
-	struct tap_req req = { .op = TAP_OP_READ, .off = 1 << 20, .len = 1, .done = on_done };
+	struct tap_req req = { .op = IMAGE_OP_READ, .off = 1 << 20, .len = 1, .done = on_done };
 
 	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), -EINVAL);
-	req.op = TAP_OP_WRITE;
+	req.op = IMAGE_OP_WRITE;
 	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), -ENOSPC);
 	req.off = UINT64_MAX - 1;
 	req.len = 4;
@@ -236,8 +236,8 @@ START_TEST(test_wait_for_memory)
 {
 	struct errbuf eb = { { 0 } };
 	struct tap_config cfg = { .image = "ram:1M", .name = "small", .pool = "tiny" };
-	struct tap_req a = { .op = TAP_OP_READ, .len = 8192, .done = on_done };
-	struct tap_req b = { .op = TAP_OP_READ, .len = 4096, .done = on_done };
+	struct tap_req a = { .op = IMAGE_OP_READ, .len = 8192, .done = on_done };
+	struct tap_req b = { .op = IMAGE_OP_READ, .len = 4096, .done = on_done };
 	struct tap_stats st;
 	struct pool *p;
 	struct tap *t;
@@ -320,7 +320,7 @@ END_TEST
 
 
 /* Run one buffer-less request to completion and return its error. */
-static int run_op(struct tap *t, enum tap_op op, uint64_t off, uint32_t len, uint32_t flags,
+static int run_op(struct tap *t, enum image_op op, uint64_t off, uint32_t len, uint32_t flags,
 		  struct image_extent *ext, uint32_t ext_max, uint32_t *ext_count)
 {
 	struct tap_req req = { .op = op, .off = off, .len = len, .flags = flags, .done = on_done,
@@ -367,13 +367,13 @@ START_TEST(test_zeroes_unaligned)
 	fill(t, 0, 65536, 'x');
 	memset(model, 'x', 65536);
 	/* Partial head block, whole middle blocks, partial tail block. */
-	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 1000, 13000, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_WRITE_ZEROES, 1000, 13000, 0, NULL, 0, NULL), 0);
 	memset(model + 1000, 0, 13000);
 	/* Inside a single block. */
-	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 20000, 10, IMAGE_F_FUA, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_WRITE_ZEROES, 20000, 10, IMAGE_F_FUA, NULL, 0, NULL), 0);
 	memset(model + 20000, 0, 10);
 	/* Kept allocated. */
-	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 32768, 16384, IMAGE_F_NO_HOLE, NULL, 0,
+	ck_assert_int_eq(run_op(t, IMAGE_OP_WRITE_ZEROES, 32768, 16384, IMAGE_F_NO_HOLE, NULL, 0,
 				NULL), 0);
 	memset(model + 32768, 0, 16384);
 	read_back(t, 0, 65536, got);
@@ -394,7 +394,7 @@ START_TEST(test_trim_and_extents_raw)
 	snprintf(spec, sizeof(spec), "raw:%s", path);
 	t = make_tap(spec, "e", false);
 	fill(t, 65536, 65536, 'd');
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(ext[0].len, 65536);
 	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
@@ -402,22 +402,22 @@ START_TEST(test_trim_and_extents_raw)
 	ck_assert_uint_eq(ext[1].flags, 0);
 	ck_assert_uint_eq(ext[2].len, (1 << 20) - 131072);
 	/* REQ_ONE-style: room for one extent only. */
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 70000, 100, 0, ext, 1, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 70000, 100, 0, ext, 1, &n), 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(ext[0].flags, 0);
 	ck_assert_uint_le(ext[0].len, 100);
 	/* Trim frees the blocks, which then read as a hole. */
 	before = allocated_bytes();
-	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 65536, 65536, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_TRIM, 65536, 65536, 0, NULL, 0, NULL), 0);
 	ck_assert_uint_lt(allocated_bytes(), before);
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 1 << 20, 0, ext, 8, &n), 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
 	/* Bad requests. */
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 0, 0, ext, 8, &n), -EINVAL);
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 4096, 0, NULL, 8, &n), -EINVAL);
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 1 << 20, 1, 0, ext, 8, &n), -EINVAL);
-	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 1 << 20, 1, 0, NULL, 0, NULL), -ENOSPC);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 0, 0, ext, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 4096, 0, NULL, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 1 << 20, 1, 0, ext, 8, &n), -EINVAL);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_TRIM, 1 << 20, 1, 0, NULL, 0, NULL), -ENOSPC);
 }
 END_TEST
 
@@ -430,26 +430,26 @@ START_TEST(test_ram_ops)
 	uint32_t n = 0;
 
 	fill(t, 4096, 4096, 'r');
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(ext[0].flags, IMAGE_EXT_HOLE | IMAGE_EXT_ZERO);
 	ck_assert_uint_eq(ext[1].flags, 0);
 	ck_assert_uint_eq(ext[1].len, 4096);
-	ck_assert_int_eq(run_op(t, TAP_OP_WRITE_ZEROES, 4100, 100, IMAGE_F_FAST_ZERO, NULL, 0,
+	ck_assert_int_eq(run_op(t, IMAGE_OP_WRITE_ZEROES, 4100, 100, IMAGE_F_FAST_ZERO, NULL, 0,
 				NULL), 0);
 	read_back(t, 4096, 4096, got);
 	ck_assert_int_eq(got[3], 'r');
 	ck_assert_int_eq(got[4], 0);
 	ck_assert_int_eq(got[103], 0);
 	ck_assert_int_eq(got[104], 'r');
-	ck_assert_int_eq(run_op(t, TAP_OP_TRIM, 4096, 4096, 0, NULL, 0, NULL), 0);
-	ck_assert_int_eq(run_op(t, TAP_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_TRIM, 4096, 4096, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_BLOCK_STATUS, 0, 12288, 0, ext, 8, &n), 0);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(ext[0].len, 12288);
-	ck_assert_int_eq(run_op(t, TAP_OP_CACHE, 0, 4096, 0, NULL, 0, NULL), 0);
-	ck_assert_int_eq(run_op(ro, TAP_OP_TRIM, 0, 4096, 0, NULL, 0, NULL), -EPERM);
-	ck_assert_int_eq(run_op(ro, TAP_OP_WRITE_ZEROES, 0, 4096, 0, NULL, 0, NULL), -EPERM);
-	ck_assert_int_eq(run_op(ro, TAP_OP_BLOCK_STATUS, 0, 4096, 0, ext, 8, &n), 0);
+	ck_assert_int_eq(run_op(t, IMAGE_OP_CACHE, 0, 4096, 0, NULL, 0, NULL), 0);
+	ck_assert_int_eq(run_op(ro, IMAGE_OP_TRIM, 0, 4096, 0, NULL, 0, NULL), -EPERM);
+	ck_assert_int_eq(run_op(ro, IMAGE_OP_WRITE_ZEROES, 0, 4096, 0, NULL, 0, NULL), -EPERM);
+	ck_assert_int_eq(run_op(ro, IMAGE_OP_BLOCK_STATUS, 0, 4096, 0, ext, 8, &n), 0);
 }
 END_TEST
 
@@ -479,7 +479,7 @@ START_TEST(test_pause_unpause)
 {
 	char spec[600], other[600], small[600], spec2[700];
 	struct errbuf eb = { { 0 } };
-	struct tap_req w, r = { .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+	struct tap_req w, r = { .op = IMAGE_OP_READ, .off = 0, .len = 4096, .done = on_done };
 	struct tap *t;
 
 	snprintf(spec, sizeof(spec), "raw:%s", path);
@@ -532,7 +532,7 @@ END_TEST
 START_TEST(test_shutdown_while_paused)
 {
 	struct errbuf eb = { { 0 } };
-	struct tap_req r = { .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+	struct tap_req r = { .op = IMAGE_OP_READ, .off = 0, .len = 4096, .done = on_done };
 	struct tap *t = make_tap("ram:1M", "sp", false);
 
 	paused_err = 1;
@@ -556,7 +556,7 @@ END_TEST
 START_TEST(test_set_pool_live)
 {
 	struct errbuf eb = { { 0 } };
-	struct tap_req r = { .op = TAP_OP_READ, .off = 0, .len = 8192, .done = on_done };
+	struct tap_req r = { .op = IMAGE_OP_READ, .off = 0, .len = 8192, .done = on_done };
 	struct pool_stats a, b;
 	struct pool *pa, *pb;
 	struct tap *t;
@@ -674,7 +674,7 @@ START_TEST(test_qos_waits)
 	tap_get_qos(t, &iops, &bps);
 	ck_assert_uint_eq(iops, 2);
 	for (int i = 0; i < 12; i++) {
-		r[i] = (struct tap_req){ .op = TAP_OP_READ, .off = 0, .len = 4096, .done = on_done };
+		r[i] = (struct tap_req){ .op = IMAGE_OP_READ, .off = 0, .len = 4096, .done = on_done };
 		ck_assert_int_eq(tap_req_prepare(t, &r[i], no_wait), 0);
 		tap_req_submit(&r[i]);
 	}
@@ -704,7 +704,7 @@ START_TEST(test_qos_waits)
 
 		tap_set_qos(t, 0, 4096);
 		for (int i = 0; i < 3; i++) {
-			p[i] = (struct tap_req){ .op = TAP_OP_BLOCK_STATUS, .off = 0, .len = 65536,
+			p[i] = (struct tap_req){ .op = IMAGE_OP_BLOCK_STATUS, .off = 0, .len = 65536,
 						 .flags = i < 2 ? TAP_F_READ_PROBE : 0,
 						 .ext = ext, .ext_max = 4, .done = on_done };
 			ck_assert_int_eq(tap_req_prepare(t, &p[i], no_wait), 0);

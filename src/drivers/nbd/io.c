@@ -50,7 +50,7 @@ void nbdc_deliver(struct nbdc *c)
 
 static bool req_has_payload(const struct nbdc_req *r)
 {
-	return nbdc_io(r)->op == TAP_OP_WRITE && !r->flushing;
+	return nbdc_io(r)->op == IMAGE_OP_WRITE && !r->flushing;
 }
 
 static uint32_t req_wire_len(const struct nbdc_req *r)
@@ -144,20 +144,20 @@ static void nbdc_encode(struct nbdc *c, struct nbdc_req *r, uint16_t slot)
 		return;
 	}
 	switch (io->op) {
-	case TAP_OP_READ:
+	case IMAGE_OP_READ:
 		type = NBD_CMD_READ;
 		r->cur = MIN(io->len - r->done, c->max_payload);
 		break;
-	case TAP_OP_WRITE:
+	case IMAGE_OP_WRITE:
 		type = NBD_CMD_WRITE;
 		r->cur = MIN(io->len - r->done, c->max_payload);
 		break;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		type = NBD_CMD_FLUSH;
 		r->cur = 0;
 		off = 0;
 		break;
-	case TAP_OP_TRIM:
+	case IMAGE_OP_TRIM:
 		type = NBD_CMD_TRIM;
 		r->cur = io->len;
 		break;
@@ -212,7 +212,7 @@ static int nbdc_answered(struct nbdc *c, struct nbdc_req *r, int err)
 		return 0;
 	}
 	r->wait_ms = 0; /* the server is answering */
-	if (!r->flushing && (io->op == TAP_OP_READ || io->op == TAP_OP_WRITE))
+	if (!r->flushing && (io->op == IMAGE_OP_READ || io->op == IMAGE_OP_WRITE))
 		r->done += r->cur;
 	else if (!r->flushing)
 		r->done = io->len;
@@ -274,7 +274,7 @@ static int nbdc_read_one(struct nbdc *c)
 			return -1;
 		}
 		err = nbdc_error_to_errno(error);
-		if (!err && nbdc_io(r)->op == TAP_OP_READ && !r->flushing && r->cur) {
+		if (!err && nbdc_io(r)->op == IMAGE_OP_READ && !r->flushing && r->cur) {
 			c->rreq = r;
 			c->rgot = 0;
 			return 1;

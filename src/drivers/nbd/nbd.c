@@ -170,27 +170,27 @@ static void nbd_submit(struct image *img, struct image_io *io)
 
 	memset(r, 0, offsetof(struct nbdc_req, hdr));
 	switch (io->op) {
-	case TAP_OP_READ:
-	case TAP_OP_WRITE:
+	case IMAGE_OP_READ:
+	case IMAGE_OP_WRITE:
 		if (!io->len) {
 			io->done(io, 0);
 			return;
 		}
 		break;
-	case TAP_OP_FLUSH:
+	case IMAGE_OP_FLUSH:
 		/* No SEND_FLUSH: the server has no cache to flush. */
 		if (!(f & NBD_FLAG_SEND_FLUSH)) {
 			io->done(io, 0);
 			return;
 		}
 		break;
-	case TAP_OP_TRIM:
+	case IMAGE_OP_TRIM:
 		if (!(f & NBD_FLAG_SEND_TRIM)) {
 			io->done(io, 0); /* advice only */
 			return;
 		}
 		break;
-	case TAP_OP_WRITE_ZEROES:
+	case IMAGE_OP_WRITE_ZEROES:
 		if (!(f & NBD_FLAG_SEND_WRITE_ZEROES) ||
 		    ((io->flags & IMAGE_F_FAST_ZERO) && !(f & NBD_FLAG_SEND_FAST_ZERO))) {
 			io->done(io, -EOPNOTSUPP);
@@ -201,7 +201,7 @@ static void nbd_submit(struct image *img, struct image_io *io)
 		io->done(io, -EOPNOTSUPP);
 		return;
 	}
-	if (io->op != TAP_OP_READ && io->op != TAP_OP_FLUSH && (io->flags & IMAGE_F_FUA) &&
+	if (io->op != IMAGE_OP_READ && io->op != IMAGE_OP_FLUSH && (io->flags & IMAGE_F_FUA) &&
 	    !(f & NBD_FLAG_SEND_FUA) && (f & NBD_FLAG_SEND_FLUSH))
 		r->flush_after = true;
 	if (c->state != NBDC_UP)

@@ -215,7 +215,7 @@ static void vhd_read_piece(struct vhd_io *vio, uint32_t block, uint32_t bs, uint
 		struct image_io *pio = &vio->slot->pio;
 
 		vio->stage = S_PARENT;
-		pio->op = TAP_OP_READ;
+		pio->op = IMAGE_OP_READ;
 		pio->flags = 0;
 		pio->off = vio->pos;
 		pio->len = (uint32_t)MIN(vio->piece, v->parent->size - vio->pos);
@@ -274,14 +274,14 @@ static void vhd_step(struct vhd_io *vio)
 		v->free_slots = vio->slot->next_free;
 		vio->slot->owner = vio;
 		vio->stage = S_START;
-		if (io->op == TAP_OP_FLUSH) {
+		if (io->op == IMAGE_OP_FLUSH) {
 			/* Parents are read-only: only our own file has
 			 * anything to make durable. */
 			vio->stage = S_FUA;
 			vhd_aio(vio, IO_CMD_FDSYNC, NULL, 0, 0);
 			return;
 		}
-		if (io->op == TAP_OP_BLOCK_STATUS) {
+		if (io->op == IMAGE_OP_BLOCK_STATUS) {
 			io->ext_count = 0;
 			vhd_status_step(vio);
 			return;
@@ -289,7 +289,7 @@ static void vhd_step(struct vhd_io *vio)
 		break;
 	case S_DATA:
 	case S_PARENT:
-		if (io->op == TAP_OP_WRITE) {
+		if (io->op == IMAGE_OP_WRITE) {
 			sector = vio->pos >> VHD_SECTOR_SHIFT;
 			vio->stage = S_COMMIT;
 			if (vio->bm &&
@@ -323,7 +323,7 @@ static void vhd_step(struct vhd_io *vio)
 	if (v->allocating == vio && vio->stage == S_START)
 		vhd_alloc_release(v);
 	if (vio->pos >= end) {
-		if (io->op == TAP_OP_WRITE && (io->flags & IMAGE_F_FUA)) {
+		if (io->op == IMAGE_OP_WRITE && (io->flags & IMAGE_F_FUA)) {
 			vio->stage = S_FUA;
 			vhd_aio(vio, IO_CMD_FDSYNC, NULL, 0, 0);
 			return;
@@ -335,7 +335,7 @@ static void vhd_step(struct vhd_io *vio)
 		/* No bitmaps: the piece is done when it is read or written. */
 		vio->piece = (uint32_t)(end - vio->pos);
 		vio->stage = S_COMMIT;
-		vhd_aio(vio, io->op == TAP_OP_READ ? IO_CMD_PREAD : IO_CMD_PWRITE,
+		vhd_aio(vio, io->op == IMAGE_OP_READ ? IO_CMD_PREAD : IO_CMD_PWRITE,
 			(char *)io->buf + (vio->pos - io->off), vio->piece, vio->pos);
 		return;
 	}
@@ -348,7 +348,7 @@ static void vhd_step(struct vhd_io *vio)
 		if (vhd_bm_get(vio, block))
 			return;
 	}
-	if (io->op == TAP_OP_READ)
+	if (io->op == IMAGE_OP_READ)
 		vhd_read_piece(vio, block, bs, count);
 	else
 		vhd_write_piece(vio, block, bs, count);
@@ -408,7 +408,7 @@ static void vhd_status_parent(struct vhd_io *vio, uint64_t next)
 	struct image_io *io = vio->io;
 	struct image_io *pio = &vio->slot->pio;
 
-	pio->op = TAP_OP_BLOCK_STATUS;
+	pio->op = IMAGE_OP_BLOCK_STATUS;
 	pio->flags = 0;
 	pio->off = vio->pos;
 	pio->len = (uint32_t)(MIN(next, v->parent->size) - vio->pos);
@@ -481,10 +481,10 @@ static void vhd_submit(struct image *img, struct image_io *io)
 	vio->vhd = v;
 	vio->pos = io->off;
 	switch (io->op) {
-	case TAP_OP_READ:
-	case TAP_OP_WRITE:
-	case TAP_OP_FLUSH:
-	case TAP_OP_BLOCK_STATUS:
+	case IMAGE_OP_READ:
+	case IMAGE_OP_WRITE:
+	case IMAGE_OP_FLUSH:
+	case IMAGE_OP_BLOCK_STATUS:
 		vio->stage = S_SLOT;
 		vhd_step(vio);
 		return;

@@ -190,7 +190,7 @@ static void slot_done(struct tap_req *req)
 void nbd_read_start(struct nbd_slot *s, uint32_t flags)
 {
 	memset(&s->req, 0, sizeof(s->req));
-	s->req.op = TAP_OP_READ;
+	s->req.op = IMAGE_OP_READ;
 	s->req.flags = flags;
 	s->req.off = s->off;
 	s->req.len = s->len;
@@ -273,7 +273,7 @@ static void start_probe(struct nbd_slot *s)
 {
 	int ret;
 
-	s->req.op = TAP_OP_BLOCK_STATUS;
+	s->req.op = IMAGE_OP_BLOCK_STATUS;
 	s->req.flags = TAP_F_READ_PROBE; /* QoS charges it as the READ */
 	s->req.off = s->off;
 	s->req.len = s->len;
@@ -294,17 +294,17 @@ static void start_probe(struct nbd_slot *s)
 	}
 }
 
-static enum tap_op submit_op(uint16_t type)
+static enum image_op submit_op(uint16_t type)
 {
 	switch (type) {
 	case NBD_CMD_TRIM:
-		return TAP_OP_TRIM;
+		return IMAGE_OP_TRIM;
 	case NBD_CMD_WRITE_ZEROES:
-		return TAP_OP_WRITE_ZEROES;
+		return IMAGE_OP_WRITE_ZEROES;
 	case NBD_CMD_CACHE:
-		return TAP_OP_CACHE;
+		return IMAGE_OP_CACHE;
 	default:
-		return TAP_OP_FLUSH;
+		return IMAGE_OP_FLUSH;
 	}
 }
 
@@ -363,11 +363,11 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 		}
 		if (nbd_splice_read(s))
 			return;
-		s->req.op = TAP_OP_READ;
+		s->req.op = IMAGE_OP_READ;
 		break;
 	case NBD_ACT_WRITE:
 		slot_hold(s);
-		s->req.op = TAP_OP_WRITE;
+		s->req.op = IMAGE_OP_WRITE;
 		s->req.flags = image_flags(r->flags & NBD_CMD_FLAG_FUA);
 		c->cur = s;
 		if (nbd_wsplice_start(s))
@@ -375,7 +375,7 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 		c->rs = RS_WRITE_WAIT;
 		break;
 	case NBD_ACT_BLOCK_STATUS:
-		s->req.op = TAP_OP_BLOCK_STATUS;
+		s->req.op = IMAGE_OP_BLOCK_STATUS;
 		s->req.ext = s->ext;
 		s->req.ext_max = NBD_EXTENTS;
 		break;
