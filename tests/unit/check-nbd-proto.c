@@ -22,23 +22,23 @@
 static void make_request(unsigned char *b, uint32_t magic, uint16_t flags, uint16_t type,
 			 uint64_t cookie, uint64_t off, uint32_t len)
 {
-	nbd_put32(b, magic);
-	nbd_put16(b + 4, flags);
-	nbd_put16(b + 6, type);
-	nbd_put64(b + 8, cookie);
-	nbd_put64(b + 16, off);
-	nbd_put32(b + 24, len);
+	put_be32(b, magic);
+	put_be16(b + 4, flags);
+	put_be16(b + 6, type);
+	put_be64(b + 8, cookie);
+	put_be64(b + 16, off);
+	put_be32(b + 24, len);
 }
 
 /* Build GO/INFO data: name, then n info requests. Returns its length. */
 static uint32_t make_go(unsigned char *b, const char *name, uint32_t name_len, const uint16_t *info,
 			uint16_t n)
 {
-	nbd_put32(b, name_len);
+	put_be32(b, name_len);
 	memcpy(b + 4, name, name_len);
-	nbd_put16(b + 4 + name_len, n);
+	put_be16(b + 4 + name_len, n);
 	for (uint16_t i = 0; i < n; i++)
-		nbd_put16(b + 6 + name_len + 2 * i, info[i]);
+		put_be16(b + 6 + name_len + 2 * i, info[i]);
 	return 6 + name_len + 2u * n;
 }
 
@@ -46,14 +46,14 @@ START_TEST(test_endian)
 {
 	unsigned char b[8];
 
-	nbd_put64(b, 0x0102030405060708ull);
+	put_be64(b, 0x0102030405060708ull);
 	ck_assert_int_eq(b[0], 1);
 	ck_assert_int_eq(b[7], 8);
-	ck_assert_uint_eq(nbd_get64(b), 0x0102030405060708ull);
-	nbd_put32(b, 0xdeadbeef);
-	ck_assert_uint_eq(nbd_get32(b), 0xdeadbeef);
-	nbd_put16(b, 0xfffe);
-	ck_assert_uint_eq(nbd_get16(b), 0xfffe);
+	ck_assert_uint_eq(get_be64(b), 0x0102030405060708ull);
+	put_be32(b, 0xdeadbeef);
+	ck_assert_uint_eq(get_be32(b), 0xdeadbeef);
+	put_be16(b, 0xfffe);
+	ck_assert_uint_eq(get_be16(b), 0xfffe);
 }
 END_TEST
 
@@ -63,7 +63,7 @@ START_TEST(test_greeting)
 
 	ck_assert_uint_eq(nbd_encode_greeting(b), 18);
 	ck_assert(memcmp(b, "NBDMAGICIHAVEOPT", 16) == 0);
-	ck_assert_uint_eq(nbd_get16(b + 16), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	ck_assert_uint_eq(get_be16(b + 16), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 }
 END_TEST
 
@@ -72,14 +72,14 @@ START_TEST(test_client_flags)
 	unsigned char b[4];
 	bool nz = true;
 
-	nbd_put32(b, NBD_FLAG_C_FIXED_NEWSTYLE);
+	put_be32(b, NBD_FLAG_C_FIXED_NEWSTYLE);
 	ck_assert_int_eq(nbd_parse_client_flags(b, &nz), 0);
 	ck_assert(!nz);
-	nbd_put32(b, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+	put_be32(b, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
 	ck_assert_int_eq(nbd_parse_client_flags(b, &nz), 0);
 	ck_assert(nz);
 	/* Unknown bits: the protocol requires a disconnect. */
-	nbd_put32(b, NBD_FLAG_C_FIXED_NEWSTYLE | 4);
+	put_be32(b, NBD_FLAG_C_FIXED_NEWSTYLE | 4);
 	ck_assert_int_eq(nbd_parse_client_flags(b, &nz), -EPROTO);
 	memcpy(b, "GARB", 4);
 	ck_assert_int_eq(nbd_parse_client_flags(b, &nz), -EPROTO);
@@ -91,9 +91,9 @@ START_TEST(test_opt_hdr)
 	unsigned char b[NBD_OPT_HDR_LEN];
 	struct nbd_opt_hdr h;
 
-	nbd_put64(b, NBD_IHAVEOPT);
-	nbd_put32(b + 8, NBD_OPT_GO);
-	nbd_put32(b + 12, 42);
+	put_be64(b, NBD_IHAVEOPT);
+	put_be32(b + 8, NBD_OPT_GO);
+	put_be32(b + 12, 42);
 	ck_assert_int_eq(nbd_parse_opt_hdr(b, &h), 0);
 	ck_assert_uint_eq(h.opt, NBD_OPT_GO);
 	ck_assert_uint_eq(h.len, 42);
@@ -133,7 +133,7 @@ START_TEST(test_opt_go)
 	ck_assert_int_eq(nbd_parse_opt_go(b, 3, &go), -EINVAL);
 	ck_assert_int_eq(nbd_parse_opt_go(b, 0, &go), -EINVAL);
 	/* A name length that would wrap a 32-bit sum. */
-	nbd_put32(b, 0xfffffffe);
+	put_be32(b, 0xfffffffe);
 	ck_assert_int_eq(nbd_parse_opt_go(b, len, &go), -EINVAL);
 	/* NUL inside the name. */
 	len = make_go(b, "di\0k", 4, NULL, 0);
@@ -160,36 +160,36 @@ START_TEST(test_opt_replies)
 
 	n = nbd_encode_opt_reply(b, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, 0);
 	ck_assert_uint_eq(n, 20);
-	ck_assert_uint_eq(nbd_get64(b), NBD_REP_MAGIC);
-	ck_assert_uint_eq(nbd_get32(b + 8), NBD_OPT_STARTTLS);
-	ck_assert_uint_eq(nbd_get32(b + 12), 0x80000001u);
-	ck_assert_uint_eq(nbd_get32(b + 16), 0);
+	ck_assert_uint_eq(get_be64(b), NBD_REP_MAGIC);
+	ck_assert_uint_eq(get_be32(b + 8), NBD_OPT_STARTTLS);
+	ck_assert_uint_eq(get_be32(b + 12), 0x80000001u);
+	ck_assert_uint_eq(get_be32(b + 16), 0);
 	ck_assert_uint_eq(NBD_REP_ERR_UNKNOWN, 0x80000006u);
 	ck_assert_uint_eq(NBD_REP_ERR_INVALID, 0x80000003u);
 
 	n = nbd_encode_rep_server(b, "disk0", 5);
 	ck_assert_uint_eq(n, 29);
-	ck_assert_uint_eq(nbd_get32(b + 8), NBD_OPT_LIST);
-	ck_assert_uint_eq(nbd_get32(b + 12), NBD_REP_SERVER);
-	ck_assert_uint_eq(nbd_get32(b + 16), 9);
-	ck_assert_uint_eq(nbd_get32(b + 20), 5);
+	ck_assert_uint_eq(get_be32(b + 8), NBD_OPT_LIST);
+	ck_assert_uint_eq(get_be32(b + 12), NBD_REP_SERVER);
+	ck_assert_uint_eq(get_be32(b + 16), 9);
+	ck_assert_uint_eq(get_be32(b + 20), 5);
 	ck_assert(memcmp(b + 24, "disk0", 5) == 0);
 
 	n = nbd_encode_info_export(b, NBD_OPT_GO, SIZE, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY);
 	ck_assert_uint_eq(n, NBD_INFO_EXPORT_LEN);
-	ck_assert_uint_eq(nbd_get32(b + 12), NBD_REP_INFO);
-	ck_assert_uint_eq(nbd_get32(b + 16), 12);
-	ck_assert_uint_eq(nbd_get16(b + 20), NBD_INFO_EXPORT);
-	ck_assert_uint_eq(nbd_get64(b + 22), SIZE);
-	ck_assert_uint_eq(nbd_get16(b + 30), 3);
+	ck_assert_uint_eq(get_be32(b + 12), NBD_REP_INFO);
+	ck_assert_uint_eq(get_be32(b + 16), 12);
+	ck_assert_uint_eq(get_be16(b + 20), NBD_INFO_EXPORT);
+	ck_assert_uint_eq(get_be64(b + 22), SIZE);
+	ck_assert_uint_eq(get_be16(b + 30), 3);
 
 	n = nbd_encode_info_block_size(b, NBD_OPT_INFO, 1, 4096, MAX_LEN);
 	ck_assert_uint_eq(n, NBD_INFO_BLOCK_SIZE_LEN);
-	ck_assert_uint_eq(nbd_get32(b + 8), NBD_OPT_INFO);
-	ck_assert_uint_eq(nbd_get16(b + 20), NBD_INFO_BLOCK_SIZE);
-	ck_assert_uint_eq(nbd_get32(b + 22), 1);
-	ck_assert_uint_eq(nbd_get32(b + 26), 4096);
-	ck_assert_uint_eq(nbd_get32(b + 30), MAX_LEN);
+	ck_assert_uint_eq(get_be32(b + 8), NBD_OPT_INFO);
+	ck_assert_uint_eq(get_be16(b + 20), NBD_INFO_BLOCK_SIZE);
+	ck_assert_uint_eq(get_be32(b + 22), 1);
+	ck_assert_uint_eq(get_be32(b + 26), 4096);
+	ck_assert_uint_eq(get_be32(b + 30), MAX_LEN);
 }
 END_TEST
 
@@ -199,8 +199,8 @@ START_TEST(test_export_name_reply)
 
 	memset(b, 0xaa, sizeof(b));
 	ck_assert_uint_eq(nbd_encode_export_name_reply(b, SIZE, 1, true), 10);
-	ck_assert_uint_eq(nbd_get64(b), SIZE);
-	ck_assert_uint_eq(nbd_get16(b + 8), 1);
+	ck_assert_uint_eq(get_be64(b), SIZE);
+	ck_assert_uint_eq(get_be16(b + 8), 1);
 	ck_assert_int_eq(b[10], 0xaa);
 	ck_assert_uint_eq(nbd_encode_export_name_reply(b, SIZE, 1, false), 134);
 	for (int i = 10; i < 134; i++)
@@ -472,9 +472,9 @@ START_TEST(test_simple_reply)
 	unsigned char b[NBD_SIMPLE_REPLY_LEN];
 
 	ck_assert_uint_eq(nbd_encode_simple_reply(b, NBD_ENOSPC, 0xabcdefull), 16);
-	ck_assert_uint_eq(nbd_get32(b), NBD_SIMPLE_REPLY_MAGIC);
-	ck_assert_uint_eq(nbd_get32(b + 4), 28);
-	ck_assert_uint_eq(nbd_get64(b + 8), 0xabcdefull);
+	ck_assert_uint_eq(get_be32(b), NBD_SIMPLE_REPLY_MAGIC);
+	ck_assert_uint_eq(get_be32(b + 4), 28);
+	ck_assert_uint_eq(get_be64(b + 8), 0xabcdefull);
 }
 END_TEST
 
@@ -501,14 +501,14 @@ static uint32_t make_meta(unsigned char *b, const char *name, const char **q, ui
 {
 	uint32_t len = 0, l = (uint32_t)strlen(name);
 
-	nbd_put32(b, l);
+	put_be32(b, l);
 	memcpy(b + 4, name, l);
 	len = 4 + l;
-	nbd_put32(b + len, n);
+	put_be32(b + len, n);
 	len += 4;
 	for (uint32_t i = 0; i < n; i++) {
 		l = (uint32_t)strlen(q[i]);
-		nbd_put32(b + len, l);
+		put_be32(b + len, l);
 		memcpy(b + len + 4, q[i], l);
 		len += 4 + l;
 	}
@@ -560,11 +560,11 @@ START_TEST(test_opt_meta)
 	ck_assert_int_eq(nbd_parse_opt_meta(b, len + 1, &m), -EINVAL);
 	/* A query count far beyond the data. */
 	len = make_meta(b, "tap0", base, 1);
-	nbd_put32(b + 8, 0xffffffffu);
+	put_be32(b + 8, 0xffffffffu);
 	ck_assert_int_eq(nbd_parse_opt_meta(b, len, &m), -EINVAL);
 	/* A query length that would wrap. */
 	len = make_meta(b, "tap0", base, 1);
-	nbd_put32(b + 12, 0xfffffffcu);
+	put_be32(b + 12, 0xfffffffcu);
 	ck_assert_int_eq(nbd_parse_opt_meta(b, len, &m), -EINVAL);
 	/* NUL in a query. */
 	len = make_meta(b, "tap0", base, 1);
@@ -580,18 +580,18 @@ START_TEST(test_info_and_meta_replies)
 
 	n = nbd_encode_info_string(b, NBD_OPT_GO, NBD_INFO_NAME, "tap0", 4);
 	ck_assert_uint_eq(n, 26);
-	ck_assert_uint_eq(nbd_get32(b + 12), NBD_REP_INFO);
-	ck_assert_uint_eq(nbd_get32(b + 16), 6);
-	ck_assert_uint_eq(nbd_get16(b + 20), NBD_INFO_NAME);
+	ck_assert_uint_eq(get_be32(b + 12), NBD_REP_INFO);
+	ck_assert_uint_eq(get_be32(b + 16), 6);
+	ck_assert_uint_eq(get_be16(b + 20), NBD_INFO_NAME);
 	ck_assert(memcmp(b + 22, "tap0", 4) == 0);
 
 	n = nbd_encode_meta_context(b, NBD_OPT_SET_META_CONTEXT, NBD_CONTEXT_ID_BASE,
 				    NBD_CONTEXT_BASE_ALLOCATION);
 	ck_assert_uint_eq(n, 20 + 4 + 15);
-	ck_assert_uint_eq(nbd_get32(b + 8), 10);
-	ck_assert_uint_eq(nbd_get32(b + 12), NBD_REP_META_CONTEXT);
-	ck_assert_uint_eq(nbd_get32(b + 16), 19);
-	ck_assert_uint_eq(nbd_get32(b + 20), NBD_CONTEXT_ID_BASE);
+	ck_assert_uint_eq(get_be32(b + 8), 10);
+	ck_assert_uint_eq(get_be32(b + 12), NBD_REP_META_CONTEXT);
+	ck_assert_uint_eq(get_be32(b + 16), 19);
+	ck_assert_uint_eq(get_be32(b + 20), NBD_CONTEXT_ID_BASE);
 	ck_assert(memcmp(b + 24, "base:allocation", 15) == 0);
 }
 END_TEST
@@ -602,31 +602,31 @@ START_TEST(test_chunks)
 
 	ck_assert_uint_eq(nbd_encode_chunk_data(b, NBD_REPLY_FLAG_DONE, 9, 4096, 512),
 			  NBD_CHUNK_DATA_HDR_LEN);
-	ck_assert_uint_eq(nbd_get32(b), 0x668e33efu);
-	ck_assert_uint_eq(nbd_get16(b + 4), NBD_REPLY_FLAG_DONE);
-	ck_assert_uint_eq(nbd_get16(b + 6), NBD_REPLY_TYPE_OFFSET_DATA);
-	ck_assert_uint_eq(nbd_get64(b + 8), 9);
-	ck_assert_uint_eq(nbd_get32(b + 16), 8 + 512);
-	ck_assert_uint_eq(nbd_get64(b + 20), 4096);
+	ck_assert_uint_eq(get_be32(b), 0x668e33efu);
+	ck_assert_uint_eq(get_be16(b + 4), NBD_REPLY_FLAG_DONE);
+	ck_assert_uint_eq(get_be16(b + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+	ck_assert_uint_eq(get_be64(b + 8), 9);
+	ck_assert_uint_eq(get_be32(b + 16), 8 + 512);
+	ck_assert_uint_eq(get_be64(b + 20), 4096);
 
 	ck_assert_uint_eq(nbd_encode_chunk_hole(b, 0, 9, 8192, 65536), NBD_CHUNK_HOLE_LEN);
-	ck_assert_uint_eq(nbd_get16(b + 4), 0);
-	ck_assert_uint_eq(nbd_get16(b + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
-	ck_assert_uint_eq(nbd_get32(b + 16), 12);
-	ck_assert_uint_eq(nbd_get64(b + 20), 8192);
-	ck_assert_uint_eq(nbd_get32(b + 28), 65536);
+	ck_assert_uint_eq(get_be16(b + 4), 0);
+	ck_assert_uint_eq(get_be16(b + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
+	ck_assert_uint_eq(get_be32(b + 16), 12);
+	ck_assert_uint_eq(get_be64(b + 20), 8192);
+	ck_assert_uint_eq(get_be32(b + 28), 65536);
 
 	ck_assert_uint_eq(nbd_encode_chunk_error(b, 9, NBD_EIO), NBD_CHUNK_ERROR_LEN);
-	ck_assert_uint_eq(nbd_get16(b + 4), NBD_REPLY_FLAG_DONE);
-	ck_assert_uint_eq(nbd_get16(b + 6), 32769);
-	ck_assert_uint_eq(nbd_get32(b + 16), 6);
-	ck_assert_uint_eq(nbd_get32(b + 20), NBD_EIO);
-	ck_assert_uint_eq(nbd_get16(b + 24), 0);
+	ck_assert_uint_eq(get_be16(b + 4), NBD_REPLY_FLAG_DONE);
+	ck_assert_uint_eq(get_be16(b + 6), 32769);
+	ck_assert_uint_eq(get_be32(b + 16), 6);
+	ck_assert_uint_eq(get_be32(b + 20), NBD_EIO);
+	ck_assert_uint_eq(get_be16(b + 24), 0);
 
 	ck_assert_uint_eq(nbd_encode_chunk_none(b, 9), NBD_CHUNK_HDR_LEN);
-	ck_assert_uint_eq(nbd_get16(b + 4), NBD_REPLY_FLAG_DONE);
-	ck_assert_uint_eq(nbd_get16(b + 6), NBD_REPLY_TYPE_NONE);
-	ck_assert_uint_eq(nbd_get32(b + 16), 0);
+	ck_assert_uint_eq(get_be16(b + 4), NBD_REPLY_FLAG_DONE);
+	ck_assert_uint_eq(get_be16(b + 6), NBD_REPLY_TYPE_NONE);
+	ck_assert_uint_eq(get_be32(b + 16), 0);
 }
 END_TEST
 
@@ -646,29 +646,29 @@ START_TEST(test_block_status)
 
 	n = nbd_encode_block_status(b, 5, NBD_CONTEXT_ID_BASE, ext, 6, 20480 + 100, false);
 	ck_assert_uint_eq(n, NBD_CHUNK_BS_HDR_LEN + 4 * NBD_BS_DESC_LEN);
-	ck_assert_uint_eq(nbd_get16(b + 4), NBD_REPLY_FLAG_DONE);
-	ck_assert_uint_eq(nbd_get16(b + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
-	ck_assert_uint_eq(nbd_get64(b + 8), 5);
-	ck_assert_uint_eq(nbd_get32(b + 16), 4 + 4 * 8);
-	ck_assert_uint_eq(nbd_get32(b + 20), NBD_CONTEXT_ID_BASE);
-	ck_assert_uint_eq(nbd_get32(d), 8192);
-	ck_assert_uint_eq(nbd_get32(d + 4), 0);
-	ck_assert_uint_eq(nbd_get32(d + 8), 8192);
-	ck_assert_uint_eq(nbd_get32(d + 12), NBD_STATE_HOLE | NBD_STATE_ZERO);
-	ck_assert_uint_eq(nbd_get32(d + 16), 4096);
-	ck_assert_uint_eq(nbd_get32(d + 20), NBD_STATE_ZERO);
-	ck_assert_uint_eq(nbd_get32(d + 24), 100);
-	ck_assert_uint_eq(nbd_get32(d + 28), 0);
+	ck_assert_uint_eq(get_be16(b + 4), NBD_REPLY_FLAG_DONE);
+	ck_assert_uint_eq(get_be16(b + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
+	ck_assert_uint_eq(get_be64(b + 8), 5);
+	ck_assert_uint_eq(get_be32(b + 16), 4 + 4 * 8);
+	ck_assert_uint_eq(get_be32(b + 20), NBD_CONTEXT_ID_BASE);
+	ck_assert_uint_eq(get_be32(d), 8192);
+	ck_assert_uint_eq(get_be32(d + 4), 0);
+	ck_assert_uint_eq(get_be32(d + 8), 8192);
+	ck_assert_uint_eq(get_be32(d + 12), NBD_STATE_HOLE | NBD_STATE_ZERO);
+	ck_assert_uint_eq(get_be32(d + 16), 4096);
+	ck_assert_uint_eq(get_be32(d + 20), NBD_STATE_ZERO);
+	ck_assert_uint_eq(get_be32(d + 24), 100);
+	ck_assert_uint_eq(get_be32(d + 28), 0);
 
 	/* REQ_ONE: one descriptor (merged runs still count as one). */
 	n = nbd_encode_block_status(b, 5, 1, ext, 6, 1 << 30, true);
 	ck_assert_uint_eq(n, NBD_CHUNK_BS_HDR_LEN + NBD_BS_DESC_LEN);
-	ck_assert_uint_eq(nbd_get32(d), 8192);
+	ck_assert_uint_eq(get_be32(d), 8192);
 
 	/* Clipped inside the first extent. */
 	n = nbd_encode_block_status(b, 5, 1, ext, 6, 1000, false);
 	ck_assert_uint_eq(n, NBD_CHUNK_BS_HDR_LEN + NBD_BS_DESC_LEN);
-	ck_assert_uint_eq(nbd_get32(d), 1000);
+	ck_assert_uint_eq(get_be32(d), 1000);
 
 	/* Nothing to describe. */
 	ck_assert_uint_eq(nbd_encode_block_status(b, 5, 1, ext, 0, 4096, false), 0);

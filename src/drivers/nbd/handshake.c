@@ -146,7 +146,7 @@ static int hs_greeting(struct nbdc *c, struct errbuf *eb)
 		cflags |= NBD_FLAG_C_NO_ZEROES;
 		hs->no_zeroes = true;
 	}
-	nbd_put32(buf, cflags);
+	put_be32(buf, cflags);
 	hs_queue(hs, buf, NBD_CLIENT_FLAGS_LEN);
 	/* Without fixed newstyle a server may drop the connection on an
 	 * option it does not know: only EXPORT_NAME is safe. */

@@ -12,11 +12,11 @@ size_t nbd_encode_chunk_hdr(void *buf, uint16_t flags, uint16_t type, uint64_t c
 {
 	unsigned char *b = buf;
 
-	nbd_put32(b, NBD_STRUCTURED_REPLY_MAGIC);
-	nbd_put16(b + 4, flags);
-	nbd_put16(b + 6, type);
-	nbd_put64(b + 8, cookie);
-	nbd_put32(b + 16, payload_len);
+	put_be32(b, NBD_STRUCTURED_REPLY_MAGIC);
+	put_be16(b + 4, flags);
+	put_be16(b + 6, type);
+	put_be64(b + 8, cookie);
+	put_be32(b + 16, payload_len);
 	return NBD_CHUNK_HDR_LEN;
 }
 
@@ -25,7 +25,7 @@ size_t nbd_encode_chunk_data(void *buf, uint16_t flags, uint64_t cookie, uint64_
 	unsigned char *b = buf;
 
 	nbd_encode_chunk_hdr(b, flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + len);
-	nbd_put64(b + NBD_CHUNK_HDR_LEN, off);
+	put_be64(b + NBD_CHUNK_HDR_LEN, off);
 	return NBD_CHUNK_DATA_HDR_LEN;
 }
 
@@ -34,8 +34,8 @@ size_t nbd_encode_chunk_hole(void *buf, uint16_t flags, uint64_t cookie, uint64_
 	unsigned char *b = buf;
 
 	nbd_encode_chunk_hdr(b, flags, NBD_REPLY_TYPE_OFFSET_HOLE, cookie, 12);
-	nbd_put64(b + NBD_CHUNK_HDR_LEN, off);
-	nbd_put32(b + NBD_CHUNK_HDR_LEN + 8, len);
+	put_be64(b + NBD_CHUNK_HDR_LEN, off);
+	put_be32(b + NBD_CHUNK_HDR_LEN + 8, len);
 	return NBD_CHUNK_HOLE_LEN;
 }
 
@@ -44,8 +44,8 @@ size_t nbd_encode_chunk_error(void *buf, uint64_t cookie, uint32_t error)
 	unsigned char *b = buf;
 
 	nbd_encode_chunk_hdr(b, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, cookie, 6);
-	nbd_put32(b + NBD_CHUNK_HDR_LEN, error);
-	nbd_put16(b + NBD_CHUNK_HDR_LEN + 4, 0);
+	put_be32(b + NBD_CHUNK_HDR_LEN, error);
+	put_be16(b + NBD_CHUNK_HDR_LEN + 4, 0);
 	return NBD_CHUNK_ERROR_LEN;
 }
 
@@ -76,23 +76,23 @@ size_t nbd_encode_block_status(void *buf, uint64_t cookie, uint32_t id,
 		if (!el)
 			continue;
 		left -= el;
-		if (nd && nbd_get32(d + (nd - 1) * NBD_BS_DESC_LEN + 4) == fl) {
+		if (nd && get_be32(d + (nd - 1) * NBD_BS_DESC_LEN + 4) == fl) {
 			unsigned char *prev = d + (nd - 1) * NBD_BS_DESC_LEN;
 
-			nbd_put32(prev, nbd_get32(prev) + el);
+			put_be32(prev, get_be32(prev) + el);
 			continue;
 		}
 		if (req_one && nd)
 			break;
-		nbd_put32(d + nd * NBD_BS_DESC_LEN, el);
-		nbd_put32(d + nd * NBD_BS_DESC_LEN + 4, fl);
+		put_be32(d + nd * NBD_BS_DESC_LEN, el);
+		put_be32(d + nd * NBD_BS_DESC_LEN + 4, fl);
 		nd++;
 	}
 	if (!nd)
 		return 0;
 	nbd_encode_chunk_hdr(b, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, cookie,
 			     4 + nd * NBD_BS_DESC_LEN);
-	nbd_put32(b + NBD_CHUNK_HDR_LEN, id);
+	put_be32(b + NBD_CHUNK_HDR_LEN, id);
 	return NBD_CHUNK_BS_HDR_LEN + nd * NBD_BS_DESC_LEN;
 }
 

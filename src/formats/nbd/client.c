@@ -203,13 +203,13 @@ int nbdc_parse_greeting(const void *buf, uint16_t *hs_flags)
 {
 	const unsigned char *p = buf;
 
-	if (nbd_get64(p) != NBD_MAGIC)
+	if (get_be64(p) != NBD_MAGIC)
 		return -EBADMSG;
-	if (nbd_get64(p + 8) == NBD_OLDSTYLE_MAGIC)
+	if (get_be64(p + 8) == NBD_OLDSTYLE_MAGIC)
 		return -EPROTONOSUPPORT;
-	if (nbd_get64(p + 8) != NBD_IHAVEOPT)
+	if (get_be64(p + 8) != NBD_IHAVEOPT)
 		return -EBADMSG;
-	*hs_flags = nbd_get16(p + 16);
+	*hs_flags = get_be16(p + 16);
 	return 0;
 }
 
@@ -217,9 +217,9 @@ size_t nbdc_encode_opt(void *buf, uint32_t opt, uint32_t len)
 {
 	unsigned char *p = buf;
 
-	nbd_put64(p, NBD_IHAVEOPT);
-	nbd_put32(p + 8, opt);
-	nbd_put32(p + 12, len);
+	put_be64(p, NBD_IHAVEOPT);
+	put_be32(p + 8, opt);
+	put_be32(p + 12, len);
 	return NBD_OPT_HDR_LEN;
 }
 
@@ -228,11 +228,11 @@ size_t nbdc_encode_opt_go(void *buf, const char *name, uint32_t name_len)
 	unsigned char *p = buf;
 	size_t n = nbdc_encode_opt(p, NBD_OPT_GO, 4 + name_len + 2 + 2);
 
-	nbd_put32(p + n, name_len);
+	put_be32(p + n, name_len);
 	memcpy(p + n + 4, name, name_len);
 	n += 4 + name_len;
-	nbd_put16(p + n, 1); /* one info request */
-	nbd_put16(p + n + 2, NBD_INFO_BLOCK_SIZE);
+	put_be16(p + n, 1); /* one info request */
+	put_be16(p + n + 2, NBD_INFO_BLOCK_SIZE);
 	return n + 4;
 }
 
@@ -240,11 +240,11 @@ int nbdc_parse_opt_reply(const void *buf, struct nbdc_opt_reply *r)
 {
 	const unsigned char *p = buf;
 
-	if (nbd_get64(p) != NBD_REP_MAGIC)
+	if (get_be64(p) != NBD_REP_MAGIC)
 		return -EBADMSG;
-	r->opt = nbd_get32(p + 8);
-	r->type = nbd_get32(p + 12);
-	r->len = nbd_get32(p + 16);
+	r->opt = get_be32(p + 8);
+	r->type = get_be32(p + 12);
+	r->len = get_be32(p + 16);
 	return 0;
 }
 
@@ -259,20 +259,20 @@ int nbdc_parse_info(const void *data, uint32_t len, struct nbdc_export *x)
 
 	if (len < 2)
 		return -EBADMSG;
-	switch (nbd_get16(p)) {
+	switch (get_be16(p)) {
 	case NBD_INFO_EXPORT:
 		if (len != 12)
 			return -EBADMSG;
-		x->size = nbd_get64(p + 2);
-		x->tx_flags = nbd_get16(p + 10);
+		x->size = get_be64(p + 2);
+		x->tx_flags = get_be16(p + 10);
 		x->have_export = true;
 		return 0;
 	case NBD_INFO_BLOCK_SIZE:
 		if (len != 14)
 			return -EBADMSG;
-		x->min_block = nbd_get32(p + 2);
-		x->pref_block = nbd_get32(p + 6);
-		x->max_block = nbd_get32(p + 10);
+		x->min_block = get_be32(p + 2);
+		x->pref_block = get_be32(p + 6);
+		x->max_block = get_be32(p + 10);
 		/* The protocol: powers of two for min and preferred, min at
 		 * most 64K, max a multiple of min and at least preferred. */
 		if (!pow2(x->min_block) || x->min_block > 65536 || !pow2(x->pref_block) ||
@@ -288,8 +288,8 @@ void nbdc_parse_export_name_reply(const void *buf, struct nbdc_export *x)
 {
 	const unsigned char *p = buf;
 
-	x->size = nbd_get64(p);
-	x->tx_flags = nbd_get16(p + 8);
+	x->size = get_be64(p);
+	x->tx_flags = get_be16(p + 8);
 	x->have_export = true;
 }
 
@@ -298,12 +298,12 @@ size_t nbdc_encode_request(void *buf, uint16_t flags, uint16_t type, uint64_t co
 {
 	unsigned char *p = buf;
 
-	nbd_put32(p, NBD_REQUEST_MAGIC);
-	nbd_put16(p + 4, flags);
-	nbd_put16(p + 6, type);
-	nbd_put64(p + 8, cookie);
-	nbd_put64(p + 16, off);
-	nbd_put32(p + 24, len);
+	put_be32(p, NBD_REQUEST_MAGIC);
+	put_be16(p + 4, flags);
+	put_be16(p + 6, type);
+	put_be64(p + 8, cookie);
+	put_be64(p + 16, off);
+	put_be32(p + 24, len);
 	return NBD_REQUEST_LEN;
 }
 
@@ -311,10 +311,10 @@ int nbdc_parse_simple_reply(const void *buf, uint32_t *error, uint64_t *cookie)
 {
 	const unsigned char *p = buf;
 
-	if (nbd_get32(p) != NBD_SIMPLE_REPLY_MAGIC)
+	if (get_be32(p) != NBD_SIMPLE_REPLY_MAGIC)
 		return -EBADMSG;
-	*error = nbd_get32(p + 4);
-	*cookie = nbd_get64(p + 8);
+	*error = get_be32(p + 4);
+	*cookie = get_be64(p + 8);
 	return 0;
 }
 

@@ -7,62 +7,19 @@
 
 #include "proto.h"
 
-void nbd_put16(void *p, uint16_t v)
-{
-	unsigned char *b = p;
-
-	b[0] = v >> 8;
-	b[1] = v;
-}
-
-void nbd_put32(void *p, uint32_t v)
-{
-	unsigned char *b = p;
-
-	b[0] = v >> 24;
-	b[1] = v >> 16;
-	b[2] = v >> 8;
-	b[3] = v;
-}
-
-void nbd_put64(void *p, uint64_t v)
-{
-	nbd_put32(p, v >> 32);
-	nbd_put32((unsigned char *)p + 4, (uint32_t)v);
-}
-
-uint16_t nbd_get16(const void *p)
-{
-	const unsigned char *b = p;
-
-	return (uint16_t)(b[0] << 8 | b[1]);
-}
-
-uint32_t nbd_get32(const void *p)
-{
-	const unsigned char *b = p;
-
-	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
-uint64_t nbd_get64(const void *p)
-{
-	return (uint64_t)nbd_get32(p) << 32 | nbd_get32((const unsigned char *)p + 4);
-}
-
 size_t nbd_encode_greeting(void *buf)
 {
 	unsigned char *b = buf;
 
-	nbd_put64(b, NBD_MAGIC);
-	nbd_put64(b + 8, NBD_IHAVEOPT);
-	nbd_put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	put_be64(b, NBD_MAGIC);
+	put_be64(b + 8, NBD_IHAVEOPT);
+	put_be16(b + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	return NBD_GREETING_LEN;
 }
 
 int nbd_parse_client_flags(const void *buf, bool *no_zeroes)
 {
-	uint32_t f = nbd_get32(buf);
+	uint32_t f = get_be32(buf);
 
 	/* Both flags we know are offered, so only unknown bits are wrong.
 	 * A client without FIXED_NEWSTYLE is served anyway: we never rely on
@@ -77,10 +34,10 @@ int nbd_parse_opt_hdr(const void *buf, struct nbd_opt_hdr *h)
 {
 	const unsigned char *b = buf;
 
-	if (nbd_get64(b) != NBD_IHAVEOPT)
+	if (get_be64(b) != NBD_IHAVEOPT)
 		return -EBADMSG;
-	h->opt = nbd_get32(b + 8);
-	h->len = nbd_get32(b + 12);
+	h->opt = get_be32(b + 8);
+	h->len = get_be32(b + 12);
 	return 0;
 }
 
@@ -96,13 +53,13 @@ int nbd_parse_opt_go(const void *data, uint32_t len, struct nbd_opt_go *go)
 
 	if (len < 6)
 		return -EINVAL;
-	go->name_len = nbd_get32(b);
+	go->name_len = get_be32(b);
 	/* 64-bit sum: a name length near 4G must not wrap around. */
 	need = 4 + (uint64_t)go->name_len + 2;
 	if (need > len)
 		return -EINVAL;
 	go->name = (const char *)b + 4;
-	go->n_info = nbd_get16(b + 4 + go->name_len);
+	go->n_info = get_be16(b + 4 + go->name_len);
 	go->info = b + 4 + go->name_len + 2;
 	if (need + 2 * (uint64_t)go->n_info != len)
 		return -EINVAL;
@@ -114,7 +71,7 @@ int nbd_parse_opt_go(const void *data, uint32_t len, struct nbd_opt_go *go)
 bool nbd_opt_go_wants(const struct nbd_opt_go *go, uint16_t t)
 {
 	for (uint16_t i = 0; i < go->n_info; i++)
-		if (nbd_get16(go->info + 2 * i) == t)
+		if (get_be16(go->info + 2 * i) == t)
 			return true;
 	return false;
 }
@@ -123,10 +80,10 @@ size_t nbd_encode_opt_reply(void *buf, uint32_t opt, uint32_t type, uint32_t len
 {
 	unsigned char *b = buf;
 
-	nbd_put64(b, NBD_REP_MAGIC);
-	nbd_put32(b + 8, opt);
-	nbd_put32(b + 12, type);
-	nbd_put32(b + 16, len);
+	put_be64(b, NBD_REP_MAGIC);
+	put_be32(b + 8, opt);
+	put_be32(b + 12, type);
+	put_be32(b + 16, len);
 	return NBD_OPT_REPLY_HDR_LEN;
 }
 
@@ -135,7 +92,7 @@ size_t nbd_encode_rep_server(void *buf, const char *name, uint32_t name_len)
 	unsigned char *b = buf;
 
 	nbd_encode_opt_reply(b, NBD_OPT_LIST, NBD_REP_SERVER, 4 + name_len);
-	nbd_put32(b + NBD_OPT_REPLY_HDR_LEN, name_len);
+	put_be32(b + NBD_OPT_REPLY_HDR_LEN, name_len);
 	memcpy(b + NBD_OPT_REPLY_HDR_LEN + 4, name, name_len);
 	return NBD_OPT_REPLY_HDR_LEN + 4 + name_len;
 }
@@ -146,9 +103,9 @@ size_t nbd_encode_info_export(void *buf, uint32_t opt, uint64_t size, uint16_t t
 
 	nbd_encode_opt_reply(b, opt, NBD_REP_INFO, 12);
 	b += NBD_OPT_REPLY_HDR_LEN;
-	nbd_put16(b, NBD_INFO_EXPORT);
-	nbd_put64(b + 2, size);
-	nbd_put16(b + 10, tx_flags);
+	put_be16(b, NBD_INFO_EXPORT);
+	put_be64(b + 2, size);
+	put_be16(b + 10, tx_flags);
 	return NBD_INFO_EXPORT_LEN;
 }
 
@@ -159,10 +116,10 @@ size_t nbd_encode_info_block_size(void *buf, uint32_t opt, uint32_t min, uint32_
 
 	nbd_encode_opt_reply(b, opt, NBD_REP_INFO, 14);
 	b += NBD_OPT_REPLY_HDR_LEN;
-	nbd_put16(b, NBD_INFO_BLOCK_SIZE);
-	nbd_put32(b + 2, min);
-	nbd_put32(b + 6, pref);
-	nbd_put32(b + 10, max);
+	put_be16(b, NBD_INFO_BLOCK_SIZE);
+	put_be32(b + 2, min);
+	put_be32(b + 6, pref);
+	put_be32(b + 10, max);
 	return NBD_INFO_BLOCK_SIZE_LEN;
 }
 
@@ -170,8 +127,8 @@ size_t nbd_encode_export_name_reply(void *buf, uint64_t size, uint16_t tx_flags,
 {
 	unsigned char *b = buf;
 
-	nbd_put64(b, size);
-	nbd_put16(b + 8, tx_flags);
+	put_be64(b, size);
+	put_be16(b + 8, tx_flags);
 	if (no_zeroes)
 		return 10;
 	memset(b + 10, 0, 124);
@@ -183,7 +140,7 @@ size_t nbd_encode_info_string(void *buf, uint32_t opt, uint16_t type, const char
 	unsigned char *b = buf;
 
 	nbd_encode_opt_reply(b, opt, NBD_REP_INFO, 2 + len);
-	nbd_put16(b + NBD_OPT_REPLY_HDR_LEN, type);
+	put_be16(b + NBD_OPT_REPLY_HDR_LEN, type);
 	memcpy(b + NBD_OPT_REPLY_HDR_LEN + 2, str, len);
 	return NBD_OPT_REPLY_HDR_LEN + 2 + len;
 }
@@ -194,7 +151,7 @@ size_t nbd_encode_meta_context(void *buf, uint32_t opt, uint32_t id, const char 
 	uint32_t len = (uint32_t)strlen(name);
 
 	nbd_encode_opt_reply(b, opt, NBD_REP_META_CONTEXT, 4 + len);
-	nbd_put32(b + NBD_OPT_REPLY_HDR_LEN, id);
+	put_be32(b + NBD_OPT_REPLY_HDR_LEN, id);
 	memcpy(b + NBD_OPT_REPLY_HDR_LEN + 4, name, len);
 	return NBD_OPT_REPLY_HDR_LEN + 4 + len;
 }
@@ -207,7 +164,7 @@ static int take_string(const unsigned char *data, uint32_t len, uint64_t *pos, c
 {
 	if (*pos + 4 > len)
 		return -EINVAL;
-	*slen = nbd_get32(data + *pos);
+	*slen = get_be32(data + *pos);
 	*pos += 4;
 	if (*pos + *slen > len)
 		return -EINVAL;
@@ -225,7 +182,7 @@ int nbd_parse_opt_meta(const void *data, uint32_t len, struct nbd_opt_meta *m)
 
 	if (take_string(b, len, &pos, &m->name, &m->name_len) < 0 || pos + 4 > len)
 		return -EINVAL;
-	m->n_queries = nbd_get32(b + pos);
+	m->n_queries = get_be32(b + pos);
 	pos += 4;
 	m->queries = b + pos;
 	m->queries_len = len - (uint32_t)pos;
@@ -286,13 +243,13 @@ int nbd_parse_request(const void *buf, struct nbd_request *r)
 {
 	const unsigned char *b = buf;
 
-	if (nbd_get32(b) != NBD_REQUEST_MAGIC)
+	if (get_be32(b) != NBD_REQUEST_MAGIC)
 		return -EBADMSG;
-	r->flags = nbd_get16(b + 4);
-	r->type = nbd_get16(b + 6);
-	r->cookie = nbd_get64(b + 8);
-	r->off = nbd_get64(b + 16);
-	r->len = nbd_get32(b + 24);
+	r->flags = get_be16(b + 4);
+	r->type = get_be16(b + 6);
+	r->cookie = get_be64(b + 8);
+	r->off = get_be64(b + 16);
+	r->len = get_be32(b + 24);
 	return 0;
 }
 
@@ -393,9 +350,9 @@ size_t nbd_encode_simple_reply(void *buf, uint32_t error, uint64_t cookie)
 {
 	unsigned char *b = buf;
 
-	nbd_put32(b, NBD_SIMPLE_REPLY_MAGIC);
-	nbd_put32(b + 4, error);
-	nbd_put64(b + 8, cookie);
+	put_be32(b, NBD_SIMPLE_REPLY_MAGIC);
+	put_be32(b + 4, error);
+	put_be64(b + 8, cookie);
 	return NBD_SIMPLE_REPLY_LEN;
 }
 

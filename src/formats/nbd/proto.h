@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/endian.h"
+
 #define NBD_MAGIC 0x4e42444d41474943ull	   /* "NBDMAGIC" */
 #define NBD_IHAVEOPT 0x49484156454f5054ull /* "IHAVEOPT" */
 #define NBD_REP_MAGIC 0x0003e889045565a9ull
@@ -126,14 +128,6 @@
 /* Largest option payload we read; longer ones are discarded and answered
  * with NBD_REP_ERR_TOO_BIG. GO carries a name and a few info requests. */
 #define NBD_OPT_DATA_MAX (NBD_NAME_MAX + 256)
-
-/* Big-endian helpers. */
-void nbd_put16(void *p, uint16_t v);
-void nbd_put32(void *p, uint32_t v);
-void nbd_put64(void *p, uint64_t v);
-uint16_t nbd_get16(const void *p);
-uint32_t nbd_get32(const void *p);
-uint64_t nbd_get64(const void *p);
 
 /* Server greeting: fills NBD_GREETING_LEN bytes. */
 size_t nbd_encode_greeting(void *buf);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/endian.h"
+
 #define FOOTER_COOKIE "conectix"
 #define HEADER_COOKIE "cxsparse"
 #define BATMAP_COOKIE "tdbatmap"
@@ -17,48 +19,6 @@
 #define BATMAP_MAX_VERSION 0x00010002u
 /* Unix time of 2000-01-01 00:00:00 UTC, the VHD epoch. */
 #define VHD_EPOCH 946684800
-
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, 2);
-	return be16toh(v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return be32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return be64toh(v);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	v = htobe16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htobe32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htobe64(v);
-	memcpy(p, &v, 8);
-}
 
 static bool is_pow2(uint64_t v)
 {
@@ -106,20 +66,20 @@ int vhd_footer_decode(const uint8_t buf[VHD_FOOTER_SIZE], struct vhd_footer *f,
 		return -EINVAL;
 	}
 	memset(f, 0, sizeof(*f));
-	f->features = get32(buf + 8);
-	f->version = get32(buf + 12);
-	f->data_offset = get64(buf + 16);
-	f->timestamp = get32(buf + 24);
+	f->features = get_be32(buf + 8);
+	f->version = get_be32(buf + 12);
+	f->data_offset = get_be64(buf + 16);
+	f->timestamp = get_be32(buf + 24);
 	memcpy(f->creator_app, buf + 28, 4);
-	f->creator_version = get32(buf + 32);
-	f->creator_os = get32(buf + 36);
-	f->orig_size = get64(buf + 40);
-	f->curr_size = get64(buf + 48);
-	f->cylinders = get16(buf + 56);
+	f->creator_version = get_be32(buf + 32);
+	f->creator_os = get_be32(buf + 36);
+	f->orig_size = get_be64(buf + 40);
+	f->curr_size = get_be64(buf + 48);
+	f->cylinders = get_be16(buf + 56);
 	f->heads = buf[58];
 	f->sectors = buf[59];
-	f->type = get32(buf + 60);
-	f->checksum = get32(buf + 64);
+	f->type = get_be32(buf + 60);
+	f->checksum = get_be32(buf + 64);
 	memcpy(f->uuid, buf + 68, 16);
 	f->saved_state = buf[84];
 	f->hidden = buf[85];
@@ -171,24 +131,24 @@ void vhd_footer_encode(struct vhd_footer *f, uint8_t buf[VHD_FOOTER_SIZE])
 {
 	memset(buf, 0, VHD_FOOTER_SIZE);
 	memcpy(buf, FOOTER_COOKIE, 8);
-	put32(buf + 8, f->features);
-	put32(buf + 12, f->version);
-	put64(buf + 16, f->data_offset);
-	put32(buf + 24, f->timestamp);
+	put_be32(buf + 8, f->features);
+	put_be32(buf + 12, f->version);
+	put_be64(buf + 16, f->data_offset);
+	put_be32(buf + 24, f->timestamp);
 	memcpy(buf + 28, f->creator_app, 4);
-	put32(buf + 32, f->creator_version);
-	put32(buf + 36, f->creator_os);
-	put64(buf + 40, f->orig_size);
-	put64(buf + 48, f->curr_size);
-	put16(buf + 56, f->cylinders);
+	put_be32(buf + 32, f->creator_version);
+	put_be32(buf + 36, f->creator_os);
+	put_be64(buf + 40, f->orig_size);
+	put_be64(buf + 48, f->curr_size);
+	put_be16(buf + 56, f->cylinders);
 	buf[58] = f->heads;
 	buf[59] = f->sectors;
-	put32(buf + 60, f->type);
+	put_be32(buf + 60, f->type);
 	memcpy(buf + 68, f->uuid, 16);
 	buf[84] = f->saved_state;
 	buf[85] = f->hidden;
 	f->checksum = vhd_checksum(buf, VHD_FOOTER_SIZE, 64);
-	put32(buf + 64, f->checksum);
+	put_be32(buf + 64, f->checksum);
 }
 
 static bool known_plat(uint32_t code)
@@ -217,21 +177,21 @@ int vhd_header_decode(const uint8_t buf[VHD_HEADER_SIZE], struct vhd_header *h,
 		return -EINVAL;
 	}
 	memset(h, 0, sizeof(*h));
-	h->data_offset = get64(buf + 8);
-	h->table_offset = get64(buf + 16);
-	h->version = get32(buf + 24);
-	h->max_bat_entries = get32(buf + 28);
-	h->block_size = get32(buf + 32);
-	h->checksum = get32(buf + 36);
+	h->data_offset = get_be64(buf + 8);
+	h->table_offset = get_be64(buf + 16);
+	h->version = get_be32(buf + 24);
+	h->max_bat_entries = get_be32(buf + 28);
+	h->block_size = get_be32(buf + 32);
+	h->checksum = get_be32(buf + 36);
 	memcpy(h->parent_uuid, buf + 40, 16);
-	h->parent_timestamp = get32(buf + 56);
+	h->parent_timestamp = get_be32(buf + 56);
 	for (int i = 0; i < VHD_LOCATORS; i++) {
 		const uint8_t *p = buf + 576 + 24 * i;
 
-		h->loc[i].code = get32(p);
-		h->loc[i].data_space = get32(p + 4);
-		h->loc[i].data_len = get32(p + 8);
-		h->loc[i].data_offset = get64(p + 16);
+		h->loc[i].code = get_be32(p);
+		h->loc[i].data_space = get_be32(p + 4);
+		h->loc[i].data_len = get_be32(p + 8);
+		h->loc[i].data_offset = get_be64(p + 16);
 	}
 
 	sum = vhd_checksum(buf, VHD_HEADER_SIZE, 36);
@@ -271,23 +231,23 @@ int vhd_header_encode(struct vhd_header *h, uint8_t buf[VHD_HEADER_SIZE])
 	if (n < 0)
 		return (int)n;
 	memcpy(buf, HEADER_COOKIE, 8);
-	put64(buf + 8, h->data_offset);
-	put64(buf + 16, h->table_offset);
-	put32(buf + 24, h->version);
-	put32(buf + 28, h->max_bat_entries);
-	put32(buf + 32, h->block_size);
+	put_be64(buf + 8, h->data_offset);
+	put_be64(buf + 16, h->table_offset);
+	put_be32(buf + 24, h->version);
+	put_be32(buf + 28, h->max_bat_entries);
+	put_be32(buf + 32, h->block_size);
 	memcpy(buf + 40, h->parent_uuid, 16);
-	put32(buf + 56, h->parent_timestamp);
+	put_be32(buf + 56, h->parent_timestamp);
 	for (int i = 0; i < VHD_LOCATORS; i++) {
 		uint8_t *p = buf + 576 + 24 * i;
 
-		put32(p, h->loc[i].code);
-		put32(p + 4, h->loc[i].data_space);
-		put32(p + 8, h->loc[i].data_len);
-		put64(p + 16, h->loc[i].data_offset);
+		put_be32(p, h->loc[i].code);
+		put_be32(p + 4, h->loc[i].data_space);
+		put_be32(p + 8, h->loc[i].data_len);
+		put_be64(p + 16, h->loc[i].data_offset);
 	}
 	h->checksum = vhd_checksum(buf, VHD_HEADER_SIZE, 36);
-	put32(buf + 36, h->checksum);
+	put_be32(buf + 36, h->checksum);
 	return 0;
 }
 
@@ -385,13 +345,13 @@ int vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 void vhd_bat_decode(const uint8_t *buf, uint32_t entries, uint32_t *bat)
 {
 	for (uint32_t i = 0; i < entries; i++)
-		bat[i] = get32(buf + 4 * (size_t)i);
+		bat[i] = get_be32(buf + 4 * (size_t)i);
 }
 
 void vhd_bat_encode(const uint32_t *bat, uint32_t entries, uint8_t *buf)
 {
 	for (uint32_t i = 0; i < entries; i++)
-		put32(buf + 4 * (size_t)i, bat[i]);
+		put_be32(buf + 4 * (size_t)i, bat[i]);
 }
 
 uint64_t vhd_bat_sector_encode(const struct vhd_layout *l, const uint32_t *bat, uint32_t block,
@@ -403,7 +363,7 @@ uint64_t vhd_bat_sector_encode(const struct vhd_layout *l, const uint32_t *bat, 
 
 	memset(buf, 0xff, VHD_SECTOR_SIZE);
 	vhd_bat_encode(bat + first, n, buf);
-	put32(buf + 4 * (size_t)(block - first), entry);
+	put_be32(buf + 4 * (size_t)(block - first), entry);
 	return l->bat_offset + (uint64_t)(first / per) * VHD_SECTOR_SIZE;
 }
 
@@ -563,10 +523,10 @@ int vhd_batmap_decode(const uint8_t buf[VHD_SECTOR_SIZE], const struct vhd_layou
 
 	if (memcmp(buf, BATMAP_COOKIE, 8))
 		return -ENOENT;
-	bm->offset = get64(buf + 8);
-	bm->size = get32(buf + 16);
-	bm->version = get32(buf + 20);
-	bm->checksum = get32(buf + 24);
+	bm->offset = get_be64(buf + 8);
+	bm->size = get_be32(buf + 16);
+	bm->version = get_be32(buf + 20);
+	bm->checksum = get_be32(buf + 24);
 	bm->marker = buf[28];
 	if (bm->version > BATMAP_MAX_VERSION) {
 		err_set(eb, "batmap version 0x%08" PRIx32 " not supported", bm->version);
