@@ -1,12 +1,12 @@
-/* Shared state of the nbd: driver (nbd.c: requests and reconnects) and its
- * connection setup (handshake.c: connect and handshake). Not a public
- * header: everything here runs on the loop thread. */
+/* Shared state of the nbd: driver's three files: nbd.c (the ops), io.c (the
+ * connection at work, which owns struct nbdc) and handshake.c (connect and
+ * handshake, below both). Private to src/drivers/nbd/; loop thread only. */
 #ifndef TAPD_NBD_CLIENT_INTERNAL_H
 #define TAPD_NBD_CLIENT_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <event2/util.h>
+#include <event2/event.h>
 #include <sys/socket.h>
 
 #include "formats/nbd/client.h"
@@ -68,6 +68,7 @@ enum nbdc_state {
 
 struct nbdc {
 	struct image *img;
+	struct event_base *base; /* the daemon's loop, from nbd_client_setup */
 	struct nbdc_uri uri;
 	char desc[160]; /* for log lines: the URI */
 	struct sockaddr_storage addrs[NBDC_MAX_ADDRS];
@@ -139,27 +140,20 @@ static inline struct nbdc_req *q_pop(struct nbdc_queue *q)
 	return r;
 }
 
-/* nbd.c */
-extern struct event_base *nbdc_base;
-
-/* io.c */
+/* io.c: the life of a struct nbdc, which io.c owns; nbd.c calls down. */
 /* Without NBD_INFO_BLOCK_SIZE the protocol promises 32 MiB payloads. */
 #define NBDC_DEFAULT_MAX_PAYLOAD (32u << 20)
-#define NBDC_BACKOFF_MIN_MS 50
-/* Give waiting requests free slots and write them out. */
-void nbdc_kick(struct nbdc *c);
-/* r is finished with err: queue it for nbdc_deliver. */
-void nbdc_finish(struct nbdc *c, struct nbdc_req *r, int err);
-/* Tell finished requests to their owners. The last thing every entry
- * point does: a done callback may close the image and free c. */
-void nbdc_deliver(struct nbdc *c);
-/* Watch c->fd on the loop (new events for each new socket). */
-int nbdc_watch_fd(struct nbdc *c);
-void nbdc_close_fd(struct nbdc *c);
-/* The reconnect and expiry timer: armed while the connection is not up. */
-void nbdc_arm_timer(struct nbdc *c);
-void nbdc_on_timer(evutil_socket_t fd, short what, void *arg);
-void nbdc_free(struct nbdc *c);
+/* A new connection state for img on base, not connected (fd -1); NULL
+ * when out of memory. */
+struct nbdc *nbdc_new(struct image *img, struct event_base *base);
+/* The blocking handshake at open succeeded: watch the socket, make the
+ * reconnect timer and take requests. 0 or -ENOMEM. */
+int nbdc_start(struct nbdc *c);
+/* Queue r (taken by nbd.c's submit) and send it if the connection is up. */
+void nbdc_enqueue(struct nbdc *c, struct nbdc_req *r);
+/* Close the socket and free c, at once or, inside one of c's done
+ * callbacks, once they return. */
+void nbdc_release(struct nbdc *c);
 
 /* handshake.c */
 /* Resolve the URI's address(es) into c->addrs; may block on DNS, so for

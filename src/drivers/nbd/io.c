@@ -1,7 +1,8 @@
 /* The nbd: driver's connection at work: requests out through sendmsg from
  * their own buffers, replies in (READ payloads straight into the io's
  * buffer), and the life of the connection: drop, requeue, reconnect with
- * backoff on the loop, and the timeout that turns waiting into EIO. */
+ * backoff on the loop, and the timeout that turns waiting into EIO. This
+ * file owns struct nbdc, from nbdc_new to its free; nbd.c calls down. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "internal.h"
 
 #define NBDC_HS_TIMEOUT_MS 5000
+#define NBDC_BACKOFF_MIN_MS 50
 #define NBDC_BACKOFF_MAX_MS 1000
 /* A connection that lasted less than this did not end a backoff. */
 #define NBDC_STABLE_MS 2000
@@ -20,7 +22,11 @@
 /* Replies handled per wake-up before the loop gets to other sockets. */
 #define NBDC_READ_BATCH 128
 
-void nbdc_finish(struct nbdc *c, struct nbdc_req *r, int err)
+static void nbdc_free(struct nbdc *c);
+static void nbdc_arm_timer(struct nbdc *c);
+
+/* r is finished with err: queue it for nbdc_deliver. */
+static void nbdc_finish(struct nbdc *c, struct nbdc_req *r, int err)
 {
 	r->err = err;
 	q_push(&c->done, r);
@@ -29,7 +35,7 @@ void nbdc_finish(struct nbdc *c, struct nbdc_req *r, int err)
 /* Call the done callbacks of finished requests; the last thing any entry
  * point does, since a callback may close the image (a stopping tap closes
  * it from its final flush's completion) and c may be gone afterwards. */
-void nbdc_deliver(struct nbdc *c)
+static void nbdc_deliver(struct nbdc *c)
 {
 	struct nbdc_req *r;
 
@@ -177,7 +183,7 @@ static void nbdc_encode(struct nbdc *c, struct nbdc_req *r, uint16_t slot)
 }
 
 /* Give waiting requests free slots and write them out. */
-void nbdc_kick(struct nbdc *c)
+static void nbdc_kick(struct nbdc *c)
 {
 	struct nbdc_req *r;
 
@@ -301,7 +307,7 @@ shutdown:
 
 static void nbdc_on_fd(evutil_socket_t fd, short what, void *arg);
 
-void nbdc_close_fd(struct nbdc *c)
+static void nbdc_close_fd(struct nbdc *c)
 {
 	if (c->ev_read)
 		event_free(c->ev_read);
@@ -314,10 +320,11 @@ void nbdc_close_fd(struct nbdc *c)
 	c->fd = -1;
 }
 
-int nbdc_watch_fd(struct nbdc *c)
+/* Watch c->fd on the loop (new events for each new socket). */
+static int nbdc_watch_fd(struct nbdc *c)
 {
-	c->ev_read = event_new(nbdc_base, c->fd, EV_READ | EV_PERSIST, nbdc_on_fd, c);
-	c->ev_write = event_new(nbdc_base, c->fd, EV_WRITE | EV_PERSIST, nbdc_on_fd, c);
+	c->ev_read = event_new(c->base, c->fd, EV_READ | EV_PERSIST, nbdc_on_fd, c);
+	c->ev_write = event_new(c->base, c->fd, EV_WRITE | EV_PERSIST, nbdc_on_fd, c);
 	if (!c->ev_read || !c->ev_write || event_add(c->ev_read, NULL) < 0)
 		return -ENOMEM;
 	return 0;
@@ -411,7 +418,8 @@ static void nbdc_expire(struct nbdc *c, uint64_t now)
 		 n == 1 ? "" : "s", c->timeout_s);
 }
 
-void nbdc_arm_timer(struct nbdc *c)
+/* The reconnect and expiry timer: armed while the connection is not up. */
+static void nbdc_arm_timer(struct nbdc *c)
 {
 	uint64_t now = nbdc_now_ms(), when = c->next_ms;
 	struct timeval tv;
@@ -498,7 +506,7 @@ static void nbdc_attempt(struct nbdc *c)
 	nbdc_hs_progress(c);
 }
 
-void nbdc_on_timer(evutil_socket_t fd, short what, void *arg)
+static void nbdc_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct nbdc *c = arg;
 	uint64_t now = nbdc_now_ms();
@@ -547,7 +555,58 @@ static void nbdc_on_fd(evutil_socket_t fd, short what, void *arg)
 	nbdc_deliver(c);
 }
 
-void nbdc_free(struct nbdc *c)
+/* ---- the life of struct nbdc --------------------------------------------- */
+
+struct nbdc *nbdc_new(struct image *img, struct event_base *base)
+{
+	struct nbdc *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->fd = -1;
+	c->img = img;
+	c->base = base;
+	c->backoff_ms = NBDC_BACKOFF_MIN_MS;
+	return c;
+}
+
+int nbdc_start(struct nbdc *c)
+{
+	c->timer = evtimer_new(c->base, nbdc_on_timer, c);
+	if (!c->timer || nbdc_watch_fd(c) < 0)
+		return -ENOMEM;
+	for (unsigned i = NBDC_SLOTS; i-- > 0;)
+		c->free_slots[c->n_free++] = (uint16_t)i;
+	c->state = NBDC_UP;
+	c->up_ms = nbdc_now_ms();
+	return 0;
+}
+
+void nbdc_enqueue(struct nbdc *c, struct nbdc_req *r)
+{
+	if (c->state != NBDC_UP)
+		r->wait_ms = nbdc_now_ms();
+	q_push(&c->wait, r);
+	if (c->state == NBDC_UP)
+		nbdc_kick(c);
+	else if (!c->wait.head->next)
+		nbdc_arm_timer(c); /* the first waiter sets the expiry */
+}
+
+void nbdc_release(struct nbdc *c)
+{
+	if (c->delivering) {
+		/* Inside one of our done callbacks: nbdc_deliver frees. */
+		nbdc_close_fd(c);
+		if (c->timer)
+			event_del(c->timer);
+		c->close_pending = true;
+		return;
+	}
+	nbdc_free(c);
+}
+
+static void nbdc_free(struct nbdc *c)
 {
 	nbdc_close_fd(c);
 	if (c->timer)

@@ -18,11 +18,12 @@
  * files; reconnects reuse the address and never block the loop. Not done:
  * structured replies and block status (can_extents is false), TLS.
  *
- * Files: this one (ops), io.c (the connection at work and its
- * reconnects), handshake.c (connect and handshake), and
- * formats/nbd/client.c (the client's wire format). */
+ * Files (src/drivers/nbd/): nbd.c, this one (setup and the ops); io.c (the
+ * connection at work and its reconnects; owns struct nbdc); handshake.c
+ * (resolve, connect and handshake, used by both); internal.h (their shared
+ * state); nbd.h (setup, for the daemon). The wire format is in
+ * src/formats/nbd/client.c. Calls run one way: nbd.c -> io.c -> handshake.c. */
 #include <errno.h>
-#include <event2/event.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,7 +38,7 @@ _Static_assert(sizeof(struct nbdc_req) <= sizeof(((struct image_io *)0)->priv),
 	       "nbdc_req must fit in image_io.priv");
 _Static_assert((NBDC_SLOTS & (NBDC_SLOTS - 1)) == 0 && NBDC_SLOTS <= 65536, "slot count");
 
-struct event_base *nbdc_base;
+static struct event_base *nbdc_base;
 static unsigned nbdc_default_timeout = 30;
 
 int nbd_client_setup(struct event_base *base)
@@ -97,12 +98,9 @@ static int nbd_open(struct image *img, const char *arg, struct errbuf *eb)
 		err_set(eb, "nbd: the NBD client is not set up in this daemon");
 		return -ENOTSUP;
 	}
-	c = calloc(1, sizeof(*c));
+	c = nbdc_new(img, nbdc_base);
 	if (!c)
 		return -ENOMEM;
-	c->fd = -1;
-	c->img = img;
-	c->backoff_ms = NBDC_BACKOFF_MIN_MS;
 	ret = nbdc_uri_parse(arg, &c->uri, eb);
 	if (ret < 0)
 		goto fail;
@@ -118,15 +116,9 @@ static int nbd_open(struct image *img, const char *arg, struct errbuf *eb)
 	ret = nbdc_apply_export(c, img, eb);
 	if (ret < 0)
 		goto fail;
-	c->timer = evtimer_new(nbdc_base, nbdc_on_timer, c);
-	if (!c->timer || nbdc_watch_fd(c) < 0) {
-		ret = -ENOMEM;
+	ret = nbdc_start(c);
+	if (ret < 0)
 		goto fail;
-	}
-	for (unsigned i = NBDC_SLOTS; i-- > 0;)
-		c->free_slots[c->n_free++] = (uint16_t)i;
-	c->state = NBDC_UP;
-	c->up_ms = nbdc_now_ms();
 	img->priv = c;
 	log_info("nbd: %s: connected, %llu bytes%s, align %u, flags %#x", c->desc,
 		 (unsigned long long)img->size,
@@ -135,7 +127,7 @@ static int nbd_open(struct image *img, const char *arg, struct errbuf *eb)
 	return 0;
 fail:
 	err_set(eb, "nbd: cannot open %s: %s", arg, strerror(-ret));
-	nbdc_free(c);
+	nbdc_release(c);
 	return ret;
 }
 
@@ -152,14 +144,7 @@ static void nbd_close(struct image *img)
 			log_debug("nbd: %s: disconnect: %s", c->desc, strerror(errno));
 	}
 	img->priv = NULL;
-	if (c->delivering) {
-		/* Inside one of our done callbacks: nbdc_deliver frees. */
-		nbdc_close_fd(c);
-		event_del(c->timer);
-		c->close_pending = true;
-		return;
-	}
-	nbdc_free(c);
+	nbdc_release(c);
 }
 
 static void nbd_submit(struct image *img, struct image_io *io)
@@ -204,13 +189,7 @@ static void nbd_submit(struct image *img, struct image_io *io)
 	if (io->op != IMAGE_OP_READ && io->op != IMAGE_OP_FLUSH && (io->flags & IMAGE_F_FUA) &&
 	    !(f & NBD_FLAG_SEND_FUA) && (f & NBD_FLAG_SEND_FLUSH))
 		r->flush_after = true;
-	if (c->state != NBDC_UP)
-		r->wait_ms = nbdc_now_ms();
-	q_push(&c->wait, r);
-	if (c->state == NBDC_UP)
-		nbdc_kick(c);
-	else if (!c->wait.head->next)
-		nbdc_arm_timer(c); /* the first waiter sets the expiry */
+	nbdc_enqueue(c, r);
 }
 
 const struct driver driver_nbd = {

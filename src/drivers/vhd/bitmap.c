@@ -1,17 +1,20 @@
 /* The vhd driver's cache of sector bitmaps: a fixed set of slots filled on
  * demand by asynchronous reads, evicted least-recently-used among those no
  * io holds, and written back so that a write of the map never overtakes an
- * earlier one (each write carries every bit set before it started). */
+ * earlier one (each write carries every bit set before it started). A vio
+ * that had to wait goes back to the driver through the wake callback it
+ * registered at setup. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-int vhd_bm_setup(struct vhd *v)
+int vhd_bm_setup(struct vhd *v, vhd_wake_fn *wake)
 {
 	uint32_t size = v->meta.layout.bitmap_size;
 
+	v->bm_wake = wake;
 	TAILQ_INIT(&v->bm_waiters);
 	for (int i = 0; i < VHD_BM_SLOTS; i++) {
 		struct vhd_bm *bm = &v->bm[i];
@@ -31,7 +34,7 @@ void vhd_bm_teardown(struct vhd *v)
 		free(v->bm[i].map);
 }
 
-static void bm_wake_all(struct vhd_waitq *q, int err)
+static void bm_wake_all(struct vhd *v, struct vhd_waitq *q, int err)
 {
 	struct vhd_waitq now = TAILQ_HEAD_INITIALIZER(now);
 	struct vhd_io *vio;
@@ -39,7 +42,7 @@ static void bm_wake_all(struct vhd_waitq *q, int err)
 	TAILQ_CONCAT(&now, q, link);
 	while ((vio = TAILQ_FIRST(&now))) {
 		TAILQ_REMOVE(&now, vio, link);
-		vhd_resume(vio, err);
+		v->bm_wake(vio, err);
 	}
 }
 
@@ -62,7 +65,7 @@ static void bm_loaded(struct aio_op *op, long res)
 			bm->refs--;
 			vio->bm = NULL;
 		}
-		vhd_resume(vio, err);
+		bm->vhd->bm_wake(vio, err);
 	}
 }
 
@@ -116,7 +119,7 @@ void vhd_bm_put(struct vhd_io *vio)
 	vio->bm = NULL;
 	if (--bm->refs == 0 && !bm->writing && !TAILQ_EMPTY(&v->bm_waiters))
 		/* A slot is free: everyone waiting for one tries again. */
-		bm_wake_all(&v->bm_waiters, 0);
+		bm_wake_all(v, &v->bm_waiters, 0);
 }
 
 static void bm_write(struct vhd_bm *bm);
@@ -145,10 +148,10 @@ static void bm_written(struct aio_op *op, long res)
 		bm_write(bm);
 	while ((vio = TAILQ_FIRST(&q))) {
 		TAILQ_REMOVE(&q, vio, link);
-		vhd_resume(vio, err);
+		v->bm_wake(vio, err);
 	}
 	if (!bm->refs && !bm->writing && !TAILQ_EMPTY(&v->bm_waiters))
-		bm_wake_all(&v->bm_waiters, 0);
+		bm_wake_all(v, &v->bm_waiters, 0);
 }
 
 static void bm_write(struct vhd_bm *bm)

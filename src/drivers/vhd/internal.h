@@ -17,6 +17,9 @@
 
 struct vhd_io;
 TAILQ_HEAD(vhd_waitq, vhd_io);
+/* How the bitmap cache hands a vio it queued back to the driver: carry on,
+ * or fail with err. Registered by vhd.c at vhd_bm_setup. */
+typedef void vhd_wake_fn(struct vhd_io *vio, int err);
 
 /* One block's sector bitmap in memory. */
 struct vhd_bm {
@@ -52,6 +55,7 @@ struct vhd {
 	uint64_t next_block;    /* file offset where a new block goes */
 	uint64_t lru_clock;
 	struct vhd_bm bm[VHD_BM_SLOTS];
+	vhd_wake_fn *bm_wake;	       /* the driver's, for bitmap waiters */
 	struct vhd_waitq bm_waiters;   /* no free bitmap slot */
 	struct vhd_slot slots[VHD_SLOTS];
 	struct vhd_slot *free_slots;
@@ -78,19 +82,17 @@ struct vhd_io {
 _Static_assert(sizeof(struct vhd_io) <= sizeof(((struct image_io *)0)->priv),
 	       "vhd_io must fit in image_io.priv");
 
-/* bitmap.c */
-int vhd_bm_setup(struct vhd *v);
+/* bitmap.c: the cache calls nothing in vhd.c; a vio it queued comes back
+ * through wake. */
+int vhd_bm_setup(struct vhd *v, vhd_wake_fn *wake);
 void vhd_bm_teardown(struct vhd *v);
 /* Get block's bitmap for vio: 0 with vio->bm set (a reference), or 1 when
- * vio was queued and vhd_resume(vio) will be called once it is. */
+ * vio was queued and wake(vio, err) will be called once it is. */
 int vhd_bm_get(struct vhd_io *vio, uint32_t block);
 void vhd_bm_put(struct vhd_io *vio);
 /* Set bits for [first, first+count) and get them on disk: 0 if they were
- * all set already, else 1 and vhd_resume(vio) once a write carrying them
+ * all set already, else 1 and wake(vio, err) once a write carrying them
  * has completed (vio->stage tells the caller where it was). */
 int vhd_bm_commit(struct vhd_io *vio, uint32_t first, uint32_t count);
-
-/* vhd.c: carry on with vio after a wait; errors go in vio through err. */
-void vhd_resume(struct vhd_io *vio, int err);
 
 #endif

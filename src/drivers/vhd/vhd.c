@@ -17,7 +17,13 @@
  * one after another. Parents are opened read-only and shared between chains
  * (image_open_shared). The leaf takes an OFD write lock, parents read
  * locks, so tapd-vhd refuses to change what we have open. Trim is not
- * supported (blocks are never freed); write-zeroes is done by the tap. */
+ * supported (blocks are never freed); write-zeroes is done by the tap.
+ *
+ * open() blocks: the metadata, BAT included, is read with
+ * src/formats/vhd/ (vhd_meta_load over file.c's vhd_fd_pread) on the loop
+ * thread, a known issue to fix in issue 10. Files: this one (ops, the
+ * piece machine, allocation, block status), bitmap.c (the bitmap cache,
+ * which hands waiters back through a callback), internal.h (their state). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -58,6 +64,7 @@ static struct vhd_io *vio_of(struct image_io *io)
 
 static void vhd_step(struct vhd_io *vio);
 static void vhd_status_step(struct vhd_io *vio);
+static void vhd_resume(struct vhd_io *vio, int err);
 
 /* The allocation is done: every waiter looks again, since the block it
  * waited for may now exist; those that still need one queue up again
@@ -98,7 +105,9 @@ static void vhd_finish(struct vhd_io *vio, int err)
 	io->done(io, err);
 }
 
-void vhd_resume(struct vhd_io *vio, int err)
+/* Carry on with vio after a wait; an error ends it. Also the bitmap
+ * cache's wake callback. */
+static void vhd_resume(struct vhd_io *vio, int err)
 {
 	if (err) {
 		vhd_finish(vio, err);
@@ -616,7 +625,7 @@ static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 		v->next_block = vhd_data_end(&v->meta.layout, v->meta.bat);
 	if (posix_memalign((void **)&v->meta_buf, 4096,
 			   MAX(VHD_SECTOR_SIZE, v->meta.layout.bitmap_size)) ||
-	    vhd_bm_setup(v) < 0) {
+	    vhd_bm_setup(v, vhd_resume) < 0) {
 		ret = -ENOMEM;
 		goto fail;
 	}

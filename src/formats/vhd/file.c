@@ -1,7 +1,11 @@
-/* Synchronous file-level VHD access for tapd-vhd: open a chain (with the
- * OFD locks of format.h), read and write sectors through it, and
- * allocate blocks in the documented crash-safe order. Blocking pread and
- * pwrite throughout: never for the daemon's event loop. */
+/* Blocking file-level VHD access: the file helpers (vhd_fd_pread/pwrite,
+ * vhd_file_size, vhd_write_footer, vhd_find_parent) and, on them, the
+ * vhd_image_* chain API: open (with the OFD locks of format.h), read and
+ * write sectors (one walk for both), allocate blocks in the crash-safe
+ * order. Used by tapd-vhd, and by the driver only at open, on the loop
+ * thread (vhd_file_size, vhd_fd_pread under vhd_meta_load, vhd_find_parent):
+ * a known issue to fix in issue 10: the BAT is read synchronously at open.
+ * The driver never calls vhd_image_*. */
 #include "format.h"
 
 #include <errno.h>
@@ -244,56 +248,39 @@ static int read_below(struct vhd_image *img, uint8_t *buf, uint64_t sector, uint
 	return in ? vhd_image_read(p, buf, sector, in, eb) : 0;
 }
 
-int vhd_image_read(struct vhd_image *img, void *vbuf, uint64_t sector, uint32_t count,
-		   struct errbuf *eb)
+/* Data sectors of this image, with a readable reason on failure. */
+static int read_data(struct vhd_image *img, uint8_t *buf, size_t len, uint64_t off,
+		     struct errbuf *eb)
+{
+	int r = vhd_fd_pread(&img->fd, buf, len, off);
+
+	if (r)
+		err_set(eb, "%s: read failed: %s", img->path, strerror(-r));
+	return r;
+}
+
+/* Read n sectors from s of the block at BAT entry entry (sector is the
+ * virtual sector of s): per run of equal bits, from this file or below. */
+static int read_block(struct vhd_image *img, uint8_t *buf, uint64_t sector, uint32_t entry,
+		      uint32_t s, uint32_t n, uint8_t *bm, struct errbuf *eb)
 {
 	const struct vhd_layout *l = &img->meta.layout;
-	uint8_t *buf = vbuf, *bm = NULL;
-	int r = 0;
+	int r;
 
-	if (sector > l->sectors || count > l->sectors - sector) {
-		err_set(eb, "%s: read past the end of the disk", img->path);
-		return -EINVAL;
-	}
-	if (l->type == VHD_TYPE_FIXED) {
-		r = vhd_fd_pread(&img->fd, buf, (size_t)count << VHD_SECTOR_SHIFT,
-				 sector << VHD_SECTOR_SHIFT);
-		if (r)
-			err_set(eb, "%s: read failed: %s", img->path, strerror(-r));
-		return r;
-	}
-	bm = malloc(l->bitmap_size);
-	if (!bm) {
-		err_set(eb, "out of memory");
-		return -ENOMEM;
-	}
-	while (count && !r) {
-		uint32_t blk = vhd_block_of(l, sector), s = vhd_block_sector(l, sector);
-		uint32_t n = MIN(count, l->block_sectors - s), entry = img->meta.bat[blk];
+	if (entry == VHD_BAT_UNUSED)
+		return read_below(img, buf, sector, n, eb);
+	r = read_bitmap(img, entry, bm, eb);
+	for (uint32_t done = 0, run; done < n && !r; done += run) {
+		bool set;
+		uint8_t *p = buf + ((size_t)done << VHD_SECTOR_SHIFT);
 
-		if (entry == VHD_BAT_UNUSED) {
-			r = read_below(img, buf, sector, n, eb);
-		} else if (!(r = read_bitmap(img, entry, bm, eb))) {
-			for (uint32_t done = 0, run; done < n && !r; done += run) {
-				bool set;
-				uint8_t *p = buf + ((size_t)done << VHD_SECTOR_SHIFT);
-
-				run = vhd_bits_run(bm, s + done, n - done, &set);
-				if (!set) {
-					r = read_below(img, p, sector + done, run, eb);
-					continue;
-				}
-				r = vhd_fd_pread(&img->fd, p, (size_t)run << VHD_SECTOR_SHIFT,
-						 vhd_data_offset(l, entry, s + done));
-				if (r)
-					err_set(eb, "%s: read failed: %s", img->path, strerror(-r));
-			}
-		}
-		buf += (size_t)n << VHD_SECTOR_SHIFT;
-		sector += n;
-		count -= n;
+		run = vhd_bits_run(bm, s + done, n - done, &set);
+		if (!set)
+			r = read_below(img, p, sector + done, run, eb);
+		else
+			r = read_data(img, p, (size_t)run << VHD_SECTOR_SHIFT,
+				      vhd_data_offset(l, entry, s + done), eb);
 	}
-	free(bm);
 	return r;
 }
 
@@ -340,25 +327,50 @@ static int alloc_block(struct vhd_image *img, uint32_t blk, const uint8_t *buf, 
 	return 0;
 }
 
-int vhd_image_write(struct vhd_image *img, const void *vbuf, uint64_t sector, uint32_t count,
-		    struct errbuf *eb)
+/* Write n sectors from s of block blk (BAT entry entry): a new block in
+ * the crash-safe order, else data first, then the bitmap if it changes. */
+static int write_block(struct vhd_image *img, const uint8_t *buf, uint32_t blk, uint32_t entry,
+		       uint32_t s, uint32_t n, uint8_t *bm, struct errbuf *eb)
 {
 	const struct vhd_layout *l = &img->meta.layout;
-	const uint8_t *buf = vbuf;
-	uint8_t *bm = NULL;
+	int r;
+
+	if (entry == VHD_BAT_UNUSED)
+		return alloc_block(img, blk, buf, s, n, eb);
+	r = vhd_fd_pwrite(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT, vhd_data_offset(l, entry, s),
+			  img->path, eb);
+	if (!r)
+		r = read_bitmap(img, entry, bm, eb);
+	if (!r && !vhd_bits_all(bm, s, n)) {
+		uint32_t first = s / (8 * VHD_SECTOR_SIZE);
+		uint32_t last = (s + n - 1) / (8 * VHD_SECTOR_SIZE);
+
+		vhd_bits_set(bm, s, n);
+		r = vhd_fd_pwrite(
+			img->fd, bm + first * VHD_SECTOR_SIZE, (last - first + 1) * VHD_SECTOR_SIZE,
+			vhd_bitmap_offset(entry) + first * VHD_SECTOR_SIZE, img->path, eb);
+	}
+	return r;
+}
+
+/* The one sector walk of reads and writes: bounds, then a fixed disk in
+ * one go, or a dynamic one block by block. A write only reads buf. */
+static int walk(struct vhd_image *img, bool write, uint8_t *buf, uint64_t sector, uint32_t count,
+		struct errbuf *eb)
+{
+	const struct vhd_layout *l = &img->meta.layout;
+	uint8_t *bm;
 	int r = 0;
 
-	if (!img->writable) {
-		err_set(eb, "%s: opened read-only", img->path);
-		return -EBADF;
-	}
 	if (sector > l->sectors || count > l->sectors - sector) {
-		err_set(eb, "%s: write past the end of the disk", img->path);
+		err_set(eb, "%s: %s past the end of the disk", img->path, write ? "write" : "read");
 		return -EINVAL;
 	}
 	if (l->type == VHD_TYPE_FIXED)
-		return vhd_fd_pwrite(img->fd, buf, (size_t)count << VHD_SECTOR_SHIFT,
-				     sector << VHD_SECTOR_SHIFT, img->path, eb);
+		return write ? vhd_fd_pwrite(img->fd, buf, (size_t)count << VHD_SECTOR_SHIFT,
+					     sector << VHD_SECTOR_SHIFT, img->path, eb)
+			     : read_data(img, buf, (size_t)count << VHD_SECTOR_SHIFT,
+					 sector << VHD_SECTOR_SHIFT, eb);
 	bm = malloc(l->bitmap_size);
 	if (!bm) {
 		err_set(eb, "out of memory");
@@ -368,29 +380,28 @@ int vhd_image_write(struct vhd_image *img, const void *vbuf, uint64_t sector, ui
 		uint32_t blk = vhd_block_of(l, sector), s = vhd_block_sector(l, sector);
 		uint32_t n = MIN(count, l->block_sectors - s), entry = img->meta.bat[blk];
 
-		if (entry == VHD_BAT_UNUSED) {
-			r = alloc_block(img, blk, buf, s, n, eb);
-		} else {
-			/* Data first, then the bitmap if it changes. */
-			r = vhd_fd_pwrite(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
-					  vhd_data_offset(l, entry, s), img->path, eb);
-			if (!r)
-				r = read_bitmap(img, entry, bm, eb);
-			if (!r && !vhd_bits_all(bm, s, n)) {
-				uint32_t first = s / (8 * VHD_SECTOR_SIZE);
-				uint32_t last = (s + n - 1) / (8 * VHD_SECTOR_SIZE);
-
-				vhd_bits_set(bm, s, n);
-				r = vhd_fd_pwrite(img->fd, bm + first * VHD_SECTOR_SIZE,
-						  (last - first + 1) * VHD_SECTOR_SIZE,
-						  vhd_bitmap_offset(entry) + first * VHD_SECTOR_SIZE,
-						  img->path, eb);
-			}
-		}
+		r = write ? write_block(img, buf, blk, entry, s, n, bm, eb)
+			  : read_block(img, buf, sector, entry, s, n, bm, eb);
 		buf += (size_t)n << VHD_SECTOR_SHIFT;
 		sector += n;
 		count -= n;
 	}
 	free(bm);
 	return r;
+}
+
+int vhd_image_read(struct vhd_image *img, void *buf, uint64_t sector, uint32_t count,
+		   struct errbuf *eb)
+{
+	return walk(img, false, buf, sector, count, eb);
+}
+
+int vhd_image_write(struct vhd_image *img, const void *buf, uint64_t sector, uint32_t count,
+		    struct errbuf *eb)
+{
+	if (!img->writable) {
+		err_set(eb, "%s: opened read-only", img->path);
+		return -EBADF;
+	}
+	return walk(img, true, (uint8_t *)(uintptr_t)buf, sector, count, eb);
 }

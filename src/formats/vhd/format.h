@@ -68,13 +68,18 @@
  *
  * The "pure" part (format.c) works on byte buffers and never does I/O:
  * decode/encode of each structure, validation against the file size,
- * address arithmetic for the I/O path, bitmap helpers and locator codecs.
- * vhd_meta_load() (meta.c) strings them together over a caller-given
- * pread callback; the driver may use it at open time with a blocking
- * pread, or do the same steps itself. The vhd_image_* part (file.c)
- * is synchronous file I/O for the tool only; the daemon must not use it.
+ * address arithmetic for the I/O path and bitmap helpers. The locator
+ * and path codecs (locator.c) are pure too. vhd_meta_load() (meta.c)
+ * strings them together over a caller-given pread callback; the driver
+ * (drivers/vhd/vhd.c) calls it at open with vhd_fd_pread, blocking, on
+ * the loop thread, and also uses vhd_file_size and vhd_find_parent
+ * (file.c) there: a known issue to fix in issue 10: the BAT is read
+ * synchronously at open. The vhd_image_* part (file.c: open, read, write;
+ * ops.c: create, resize, coalesce; check.c: check) is blocking file I/O
+ * for tapd-vhd only; the daemon does not use it.
  *
- * Errors: negative errno and a readable reason in a struct errbuf (util.h).
+ * Errors: negative errno and a readable reason in a struct errbuf
+ * (lib/util.h).
  * Nothing here keeps global state; all functions are thread-compatible.
  */
 #ifndef TAPD_VHD_FORMAT_H
@@ -297,6 +302,8 @@ int vhd_init_new(struct vhd_footer *f, struct vhd_header *h, enum vhd_type type,
 		 uint64_t size, uint32_t block_size, uint32_t bat_entries,
 		 const uint8_t uuid[16], uint32_t timestamp, struct errbuf *eb);
 
+/* --- locators and paths, pure (locator.c) ------------------------ */
+
 /* UTF-8 <-> UTF-16 (surrogate pairs handled). encode returns the bytes
  * written or -EINVAL (bad UTF-8) / -ENAMETOOLONG; decode stops at a NUL
  * unit and returns 0, -EINVAL (unpaired surrogate) or -ENAMETOOLONG. */
@@ -323,7 +330,7 @@ int vhd_parent_join(const char *child_path, const char *loc_path, char *out,
 int vhd_relative_path(const char *from_file, const char *to_file, char *out,
 		      size_t out_size);
 
-/* --- metadata loader (meta.c) ----------------------------------- */
+/* --- metadata loader, UUIDs, locks (meta.c) --------------------- */
 
 /* Reads exactly len bytes at off; returns 0 or -errno (-EIO if short). */
 typedef int vhd_pread_fn(void *opaque, void *buf, size_t len, uint64_t off);
@@ -369,7 +376,7 @@ const char *vhd_uuid_str(const uint8_t uuid[16], char *out);
  * conflicting lock (a running tapd, another tapd-vhd). */
 int vhd_lock(int fd, bool write, const char *path, struct errbuf *eb);
 
-/* --- synchronous file API for tapd-vhd (file.c) ----------------- */
+/* --- blocking image API for tapd-vhd: open, read, write (file.c) - */
 
 struct vhd_image {
 	char *path;
@@ -397,6 +404,8 @@ int vhd_image_read(struct vhd_image *img, void *buf, uint64_t sector, uint32_t c
 int vhd_image_write(struct vhd_image *img, const void *buf, uint64_t sector,
 		    uint32_t count, struct errbuf *eb);
 
+/* --- whole-image operations for tapd-vhd (ops.c, check.c) ------- */
+
 struct vhd_create_opts {
 	enum vhd_type type;
 	uint64_t size;			/* ignored with parent: parent's size */
@@ -418,11 +427,13 @@ typedef void vhd_progress_fn(void *opaque, uint64_t done, uint64_t total);
 int vhd_image_coalesce(struct vhd_image *child, vhd_progress_fn *progress,
 		       void *opaque, struct errbuf *eb);
 
-/* Check path and its whole chain; every problem goes to report as
+/* check.c: check path and its whole chain; every problem goes to report as
  * "PATH: reason". Returns the number of problems (0 = consistent). */
 unsigned vhd_image_check(const char *path, vhd_report_fn *report, void *opaque);
 
-/* Helpers shared by file.c and ops.c (blocking; tool side only). */
+/* --- blocking file helpers (file.c) ----------------------------- */
+/* Shared by file.c, ops.c and check.c; the driver also uses vhd_fd_pread,
+ * vhd_file_size and vhd_find_parent at open (see API SHAPE above). */
 int vhd_fd_pread(void *opaque_fd, void *buf, size_t len, uint64_t off);
 int vhd_fd_pwrite(int fd, const void *buf, size_t len, uint64_t off, const char *path,
 		  struct errbuf *eb);
