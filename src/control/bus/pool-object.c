@@ -69,9 +69,7 @@ static int pool_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	int r;
 
 	snprintf(name, sizeof(name), "%s", pool_name(userdata));
-	if (strcmp(name, POOL_DEFAULT) == 0)
-		return sd_bus_error_setf(e, BUS_ERR_POOL_BUSY,
-					 "the default pool always exists and cannot be destroyed");
+	/* pool_destroy() refuses the default pool (-EBUSY: PoolBusy). */
 	r = pool_destroy(userdata, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_POOL);
