@@ -10,22 +10,8 @@ start_tapd
 E=org.xenproject.Tapd1.Error
 bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 
-# errname NAME PATH METHOD ARGS...: the raw call fails with the named D-Bus
-# error. busctl prints only the message, gdbus prints the name too.
-HAVE_GDBUS=$(command -v gdbus || true)
-[ -n "$HAVE_GDBUS" ] || log "gdbus missing (libglib2.0-bin): error names are not checked"
-errname() {
-	local want=$1 path=$2 method=$3 out rc=0
-	shift 3
-	[ -n "$HAVE_GDBUS" ] || return 0
-	out=$(gdbus call --address "$DBUS_SYSTEM_BUS_ADDRESS" --dest org.xenproject.Tapd1 \
-		--object-path "$path" --method "$method" "$@" 2>&1) || rc=$?
-	[ $rc -ne 0 ] || fail "$method $* succeeded: $out"
-	case $out in
-	*"$want:"*) ;;
-	*) fail "$method $*: expected $want, got: $out" ;;
-	esac
-}
+# errname (lib.sh) checks the error names of raw calls with gdbus.
+command -v gdbus >/dev/null || log "gdbus missing (libglib2.0-bin): error names are not checked"
 M=org.xenproject.Tapd1.Manager
 R=/org/xenproject/Tapd1
 
@@ -122,7 +108,7 @@ expect 1 "." bctl set-property org.xenproject.Tapd1 $R $M Version s hacked
 
 # A tap with a client connected is busy.
 # (nbdsh's libnbd module lives with the system python, not any other.)
-if /usr/bin/python3 -c 'import nbd' 2>/dev/null; then
+if have_libnbd; then
 	tapctl create --name held ram:1M >/dev/null
 	/usr/bin/python3 -c 'import nbd, sys, time
 h = nbd.NBD()

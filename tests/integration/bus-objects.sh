@@ -125,7 +125,7 @@ tapctl pool-destroy my-pool.2
 
 # Pool statistics change on every request; their signals are rate-limited
 # (at most one per pool per 100 ms), yet they do come.
-if [ -n "$MON" ] && /usr/bin/python3 -c 'import nbd' 2>/dev/null; then
+if [ -n "$MON" ] && have_libnbd; then
 	tapctl create --name io ram:8M >/dev/null
 	sigs() { grep -c "^$R/pool/default: org.freedesktop.DBus.Properties.PropertiesChanged" "$T/signals" || true; }
 	before=$(sigs)

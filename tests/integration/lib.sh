@@ -35,6 +35,10 @@ skip() { log "SKIP: $*"; exit 77; }
 # need CMD...: skip unless each is a program on PATH (type -P: the nbdsh
 # wrapper below is a function and must not count).
 need() { for c in "$@"; do type -P "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
+# have_libnbd: Debian's python3 has the libnbd bindings (python3-libnbd),
+# whatever python3 comes first on PATH; need_libnbd skips the test without.
+have_libnbd() { PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null; }
+need_libnbd() { have_libnbd || skip "python3-libnbd not installed"; }
 
 cleanup() {
 	local rc=$?
@@ -68,15 +72,35 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A private dbus-daemon of type "system" whose policy is our policy file,
-# so the access rules under test are the ones we ship.
+# so the access rules under test are the ones we ship; with --open, a bus
+# that lets anyone own and call anything (our policy missing or overridden).
 start_bus() {
-	cat >"$T/bus.conf" <<CONF
+	{
+		cat <<CONF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
   <listen>unix:path=$T/bus.sock</listen>
   <auth>EXTERNAL</auth>
+CONF
+		if [ "${1:-}" = --open ]; then
+			cat <<CONF
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow send_type="signal"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+CONF
+		else
+			cat <<CONF
   <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
@@ -93,8 +117,10 @@ start_bus() {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
   <include>$TOP_SRCDIR/units/org.xenproject.Tapd1.conf</include>
-</busconfig>
 CONF
+		fi
+		echo '</busconfig>'
+	} >"$T/bus.conf"
 	dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile --nosyslog 2>"$T/bus.log" &
 	BUS_PID=$!
 	for _ in $(seq 1 100); do [ -S "$T/bus.sock" ] && break; sleep 0.05; done
@@ -158,6 +184,39 @@ monitor_signals() {
 }
 
 nbd_uri() { printf 'nbd+unix:///%s?socket=%s' "$1" "$NBD_SOCK"; }
+
+# errname NAME PATH METHOD ARGS...: the raw D-Bus call fails with the named
+# error. busctl prints only the message, gdbus prints the name too: without
+# gdbus (libglib2.0-bin) nothing is checked.
+errname() {
+	local want=$1 path=$2 method=$3 out rc=0
+	shift 3
+	command -v gdbus >/dev/null || return 0
+	out=$(gdbus call --address "$DBUS_SYSTEM_BUS_ADDRESS" --dest org.xenproject.Tapd1 \
+		--object-path "$path" --method "$method" "$@" 2>&1) || rc=$?
+	[ $rc -ne 0 ] || fail "$method $* succeeded: $out"
+	case $out in
+	*"$want:"*) ;;
+	*) fail "$method $*: expected $want, got: $out" ;;
+	esac
+}
+
+# qemu_img_round_trip CREDS OPTS WANT IMAGE WHAT: with qemu-img and the TLS
+# credentials object CREDS (--object), read the export that the image
+# options OPTS name and compare it with the file WANT, then write as many
+# fresh random bytes as IMAGE (the tap's raw file) holds and check that
+# IMAGE has them. WHAT names the transport in failures; the fresh bytes
+# stay in $T/new.raw, what was read in $T/out.raw.
+qemu_img_round_trip() {
+	local creds=$1 opts=$2 want=$3 image=$4 what=$5
+	qemu-img convert --object "$creds" --image-opts "$opts" -O raw "$T/out.raw" ||
+		fail "qemu-img convert from $what"
+	cmp "$want" "$T/out.raw" || fail "data read over $what differs"
+	head -c "$(stat -c %s "$image")" /dev/urandom >"$T/new.raw"
+	qemu-img convert -n --object "$creds" -f raw "$T/new.raw" --target-image-opts "$opts" ||
+		fail "qemu-img convert to $what"
+	cmp "$T/new.raw" "$image" || fail "data written over $what is not in the image"
+}
 
 # tmpfs_dir DIR SIZE: mount a private tmpfs of SIZE on DIR (made here), or
 # skip the test where that cannot be; the cleanup unmounts it.

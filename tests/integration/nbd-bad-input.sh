@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 need nbdinfo nbdsh python3
 # nbdsh runs "python3" from PATH; the libnbd module lives in the system one.
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

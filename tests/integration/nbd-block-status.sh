@@ -6,7 +6,7 @@
 # EINVAL; REQ_ONE gives one extent.
 . "$(dirname "$0")/lib.sh"
 need nbdsh nbdinfo nbdkit qemu-img python3 fallocate
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

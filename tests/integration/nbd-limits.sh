@@ -7,7 +7,7 @@
 # single request over the cap still runs).
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 # Bad limits are refused at start.
 for bad in "--nbd-max-connections 0" "--nbd-max-connections x" "--nbd-max-client-bytes 0" \

@@ -3,7 +3,7 @@
 # connections to one tap work at the same time and see each other's data.
 . "$(dirname "$0")/lib.sh"
 need nbdinfo nbdsh qemu-io
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

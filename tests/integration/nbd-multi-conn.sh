@@ -4,7 +4,7 @@
 # the disk (the flush covered it) - also for FUA writes.
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

@@ -4,7 +4,7 @@
 # nothing; reads, block status, cache and flush work.
 . "$(dirname "$0")/lib.sh"
 need nbdsh nbdinfo python3
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

@@ -6,7 +6,7 @@
 # same data arrives in simple replies.
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

@@ -52,13 +52,8 @@ if nbdinfo "$(nbd_uri sec)" >/dev/null 2>&1; then fail "plain client served with
 tapd_alive || fail "tapd died after refused clients"
 
 # qemu-img both ways with qemu's PSK credentials (keys.psk in the dir).
-qobj=(--object "tls-creds-psk,id=tls0,dir=$psk,username=alice,endpoint=client")
+qcreds="tls-creds-psk,id=tls0,dir=$psk,username=alice,endpoint=client"
 qimg="driver=nbd,path=$NBD_SOCK,export=sec,tls-creds=tls0"
-qemu-img convert "${qobj[@]}" --image-opts "$qimg" -O raw "$T/out.raw" || fail "qemu-img from PSK"
-cmp "$T/disk.raw" "$T/out.raw" || fail "data read over PSK differs"
-dd if=/dev/urandom of="$T/new.raw" bs=1M count=8 status=none
-qemu-img convert -n "${qobj[@]}" -f raw "$T/new.raw" --target-image-opts "$qimg" ||
-	fail "qemu-img to PSK"
-cmp "$T/new.raw" "$T/disk.raw" || fail "data written over PSK is not in the image"
+qemu_img_round_trip "$qcreds" "$qimg" "$T/disk.raw" "$T/disk.raw" PSK
 tapd_alive || fail "tapd died"
 log "PASS"

@@ -136,16 +136,11 @@ PY
 tapd_alive || fail "tapd died after plain clients"
 
 # qemu-img both ways over TLS (qemu wants ca-cert.pem in its directory).
-qobj=(--object "tls-creds-x509,id=tls0,dir=$anon,endpoint=client")
+qcreds="tls-creds-x509,id=tls0,dir=$anon,endpoint=client"
 qimg="driver=nbd,path=$NBD_SOCK,export=sec,tls-creds=tls0,tls-hostname=localhost"
-qemu-img convert "${qobj[@]}" --image-opts "$qimg" -O raw "$T/out.raw" || fail "qemu-img convert from TLS"
-cmp "$T/orig.raw" "$T/out.raw" || fail "data read over TLS differs"
-dd if=/dev/urandom of="$T/new.raw" bs=1M count=16 status=none
-qemu-img convert -n "${qobj[@]}" -f raw "$T/new.raw" --target-image-opts "$qimg" ||
-	fail "qemu-img convert to TLS"
-cmp "$T/new.raw" "$T/disk.raw" || fail "data written over TLS is not in the image"
+qemu_img_round_trip "$qcreds" "$qimg" "$T/orig.raw" "$T/disk.raw" TLS
 rm -f "$T/out.raw"
-qemu-img convert "${qobj[@]}" --image-opts "$qimg" -O raw "$T/out.raw" || fail "qemu-img read back"
+qemu-img convert --object "$qcreds" --image-opts "$qimg" -O raw "$T/out.raw" || fail "qemu-img read back"
 cmp "$T/new.raw" "$T/out.raw" || fail "data read back over TLS differs"
 
 # nbdsh: writes and reads of assorted sizes over one TLS connection,

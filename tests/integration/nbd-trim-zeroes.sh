@@ -5,7 +5,7 @@
 # blocks allocated, FAST_ZERO works or fails with ENOTSUP as advertised.
 . "$(dirname "$0")/lib.sh"
 need nbdsh python3 stat
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

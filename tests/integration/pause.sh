@@ -28,22 +28,14 @@ expect_state() {
 	[ "$got" = "$1" ] || fail "tapctl list --json: state '$got', expected '$1'"
 	expect_prop State "s \"$1\""
 }
-# errname NAME METHOD ARGS...: the raw call on the tap fails with the named
-# D-Bus error (gdbus prints the name, busctl does not).
+# tap_errname NAME METHOD ARGS...: the raw call on the tap fails with the
+# named D-Bus error (errname in lib.sh; gdbus prints the name, busctl not).
 HAVE_GDBUS=$(command -v gdbus || true)
 [ -n "$HAVE_GDBUS" ] || log "gdbus missing (libglib2.0-bin): error names and signals are not checked"
-errname() {
-	local want=$1 method=$2 out rc=0
+tap_errname() {
+	local want=$1 method=$2
 	shift 2
-	[ -n "$HAVE_GDBUS" ] || return 0
-	out=$(gdbus call --address "$DBUS_SYSTEM_BUS_ADDRESS" --dest org.xenproject.Tapd1 \
-		--object-path "$R/tap/0" --method "org.xenproject.Tapd1.Tap.$method" "$@" 2>&1) ||
-		rc=$?
-	[ $rc -ne 0 ] || fail "$method $* succeeded: $out"
-	case $out in
-	*"$want:"*) ;;
-	*) fail "$method $*: expected $want, got: $out" ;;
-	esac
+	errname "$want" "$R/tap/0" "org.xenproject.Tapd1.Tap.$method" "$@"
 }
 # qio ARGS...: qemu-io succeeds (a read -P that finds other bytes fails it).
 qio() { qemu-io -f raw "$@" >"$T/qio.out" 2>&1 || fail "qemu-io $*: $(cat "$T/qio.out")"; }
@@ -107,23 +99,23 @@ expect 1 'keeps its size' tapctl unpause disk "raw:$T/small.raw"
 grep -q 'stays paused' "$T/err" || fail "tapctl does not say the tap stays paused: $(cat "$T/err")"
 expect_state paused
 expect_prop Image "s \"raw:$new\""
-errname $E.SizeMismatch Unpause "raw:$T/small.raw"
+tap_errname $E.SizeMismatch Unpause "raw:$T/small.raw"
 expect 1 'no such file' tapctl unpause disk "raw:$T/missing.raw"
-errname $E.NoSuchFile Unpause "raw:$T/missing.raw"
+tap_errname $E.NoSuchFile Unpause "raw:$T/missing.raw"
 expect 1 . tapctl unpause disk "bogus:1M"
-errname $E.BadImage Unpause "bogus:1M"
+tap_errname $E.BadImage Unpause "bogus:1M"
 expect_state paused
 
 # ---- pause twice, unpause a running tap ---------------------------------
 expect 1 'already paused' tapctl pause disk
-errname $E.TapBusy Pause
+tap_errname $E.TapBusy Pause
 # The empty image string reopens the image the tap had.
 tapctl unpause disk || fail "unpause on the same image failed"
 expect_state running
 expect_prop Image "s \"raw:$new\""
 qio -c 'read -P 0x44 3M 1M' "$URI"
 expect 1 'not paused' tapctl unpause disk
-errname $E.NotPaused Unpause ""
+tap_errname $E.NotPaused Unpause ""
 expect 1 'no such tap' tapctl pause nosuch
 expect 2 'missing argument' tapctl pause
 expect 2 'unexpected argument' tapctl unpause disk raw:/a raw:/b

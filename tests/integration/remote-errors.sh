@@ -7,7 +7,7 @@
 # fails them with EIO after the timeout; tapd stays up throughout.
 . "$(dirname "$0")/lib.sh"
 need nbdkit qemu-io python3
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

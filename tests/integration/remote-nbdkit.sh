@@ -6,7 +6,7 @@
 # leak no fd.
 . "$(dirname "$0")/lib.sh"
 need nbdkit qemu-img qemu-io nbdsh cmp
-PATH=/usr/bin:$PATH python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+need_libnbd
 
 start_bus
 start_tapd

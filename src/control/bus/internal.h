@@ -1,6 +1,8 @@
-/* Shared between the D-Bus files: bus.c (connection, loop glue, Manager,
- * signals) and objects.c (the per-tap and per-pool objects). Not a
- * public interface; only the files in src/control/bus/ include it. */
+/* Shared between the D-Bus files, lowest first: common.c (errors, the
+ * find/enumerate callbacks of one kind of object), conn.c (the connection
+ * and its loop glue), tap-object.c and pool-object.c (one file per object
+ * kind), manager.c (the Manager object) and bus.c (start, stop, signals).
+ * Not a public interface; only the files in src/control/bus/ include it. */
 #ifndef TAPD_BUS_INTERNAL_H
 #define TAPD_BUS_INTERNAL_H
 
@@ -35,6 +37,10 @@
 #define BUS_ERR_SHUTTING_DOWN BUS_ERR_PREFIX "ShuttingDown"
 #define BUS_ERR_FAILED BUS_ERR_PREFIX "Failed"
 
+#define BUS_CHANGES SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+
+/* ---- common.c ----------------------------------------------------------- */
+
 /* Which operation failed: the same errno means different things (EEXIST is
  * a taken tap name for CreateTap and a taken pool name for CreatePool;
  * EINVAL is a bad image for CreateTap and Unpause, bad arguments elsewhere). */
@@ -45,26 +51,65 @@ enum bus_op { BUS_OP_TAP_CREATE, BUS_OP_TAP_UNPAUSE, BUS_OP_TAP, BUS_OP_POOL_CRE
  * value a method handler returns. eb may be NULL or empty. */
 int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_op op);
 
-/* The tap or pool currently being announced or retracted: the core may
- * call its listener before linking or after unlinking the object, and
- * sd-bus must still find it to list its interfaces in the signal. */
-extern struct tap *bus_tap_in_flight;
-extern struct pool *bus_pool_in_flight;
+/* One kind of object served under a path prefix by a fallback vtable that
+ * looks the object up on every call, so nothing on the bus side has to be
+ * kept in step with the core's lists. */
+struct bus_kind {
+	const char *prefix; /* the objects are PREFIX/something */
+	const char *iface;
+	const sd_bus_vtable *vtable;
+	/* The core's list: the first object (prev NULL) or the one after
+	 * prev; NULL at the end. */
+	void *(*iter)(void *prev);
+	/* The object's path, malloc'd, or NULL. */
+	char *(*path)(const void *obj);
+	/* The object at path, or NULL. */
+	void *(*lookup)(const char *path);
+	/* Name the error for a call on a path where no object is. */
+	int (*missing)(sd_bus_error *e, const char *path);
+};
 
-extern const struct daemon_info *bus_info;
+/* Register a kind: its vtable, its node enumerator and a fallback that
+ * answers calls on paths without an object. kind must outlive the bus. */
+int bus_kind_add(sd_bus *bus, const struct bus_kind *kind);
 
-/* Object paths; return a malloc'd string or NULL. */
-char *bus_tap_path(const struct tap *t);
-char *bus_pool_path(const struct pool *p);
+/* ---- conn.c ------------------------------------------------------------- */
 
-/* "nbd+unix:///NAME?socket=PATH" with the socket percent-encoded. */
-char *bus_nbd_uri(const char *name, const char *socket);
-
-/* Send what a deferred reply or a signal queued, outside sd_bus_process()
- * (bus.c); a no-op without a connection. */
+/* Connect ("system", "session" or a D-Bus address). */
+int bus_conn_open(const char *address);
+/* Follow the connection from the loop of base; -ENOMEM. */
+int bus_conn_watch(struct event_base *base);
+/* The connection, or NULL before bus_conn_open() and once it died. */
+sd_bus *bus_conn(void);
+/* Handle everything that is waiting, then re-arm. */
+void bus_conn_process(void);
+/* Send what a deferred reply or a signal queued, outside sd_bus_process();
+ * a no-op without a connection. */
 void bus_kick(void);
+/* Stop watching, flush and close. */
+void bus_conn_close(void);
 
-/* Register the tap and pool objects (objects.c). */
-int bus_objects_add(sd_bus *bus);
+/* ---- tap-object.c ------------------------------------------------------- */
+
+/* The tap's object path, malloc'd, or NULL. */
+char *bus_tap_path(const struct tap *t);
+/* Register the tap objects; info (for Exports) must outlive the bus. */
+int bus_tap_objects_add(sd_bus *bus, const struct daemon_info *info);
+/* Announce a tap event: ObjectManager or PropertiesChanged signals. */
+void bus_tap_emit(sd_bus *bus, struct tap *t, enum tap_event ev);
+
+/* ---- pool-object.c ------------------------------------------------------ */
+
+/* The pool's object path, malloc'd, or NULL. */
+char *bus_pool_path(const struct pool *p);
+int bus_pool_objects_add(sd_bus *bus);
+/* Announce a pool event (POOL_CHANGED: its counters changed). */
+void bus_pool_emit(sd_bus *bus, struct pool *p, enum pool_event ev);
+
+/* ---- manager.c ---------------------------------------------------------- */
+
+/* Register the Manager object and the ObjectManager at the root; info
+ * (the Manager's properties) must outlive the bus. */
+int bus_manager_add(sd_bus *bus, const struct daemon_info *info);
 
 #endif

@@ -1,7 +1,6 @@
-/* The per-tap (/org/xenproject/Tapd1/tap/<minor>) and per-pool
- * (/org/xenproject/Tapd1/pool/<escaped name>) D-Bus objects: fallback
- * vtables that look the object up on every call, so nothing on the bus side
- * has to be kept in step with the core's lists. */
+/* The tap objects, /org/xenproject/Tapd1/tap/<minor>: their methods and
+ * properties, how a path finds its tap, and the signals that announce a
+ * tap's arrival, changes and departure. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,20 +9,19 @@
 #include "lib/log.h"
 #include "exports/nbd/server.h"
 
+/* For Exports: the daemon's NBD socket. */
+static const struct daemon_info *tap_info;
+
+/* The tap being announced or retracted: the core may call its listener
+ * before linking or after unlinking it, and sd-bus must still find it to
+ * list its interfaces in the signal. */
+static struct tap *tap_in_flight;
+
 char *bus_tap_path(const struct tap *t)
 {
 	char *path;
 
 	if (asprintf(&path, BUS_TAP_PREFIX "/%d", tap_minor(t)) < 0)
-		return NULL;
-	return path;
-}
-
-char *bus_pool_path(const struct pool *p)
-{
-	char *path;
-
-	if (sd_bus_path_encode(BUS_POOL_PREFIX, pool_name(p), &path) < 0)
 		return NULL;
 	return path;
 }
@@ -49,7 +47,8 @@ static char *uri_encode(char *o, const char *s, bool keep_slash)
 	return o;
 }
 
-char *bus_nbd_uri(const char *name, const char *socket)
+/* "nbd+unix:///NAME?socket=PATH" with the socket percent-encoded. */
+static char *nbd_unix_uri(const char *name, const char *socket)
 {
 	char *uri = malloc(sizeof("nbd+unix:///?socket=") + 3 * (strlen(name) + strlen(socket)));
 	char *o = uri;
@@ -64,11 +63,9 @@ char *bus_nbd_uri(const char *name, const char *socket)
 	return uri;
 }
 
-/* ---- taps --------------------------------------------------------------- */
-
 /* "/org/xenproject/Tapd1/tap/12" -> the tap, or NULL. Strict: decimal digits
  * only, no sign, no leading zeros, so each tap has exactly one path. */
-static struct tap *tap_from_path(const char *path)
+static void *tap_lookup(const char *path)
 {
 	static const char prefix[] = BUS_TAP_PREFIX "/";
 	const char *s;
@@ -84,65 +81,15 @@ static struct tap *tap_from_path(const char *path)
 			return NULL;
 		minor = minor * 10 + (*s - '0');
 	}
-	if (bus_tap_in_flight && tap_minor(bus_tap_in_flight) == minor)
-		return bus_tap_in_flight;
+	if (tap_in_flight && tap_minor(tap_in_flight) == minor)
+		return tap_in_flight;
 	return tap_by_minor(minor);
 }
 
-static int tap_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata,
-		       void **found, sd_bus_error *e)
+static int tap_missing(sd_bus_error *e, const char *path)
 {
-	struct tap *t = tap_from_path(path);
-
-	(void)bus;
-	(void)iface;
-	(void)userdata;
-	(void)e;
-	if (!t)
-		return 0;
-	*found = t;
-	return 1;
-}
-
-static int tap_enum_cb(sd_bus *bus, const char *prefix, void *userdata, char ***nodes,
-		       sd_bus_error *e)
-{
-	size_t n = 0, cap = tap_count() + 1;
-	char **v = calloc(cap + 1, sizeof(*v));
-
-	(void)bus;
-	(void)prefix;
-	(void)userdata;
-	(void)e;
-	if (!v)
-		return -ENOMEM;
-	for (struct tap *t = tap_first(); t && n < cap; t = tap_next(t)) {
-		v[n] = bus_tap_path(t);
-		if (!v[n])
-			goto oom;
-		n++;
-	}
-	*nodes = v;
-	return 0;
-oom:
-	while (n)
-		free(v[--n]);
-	free(v);
-	return -ENOMEM;
-}
-
-/* Any call on a tap path that no vtable claimed: a tap that does not exist
- * (any more). Say so by name instead of sd-bus's generic UnknownObject. */
-static int tap_missing_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
-{
-	const char *iface = sd_bus_message_get_interface(m);
-
-	(void)userdata;
-	if (!sd_bus_message_is_method_call(m, NULL, NULL) || !iface ||
-	    strcmp(iface, BUS_IFACE_TAP) != 0 || tap_from_path(sd_bus_message_get_path(m)))
-		return 0;
 	return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP, "no such tap: %s (no tap has that minor)",
-				 sd_bus_message_get_path(m));
+				 path);
 }
 
 static int tap_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
@@ -369,8 +316,8 @@ static int tap_get_exports(sd_bus *bus, const char *path, const char *iface,
 	r = sd_bus_message_open_container(reply, 'a', "s");
 	if (r < 0)
 		return r;
-	if (bus_info->nbd_socket && *bus_info->nbd_socket) {
-		uri = bus_nbd_uri(tap_name(userdata), bus_info->nbd_socket);
+	if (tap_info->nbd_socket && *tap_info->nbd_socket) {
+		uri = nbd_unix_uri(tap_name(userdata), tap_info->nbd_socket);
 		if (!uri)
 			return -ENOMEM;
 		r = sd_bus_message_append(reply, "s", uri);
@@ -390,8 +337,6 @@ static int tap_get_exports(sd_bus *bus, const char *path, const char *iface,
 	return sd_bus_message_close_container(reply);
 }
 
-#define CHANGES SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
-
 static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 	SD_BUS_METHOD("Destroy", "", "", tap_destroy_cb, 0),
@@ -404,225 +349,64 @@ static const sd_bus_vtable tap_vtable[] = {
 				 tap_set_qos_cb, 0),
 	SD_BUS_PROPERTY("Name", "s", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Minor", "u", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("State", "s", tap_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Pool", "s", tap_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Size", "t", tap_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("State", "s", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("Pool", "s", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("Size", "t", tap_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("ReadOnly", "b", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Exports", "as", tap_get_exports, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("QosIops", "t", tap_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("QosBps", "t", tap_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Parent", "s", tap_get_prop, 0, CHANGES),
+	SD_BUS_PROPERTY("QosIops", "t", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("QosBps", "t", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("Parent", "s", tap_get_prop, 0, BUS_CHANGES),
 	SD_BUS_VTABLE_END
 };
 
-/* ---- pools -------------------------------------------------------------- */
-
-static struct pool *pool_from_path(const char *path)
+static void *tap_iter(void *prev)
 {
-	_cleanup_free_ char *name = NULL;
-	struct pool *p;
-
-	if (!path || sd_bus_path_decode(path, BUS_POOL_PREFIX, &name) <= 0 || !name)
-		return NULL;
-	if (bus_pool_in_flight && strcmp(pool_name(bus_pool_in_flight), name) == 0)
-		return bus_pool_in_flight;
-	p = pool_find(name);
-	return p;
+	return prev ? tap_next(prev) : tap_first();
 }
 
-static int pool_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata,
-			void **found, sd_bus_error *e)
+static char *tap_path(const void *t)
 {
-	struct pool *p = pool_from_path(path);
-
-	(void)bus;
-	(void)iface;
-	(void)userdata;
-	(void)e;
-	if (!p)
-		return 0;
-	*found = p;
-	return 1;
+	return bus_tap_path(t);
 }
 
-static int pool_enum_cb(sd_bus *bus, const char *prefix, void *userdata, char ***nodes,
-			sd_bus_error *e)
-{
-	size_t n = 0, cap = 8;
-	char **v = calloc(cap + 1, sizeof(*v));
-
-	(void)bus;
-	(void)prefix;
-	(void)userdata;
-	(void)e;
-	if (!v)
-		return -ENOMEM;
-	for (struct pool *p = pool_first(); p; p = pool_next(p)) {
-		if (n == cap) {
-			char **nv = realloc(v, (2 * cap + 1) * sizeof(*v));
-
-			if (!nv)
-				goto oom;
-			v = nv;
-			cap *= 2;
-		}
-		v[n] = bus_pool_path(p);
-		if (!v[n])
-			goto oom;
-		v[++n] = NULL;
-	}
-	*nodes = v;
-	return 0;
-oom:
-	while (n)
-		free(v[--n]);
-	free(v);
-	return -ENOMEM;
-}
-
-static int pool_missing_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
-{
-	const char *iface = sd_bus_message_get_interface(m);
-	const char *path = sd_bus_message_get_path(m);
-	_cleanup_free_ char *name = NULL;
-
-	(void)userdata;
-	if (!sd_bus_message_is_method_call(m, NULL, NULL) || !iface ||
-	    strcmp(iface, BUS_IFACE_POOL) != 0 || pool_from_path(path))
-		return 0;
-	if (sd_bus_path_decode(path, BUS_POOL_PREFIX, &name) > 0 && name)
-		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_POOL, "no such pool: %s", name);
-	return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_POOL, "no such pool: %s", path);
-}
-
-static int pool_resize_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
-{
-	struct errbuf eb = { { 0 } };
-	uint64_t size;
-	int r;
-
-	r = sd_bus_message_read(m, "t", &size);
-	if (r < 0)
-		return r;
-	if (size == 0)
-		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
-					 "pool size must be greater than 0");
-	r = pool_resize(userdata, size, &eb);
-	if (r < 0)
-		return bus_core_error(e, r, &eb, BUS_OP_POOL);
-	log_info("pool %s resized to %llu bytes", pool_name(userdata), (unsigned long long)size);
-	return sd_bus_reply_method_return(m, "");
-}
-
-static int pool_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
-{
-	struct errbuf eb = { { 0 } };
-	char name[POOL_NAME_MAX + 1];
-	int r;
-
-	snprintf(name, sizeof(name), "%s", pool_name(userdata));
-	if (strcmp(name, POOL_DEFAULT) == 0)
-		return sd_bus_error_setf(e, BUS_ERR_POOL_BUSY,
-					 "the default pool always exists and cannot be destroyed");
-	r = pool_destroy(userdata, &eb);
-	if (r < 0)
-		return bus_core_error(e, r, &eb, BUS_OP_POOL);
-	/* A pool made again under this name starts without limits. */
-	tap_forget_pool_qos(name);
-	log_info("pool %s destroyed", name);
-	return sd_bus_reply_method_return(m, "");
-}
-
-static int pool_get_prop(sd_bus *bus, const char *path, const char *iface, const char *prop,
-			 sd_bus_message *reply, void *userdata, sd_bus_error *e)
-{
-	struct pool_stats st;
-
-	(void)bus;
-	(void)path;
-	(void)iface;
-	(void)e;
-	if (strcmp(prop, "Name") == 0)
-		return sd_bus_message_append(reply, "s", pool_name(userdata));
-	pool_get_stats(userdata, &st);
-	if (strcmp(prop, "Size") == 0)
-		return sd_bus_message_append(reply, "t", st.size);
-	if (strcmp(prop, "InUse") == 0)
-		return sd_bus_message_append(reply, "t", st.in_use);
-	if (strcmp(prop, "HighWater") == 0)
-		return sd_bus_message_append(reply, "t", st.high_water);
-	if (strcmp(prop, "Mapped") == 0)
-		return sd_bus_message_append(reply, "t", st.mapped);
-	if (strcmp(prop, "Waiters") == 0)
-		return sd_bus_message_append(reply, "u", st.waiters);
-	if (strcmp(prop, "Taps") == 0)
-		return sd_bus_message_append(reply, "u", st.taps);
-	if (strcmp(prop, "Locked") == 0)
-		return sd_bus_message_append(reply, "b", (int)st.locked);
-	if (strcmp(prop, "QosIops") == 0 || strcmp(prop, "QosBps") == 0) {
-		uint64_t iops = 0, bps = 0;
-
-		/* Only fails for a pool that is gone: report no limits. */
-		if (tap_get_pool_qos(pool_name(userdata), &iops, &bps) < 0)
-			iops = bps = 0;
-		return sd_bus_message_append(reply, "t", prop[3] == 'I' ? iops : bps);
-	}
-	return -ENOENT;
-}
-
-static int pool_set_qos_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
-{
-	struct errbuf eb = { { 0 } };
-	uint64_t iops, bps;
-	int r;
-
-	r = sd_bus_message_read(m, "tt", &iops, &bps);
-	if (r < 0)
-		return r;
-	r = tap_set_pool_qos(pool_name(userdata), iops, bps, &eb);
-	if (r < 0)
-		return bus_core_error(e, r, &eb, BUS_OP_POOL);
-	sd_bus_emit_properties_changed(sd_bus_message_get_bus(m), sd_bus_message_get_path(m),
-				       BUS_IFACE_POOL, "QosIops", "QosBps", NULL);
-	return sd_bus_reply_method_return(m, "");
-}
-
-static const sd_bus_vtable pool_vtable[] = {
-	SD_BUS_VTABLE_START(0),
-	SD_BUS_METHOD_WITH_NAMES("Resize", "t", SD_BUS_PARAM(size), "", , pool_resize_cb, 0),
-	SD_BUS_METHOD("Destroy", "", "", pool_destroy_cb, 0),
-	SD_BUS_METHOD_WITH_NAMES("SetQos", "tt", SD_BUS_PARAM(iops) SD_BUS_PARAM(bps), "", ,
-				 pool_set_qos_cb, 0),
-	SD_BUS_PROPERTY("Name", "s", pool_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Size", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("InUse", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Waiters", "u", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("HighWater", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Mapped", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Taps", "u", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("Locked", "b", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("QosIops", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_PROPERTY("QosBps", "t", pool_get_prop, 0, CHANGES),
-	SD_BUS_VTABLE_END
+static const struct bus_kind tap_kind = {
+	.prefix = BUS_TAP_PREFIX,
+	.iface = BUS_IFACE_TAP,
+	.vtable = tap_vtable,
+	.iter = tap_iter,
+	.path = tap_path,
+	.lookup = tap_lookup,
+	.missing = tap_missing,
 };
 
-int bus_objects_add(sd_bus *bus)
+int bus_tap_objects_add(sd_bus *bus, const struct daemon_info *info)
 {
-	int r;
+	tap_info = info;
+	return bus_kind_add(bus, &tap_kind);
+}
 
-	r = sd_bus_add_fallback_vtable(bus, NULL, BUS_TAP_PREFIX, BUS_IFACE_TAP, tap_vtable,
-				       tap_find_cb, NULL);
-	if (r >= 0)
-		r = sd_bus_add_node_enumerator(bus, NULL, BUS_TAP_PREFIX, tap_enum_cb, NULL);
-	if (r >= 0)
-		r = sd_bus_add_fallback(bus, NULL, BUS_TAP_PREFIX, tap_missing_cb, NULL);
-	if (r >= 0)
-		r = sd_bus_add_fallback_vtable(bus, NULL, BUS_POOL_PREFIX, BUS_IFACE_POOL,
-					       pool_vtable, pool_find_cb, NULL);
-	if (r >= 0)
-		r = sd_bus_add_node_enumerator(bus, NULL, BUS_POOL_PREFIX, pool_enum_cb, NULL);
-	if (r >= 0)
-		r = sd_bus_add_fallback(bus, NULL, BUS_POOL_PREFIX, pool_missing_cb, NULL);
-	return r;
+void bus_tap_emit(sd_bus *bus, struct tap *t, enum tap_event ev)
+{
+	_cleanup_free_ char *path = bus_tap_path(t);
+
+	if (!path)
+		return;
+	tap_in_flight = t;
+	switch (ev) {
+	case TAP_ADDED:
+		sd_bus_emit_object_added(bus, path);
+		break;
+	case TAP_CHANGED:
+		/* Pause and unpause change State; unpausing on a new image
+		 * changes Image; SetPool and SetQos change the rest. */
+		sd_bus_emit_properties_changed(bus, path, BUS_IFACE_TAP, "State", "Image", "Size",
+					       "Pool", "QosIops", "QosBps", "Parent", NULL);
+		break;
+	case TAP_REMOVED:
+		sd_bus_emit_object_removed(bus, path);
+		break;
+	}
+	tap_in_flight = NULL;
 }

@@ -1,0 +1,131 @@
+/* What every D-Bus object file shares: the mapping from a core failure
+ * (-errno and its message) to a named D-Bus error, and the find, enumerate
+ * and missing-object callbacks of one kind of object (struct bus_kind). */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_op op)
+{
+	const char *msg = eb && eb->msg[0] ? eb->msg : strerror(-err);
+	bool pool = op == BUS_OP_POOL || op == BUS_OP_POOL_CREATE;
+	bool opens = op == BUS_OP_TAP_CREATE || op == BUS_OP_TAP_UNPAUSE;
+	const char *name;
+
+	switch (-err) {
+	case ENOENT:
+		/* Only opening the image looks up files. */
+		name = opens ? BUS_ERR_NO_SUCH_FILE : BUS_ERR_FAILED;
+		break;
+	case ENODEV:
+		/* Only pool lookups by name (CreateTap, SetPool) say ENODEV. */
+		name = op == BUS_OP_TAP_CREATE || op == BUS_OP_TAP ? BUS_ERR_NO_SUCH_POOL
+								   : BUS_ERR_FAILED;
+		break;
+	case ERANGE:
+		/* tap_unpause(): the new chain has another size. */
+		name = op == BUS_OP_TAP_UNPAUSE ? BUS_ERR_SIZE_MISMATCH : BUS_ERR_FAILED;
+		break;
+	case EINVAL:
+		name = opens ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
+		break;
+	case ESHUTDOWN:
+		name = BUS_ERR_SHUTTING_DOWN;
+		break;
+	case EEXIST:
+		name = pool ? BUS_ERR_POOL_EXISTS : BUS_ERR_TAP_EXISTS;
+		break;
+	case EBUSY:
+		name = pool ? BUS_ERR_POOL_BUSY : BUS_ERR_TAP_BUSY;
+		break;
+	case EACCES:
+	case EPERM:
+	case EROFS:
+		name = BUS_ERR_PERMISSION;
+		break;
+	default:
+		name = BUS_ERR_FAILED;
+		break;
+	}
+	return sd_bus_error_setf(e, name, "%s", msg);
+}
+
+static int kind_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata,
+			void **found, sd_bus_error *e)
+{
+	const struct bus_kind *kind = userdata;
+	void *obj = kind->lookup(path);
+
+	(void)bus;
+	(void)iface;
+	(void)e;
+	if (!obj)
+		return 0;
+	*found = obj;
+	return 1;
+}
+
+static int kind_enum_cb(sd_bus *bus, const char *prefix, void *userdata, char ***nodes,
+			sd_bus_error *e)
+{
+	const struct bus_kind *kind = userdata;
+	size_t n = 0, cap = 8;
+	char **v = calloc(cap + 1, sizeof(*v));
+
+	(void)bus;
+	(void)prefix;
+	(void)e;
+	if (!v)
+		return -ENOMEM;
+	for (void *obj = kind->iter(NULL); obj; obj = kind->iter(obj)) {
+		if (n == cap) {
+			char **nv = realloc(v, (2 * cap + 1) * sizeof(*v));
+
+			if (!nv)
+				goto oom;
+			v = nv;
+			cap *= 2;
+		}
+		v[n] = kind->path(obj);
+		if (!v[n])
+			goto oom;
+		v[++n] = NULL;
+	}
+	*nodes = v;
+	return 0;
+oom:
+	while (n)
+		free(v[--n]);
+	free(v);
+	return -ENOMEM;
+}
+
+/* Any call on the kind's interface under its prefix that no vtable claimed:
+ * an object that does not exist (any more). Say so by name instead of
+ * sd-bus's generic UnknownObject. */
+static int kind_missing_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	const struct bus_kind *kind = userdata;
+	const char *iface = sd_bus_message_get_interface(m);
+	const char *path = sd_bus_message_get_path(m);
+
+	if (!sd_bus_message_is_method_call(m, NULL, NULL) || !iface ||
+	    strcmp(iface, kind->iface) != 0 || kind->lookup(path))
+		return 0;
+	return kind->missing(e, path);
+}
+
+int bus_kind_add(sd_bus *bus, const struct bus_kind *kind)
+{
+	void *k = (void *)kind;
+	int r;
+
+	r = sd_bus_add_fallback_vtable(bus, NULL, kind->prefix, kind->iface, kind->vtable,
+				       kind_find_cb, k);
+	if (r >= 0)
+		r = sd_bus_add_node_enumerator(bus, NULL, kind->prefix, kind_enum_cb, k);
+	if (r >= 0)
+		r = sd_bus_add_fallback(bus, NULL, kind->prefix, kind_missing_cb, k);
+	return r;
+}
