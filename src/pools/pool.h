@@ -22,6 +22,7 @@
 
 struct event_base;
 struct pool;
+struct qos_bucket;
 
 #define POOL_DEFAULT "default"
 #define POOL_NAME_MAX 64
@@ -77,6 +78,9 @@ void pool_unref(struct pool *p);
 
 const char *pool_name(const struct pool *p);
 void pool_get_stats(const struct pool *p, struct pool_stats *st);
+/* The rate limit shared by the taps of the pool (bucket.h; core applies
+ * it). Unlimited when the pool is made; it goes with the pool. */
+struct qos_bucket *pool_qos(struct pool *p);
 
 /* The largest len pool_get takes now (the pool's size, at most
  * POOL_ARENA_MAX). */
