@@ -65,7 +65,9 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
  * (len > new size) are failed with -EINVAL. */
 int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb);
 /* -EBUSY while referenced, while buffers are still out (unmapping them
- * would corrupt I/O in progress), or for the default pool. */
+ * would corrupt I/O in progress), or for the default pool, which always
+ * exists: this is the one place that rule is kept, callers pass on the
+ * errno and eb. */
 int pool_destroy(struct pool *p, struct errbuf *eb);
 
 struct pool *pool_find(const char *name);
