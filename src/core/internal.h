@@ -1,16 +1,19 @@
-/* What tap.c (registry and lifecycle) and tap-io.c (the request path) share.
- * Private to those two files. */
+/* What the files of core share, private to src/core/. The files call each
+ * other in one direction only, lowest first:
+ *
+ *   qos.c     the QoS gate: what a request costs, whether it may pass now
+ *   tap-io.c  the request path: gates, queues, dispatch, completion
+ *   tap.c     the registry and the lifecycle of taps (drives tap-io.c)
+ *   stack.c   the tap: driver (a tap as another tap's parent), on both
+ *   setup.c   brings core up: registers the image drivers, tap: included
+ *
+ * A lower file learns what it needs from a higher one through state it is
+ * given (tap-io.c's stopping flag) or a callback (tap.c's drained). */
 #ifndef TAPD_TAP_INTERNAL_H
 #define TAPD_TAP_INTERNAL_H
 
+#include "pools/bucket.h"
 #include "tap.h"
-
-/* A token bucket (qos.c); rates 0 = unlimited. */
-struct qos_bucket {
-	uint64_t iops, bps;
-	double ops, bytes; /* tokens */
-	uint64_t last_ns;
-};
 
 struct tap {
 	TAILQ_ENTRY(tap) link;
@@ -34,6 +37,8 @@ struct tap {
 	/* Requests holding (or waiting for) a pool buffer: the tap must
 	 * outlive them, so closing waits for this to reach zero too. */
 	unsigned held;
+	/* Kept by the request path (tap-io.c); tap.c sets the QoS rates and
+	 * looks at parked before a destroy. */
 	/* Write-like requests in flight, for read-modify-write exclusion. */
 	TAILQ_HEAD(, tap_req) writes;
 	/* Write-like requests waiting for an overlapping one to finish. */
@@ -44,6 +49,7 @@ struct tap {
 	struct event *qos_timer;
 	/* Requests submitted while pausing or paused, in order. */
 	TAILQ_HEAD(, tap_req) parked;
+	/* The lifecycle's own (tap.c). */
 	void (*pause_done)(void *arg, int err);
 	void *pause_arg;
 	/* Shutdown: flush, then close. */
@@ -51,28 +57,41 @@ struct tap {
 	bool flushing;
 };
 
-/* tap-io.c: run a request (the state allows it). */
-void tap_req_dispatch(struct tap_req *req);
+/* qos.c: the gate, applied by tap-io.c. It never queues or dispatches. */
+/* A limit applies to t: its own or its pool's. */
+bool tap_qos_limited(const struct tap *t);
+/* req is charged at all (flush, cache, ... always pass). */
+bool tap_qos_counted(const struct tap_req *req);
+/* Seconds req must still wait for the tap's and its pool's buckets; 0: it
+ * passes now, and has been charged. With force it passes and is charged
+ * whatever the wait. */
+double tap_qos_admit(struct tap *t, const struct tap_req *req, bool force);
 
-/* qos.c */
-void tap_qos_setup(struct event_base *base);
-void tap_qos_teardown(void);
-int tap_qos_init(struct tap *t);
-void tap_qos_free(struct tap *t);
-/* Dispatch now, or queue until the tap's and its pool's limits allow. */
-void tap_qos_submit(struct tap_req *req);
-/* No limit applies to t and nothing of it waits for one. */
-bool tap_qos_unlimited(const struct tap *t);
-/* Dispatch everything queued, limits or not (the daemon stops). */
-void tap_qos_release(struct tap *t);
-
-/* tap-io.c: the completion queue, set up with the registry. */
-int tap_io_setup(struct event_base *base);
+/* tap-io.c, driven by tap.c */
+/* The completion queue and the zero buffer. drained(t) is called from the
+ * loop when a closing or pausing tap may have drained: look again. */
+int tap_io_setup(struct event_base *base, void (*drained)(struct tap *t));
 void tap_io_teardown(void);
+/* A new tap's request queues and QoS timer; tap_io_free undoes it. */
+int tap_io_init(struct tap *t);
+void tap_io_free(struct tap *t);
+/* The daemon begins to stop: no request waits for a pause or a limit any
+ * more. Reset by tap_io_teardown. */
+void tap_io_stop(void);
+bool tap_io_stopping(void);
+/* Let everything waiting on t (for the unpause, for QoS) go now: run on
+ * the image if it is open, else fail with -ESHUTDOWN. For a stop. */
+void tap_io_release(struct tap *t);
+/* t runs again: the requests parked by the pause pass the gate in order. */
+void tap_io_resume(struct tap *t);
+/* t's or its pool's limits changed: judge what waits by the new ones. */
+void tap_io_qos_changed(struct tap *t);
 
-/* tap.c: a closing tap may have drained; look again from the loop. */
-void tap_closing_progress(struct tap *t);
-/* tap.c: the daemon is stopping (requests must not park any more). */
-bool tap_stopping(void);
+/* tap.c, for setup.c */
+int tap_registry_setup(struct event_base *base);
+void tap_registry_teardown(void);
+
+/* stack.c: the tap: driver, registered by setup.c. */
+extern const struct driver driver_tap;
 
 #endif

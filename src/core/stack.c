@@ -6,12 +6,16 @@
  * stacking deadlock): a leaf request only ever waits for the parent, never
  * for memory its own siblings hold.
  *
- * Read-only by nature: only reads and block status go down a chain. */
+ * Read-only by nature: only reads and block status go down a chain.
+ *
+ * This file sits on top of core: it uses the registry (tap_stack_get, ...)
+ * and the request path (tap_req_*) as an export would, and neither calls
+ * it; setup.c registers its driver with image.c. */
 #include <errno.h>
 #include <string.h>
 
-#include "tap.h"
 #include "drivers/driver.h"
+#include "internal.h"
 
 /* Requests one stacked image may have on its parent at once; more wait
  * for a slot, in order. */

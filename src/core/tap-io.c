@@ -1,9 +1,13 @@
-/* The request path of a tap: validation, buffers from the tap's pool,
- * read-modify-write for clients that are not aligned to the image, zeroing
- * and trimming whatever the image can do, and asynchronous completion.
- * Every completion reaches the export from a deferred event, never from
- * inside the call that started it, so exports need not be reentrant and no
- * call chain grows with the queue depth. */
+/* The request path of a tap: validation, buffers from the tap's pool, the
+ * gate (a paused tap parks requests, a QoS limit queues them), read-modify-
+ * write for clients that are not aligned to the image, zeroing and trimming
+ * whatever the image can do, and asynchronous completion. Every completion
+ * reaches the export from a deferred event, never from inside the call that
+ * started it, so exports need not be reentrant and no call chain grows with
+ * the queue depth.
+ *
+ * tap.c drives this file (setup, stop, resume) and hears back only through
+ * the drained callback: nothing here calls up into the registry. */
 #include <errno.h>
 #include <event2/event.h>
 #include <string.h>
@@ -17,10 +21,15 @@
 #define ZERO_CHUNK (1u << 20)
 
 static struct {
+	struct event_base *base;
 	/* Completed requests whose done callback is still to be called. */
 	TAILQ_HEAD(, tap_req) done_q;
 	struct event *done_ev;
 	void *zeros;
+	/* tap.c's: a closing or pausing tap may have drained. */
+	void (*drained)(struct tap *t);
+	/* The daemon is stopping: no request waits any more. */
+	bool stopping;
 } io = {
 	.done_q = TAILQ_HEAD_INITIALIZER(io.done_q),
 };
@@ -46,7 +55,7 @@ static void tap_run_done(evutil_socket_t fd, short what, void *arg)
 		 * must not go away under a completion not yet delivered. */
 		t->st.inflight--;
 		if (t->state == TAP_CLOSING || t->state == TAP_PAUSING)
-			tap_closing_progress(t);
+			io.drained(t);
 		req->done(req);
 	}
 }
@@ -78,8 +87,10 @@ static void tap_req_finish(struct tap_req *req, int err)
 	TAILQ_INSERT_TAIL(&io.done_q, req, link);
 }
 
-int tap_io_setup(struct event_base *base)
+int tap_io_setup(struct event_base *base, void (*drained)(struct tap *t))
 {
+	io.base = base;
+	io.drained = drained;
 	io.done_ev = event_new(base, -1, 0, tap_run_done, NULL);
 	/* Written once, then only read: the kernel shares nothing with us
 	 * here, it only copies zeros out. */
@@ -101,6 +112,37 @@ void tap_io_teardown(void)
 		munmap(io.zeros, ZERO_CHUNK);
 	io.done_ev = NULL;
 	io.zeros = NULL;
+	/* A fresh start for whoever sets up again (unit tests do). */
+	io.stopping = false;
+}
+
+void tap_io_stop(void)
+{
+	io.stopping = true;
+}
+
+bool tap_io_stopping(void)
+{
+	return io.stopping;
+}
+
+static void tap_qos_timer(evutil_socket_t fd, short what, void *arg);
+
+int tap_io_init(struct tap *t)
+{
+	TAILQ_INIT(&t->writes);
+	TAILQ_INIT(&t->blocked);
+	TAILQ_INIT(&t->parked);
+	TAILQ_INIT(&t->qos_q);
+	t->qos_timer = evtimer_new(io.base, tap_qos_timer, t);
+	return t->qos_timer ? 0 : -ENOMEM;
+}
+
+void tap_io_free(struct tap *t)
+{
+	if (t->qos_timer)
+		event_free(t->qos_timer);
+	t->qos_timer = NULL;
 }
 
 /* ---- write exclusion --------------------------------------------------
@@ -540,19 +582,8 @@ static void tap_count_op(struct tap *t, const struct tap_req *req)
 	}
 }
 
-void tap_req_submit(struct tap_req *req)
-{
-	struct tap *t = req->tap;
-
-	if ((t->state == TAP_PAUSING || t->state == TAP_PAUSED) && !tap_stopping()) {
-		req->parked = true;
-		TAILQ_INSERT_TAIL(&t->parked, req, link);
-		return;
-	}
-	tap_qos_submit(req);
-}
-
-void tap_req_dispatch(struct tap_req *req)
+/* Run a request that has passed the gate. */
+static void tap_req_dispatch(struct tap_req *req)
 {
 	struct tap *t = req->tap;
 	struct image *img = t->img;
@@ -616,9 +647,117 @@ void tap_req_dispatch(struct tap_req *req)
 	tap_req_finish(req, 0);
 }
 
+/* ---- the gate ------------------------------------------------------------
+ * Between submission and dispatch a request may wait, in its tap's order:
+ * parked while the tap is paused (until the unpause), or queued while a QoS
+ * limit holds it back (until a timer says the buckets have refilled; qos.c
+ * says how long). Once the daemon stops, nothing waits any more. */
+
+/* The pause rule, written here only: a request parks while its tap is
+ * pausing or paused, unless the daemon is stopping (then it runs on the
+ * image if that is still open, or fails in tap_req_dispatch). */
+static bool tap_holds(const struct tap *t)
+{
+	return (t->state == TAP_PAUSING || t->state == TAP_PAUSED) && !io.stopping;
+}
+
+static void tap_qos_run(struct tap *t);
+
+/* Park, queue for QoS, or dispatch. qos_done: the request has passed QoS
+ * (and paid) already; it may still have to park. */
+static void tap_req_go(struct tap_req *req, bool qos_done)
+{
+	struct tap *t = req->tap;
+
+	if (tap_holds(t)) {
+		req->parked = true;
+		TAILQ_INSERT_TAIL(&t->parked, req, link);
+		return;
+	}
+	/* Uncounted requests never wait; counted ones queue behind any that
+	 * already wait, so a limit lifted keeps the order. */
+	if (!qos_done && tap_qos_counted(req) && (!TAILQ_EMPTY(&t->qos_q) || tap_qos_limited(t))) {
+		TAILQ_INSERT_TAIL(&t->qos_q, req, link);
+		t->st.waiting++;
+		if (TAILQ_FIRST(&t->qos_q) == req)
+			tap_qos_run(t);
+		return;
+	}
+	tap_req_dispatch(req);
+}
+
+void tap_req_submit(struct tap_req *req)
+{
+	tap_req_go(req, false);
+}
+
+/* Let queued requests go while the buckets allow; arm the timer for the
+ * first that must wait. One whose turn comes during a pause parks, paid,
+ * and waits for the unpause with the others. */
+static void tap_qos_run(struct tap *t)
+{
+	struct tap_req *req;
+
+	while ((req = TAILQ_FIRST(&t->qos_q))) {
+		double w = tap_qos_admit(t, req, io.stopping);
+
+		if (w > 0) {
+			struct timeval tv;
+
+			tv.tv_sec = (time_t)w;
+			tv.tv_usec = (suseconds_t)((w - (double)tv.tv_sec) * 1e6) + 1;
+			evtimer_add(t->qos_timer, &tv);
+			return;
+		}
+		TAILQ_REMOVE(&t->qos_q, req, link);
+		t->st.waiting--;
+		tap_req_go(req, true);
+	}
+}
+
+static void tap_qos_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tap_qos_run(arg);
+}
+
+void tap_io_qos_changed(struct tap *t)
+{
+	tap_qos_run(t);
+}
+
+void tap_io_release(struct tap *t)
+{
+	struct tap_req *req;
+
+	evtimer_del(t->qos_timer);
+	while ((req = TAILQ_FIRST(&t->qos_q))) {
+		TAILQ_REMOVE(&t->qos_q, req, link);
+		t->st.waiting--;
+		tap_req_dispatch(req);
+	}
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		tap_req_dispatch(req);
+	}
+}
+
+void tap_io_resume(struct tap *t)
+{
+	struct tap_req *req;
+
+	while ((req = TAILQ_FIRST(&t->parked))) {
+		TAILQ_REMOVE(&t->parked, req, link);
+		req->parked = false;
+		tap_req_go(req, false);
+	}
+}
+
 bool tap_can_splice(const struct tap *t)
 {
-	return t->state == TAP_RUNNING && t->img && t->img->can_splice && tap_qos_unlimited(t);
+	return t->state == TAP_RUNNING && t->img && t->img->can_splice && TAILQ_EMPTY(&t->qos_q) &&
+	       !tap_qos_limited(t);
 }
 
 ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd)
@@ -690,5 +829,5 @@ void tap_req_release(struct tap_req *req)
 		t->held--;
 	}
 	if (t->state == TAP_CLOSING)
-		tap_closing_progress(t);
+		io.drained(t);
 }

@@ -1,6 +1,7 @@
-/* Taps: the registry, creation and destruction, the orderly close of every
- * tap at daemon exit, and the properties others read. The request path is
- * in tap-io.c. */
+/* Taps: the registry, creation and destruction, pause, the orderly close of
+ * every tap at daemon exit, limits, and the properties others read. The
+ * request path is in tap-io.c, which this file drives: it hears back only
+ * through tap_drained(), so the calls run one way (see internal.h). */
 #include "tap.h"
 
 #include <errno.h>
@@ -18,8 +19,6 @@ static struct {
 	unsigned count;
 	struct minors minors;
 	void (*listener)(struct tap *t, enum tap_event ev);
-	/* Daemon stop begun: paused taps hold nothing back. */
-	bool stopping;
 	/* Daemon shutdown in progress. */
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
@@ -180,18 +179,13 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		}
 	}
 	t->state = TAP_OPENING;
-	TAILQ_INIT(&t->writes);
-	TAILQ_INIT(&t->blocked);
-	TAILQ_INIT(&t->parked);
+	ret = tap_io_init(t);
+	if (ret < 0)
+		goto fail;
 	ret = tap_open_image(t, cfg->image, eb);
 	if (ret < 0)
 		goto fail;
 	t->size = t->img->size;
-	ret = tap_qos_init(t);
-	if (ret < 0) {
-		image_close(t->img);
-		goto fail;
-	}
 	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
 	t->pool = pool;
 	pool_ref(pool);
@@ -208,6 +202,7 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		*out = t;
 	return 0;
 fail:
+	tap_io_free(t);
 	minor_free(&taps.minors, minor);
 	free(t->parent_name);
 	free(t);
@@ -221,7 +216,7 @@ static void tap_free(struct tap *t)
 	taps.count--;
 	tap_notify(t, TAP_REMOVED);
 	image_close(t->img);
-	tap_qos_free(t);
+	tap_io_free(t);
 	free(t->spec);
 	free(t->parent_name);
 	pool_unref(t->pool);
@@ -256,18 +251,6 @@ int tap_destroy(struct tap *t, struct errbuf *eb)
  * loop, for the requests in flight; the deferred state check then closes
  * the chain and answers. Unpausing reopens and lets the parked requests go
  * in their order. */
-
-/* Let parked requests go: run on the image if it is still open (pausing),
- * fail with -ESHUTDOWN if it is closed (paused). For a stop only. */
-static void tap_release_parked(struct tap *t)
-{
-	struct tap_req *req;
-
-	while ((req = TAILQ_FIRST(&t->parked))) {
-		TAILQ_REMOVE(&t->parked, req, link);
-		tap_req_dispatch(req);
-	}
-}
 
 static void tap_pause_end(struct tap *t, int err)
 {
@@ -310,7 +293,6 @@ int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct
 
 int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
 {
-	struct tap_req *req;
 	int ret;
 
 	if (t->state != TAP_PAUSED) {
@@ -323,11 +305,7 @@ int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
 	t->state = TAP_RUNNING;
 	log_info("%s: running again on %s", t->name, t->spec);
 	tap_notify(t, TAP_CHANGED);
-	while ((req = TAILQ_FIRST(&t->parked))) {
-		TAILQ_REMOVE(&t->parked, req, link);
-		req->parked = false;
-		tap_qos_submit(req);
-	}
+	tap_io_resume(t);
 	return 0;
 }
 
@@ -384,11 +362,9 @@ void tap_stop_begin(void)
 {
 	struct tap *t;
 
-	taps.stopping = true;
-	TAILQ_FOREACH(t, &taps.taps, link) {
-		tap_qos_release(t);
-		tap_release_parked(t);
-	}
+	tap_io_stop();
+	TAILQ_FOREACH(t, &taps.taps, link)
+		tap_io_release(t);
 }
 
 void tap_shutdown_all(void (*done)(void *arg), void *arg)
@@ -397,27 +373,32 @@ void tap_shutdown_all(void (*done)(void *arg), void *arg)
 
 	taps.shutdown_done = done;
 	taps.shutdown_arg = arg;
-	taps.stopping = true;
+	tap_io_stop();
 	TAILQ_FOREACH(t, &taps.taps, link) {
 		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
 		tap_notify(t, TAP_CHANGED);
-		tap_qos_release(t);
-		tap_release_parked(t);
+		tap_io_release(t);
 	}
 	event_active(taps.shutdown_ev, 0, 0);
 }
 
-int tap_setup(struct event_base *base)
+/* A closing or pausing tap may have drained: look again from the loop. */
+static void tap_drained(struct tap *t)
+{
+	(void)t;
+	event_active(taps.shutdown_ev, 0, 0);
+}
+
+int tap_registry_setup(struct event_base *base)
 {
 	taps.shutdown_ev = event_new(base, -1, 0, tap_shutdown_check, NULL);
 	if (!taps.shutdown_ev)
 		return -ENOMEM;
-	tap_qos_setup(base);
-	return tap_io_setup(base);
+	return tap_io_setup(base, tap_drained);
 }
 
-void tap_teardown(void)
+void tap_registry_teardown(void)
 {
 	struct tap *t;
 
@@ -429,24 +410,11 @@ void tap_teardown(void)
 		tap_free(t ? t : TAILQ_FIRST(&taps.taps));
 	}
 	tap_io_teardown();
-	tap_qos_teardown();
 	if (taps.shutdown_ev)
 		event_free(taps.shutdown_ev);
 	taps.shutdown_ev = NULL;
 	/* A fresh start for whoever sets up again (unit tests do). */
-	taps.stopping = false;
 	taps.shutdown_done = NULL;
-}
-
-bool tap_stopping(void)
-{
-	return taps.stopping;
-}
-
-void tap_closing_progress(struct tap *t)
-{
-	(void)t;
-	event_active(taps.shutdown_ev, 0, 0);
 }
 
 /* ---- lookup and properties ------------------------------------------- */
@@ -615,6 +583,43 @@ int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 	return 0;
 }
 
+/* ---- limits ---------------------------------------------------------- */
+
+void tap_set_qos(struct tap *t, uint64_t iops, uint64_t bps)
+{
+	qos_bucket_set(&t->qos, iops, bps);
+	log_info("%s: QoS %llu IOPS, %llu B/s (0: unlimited)", t->name, (unsigned long long)iops,
+		 (unsigned long long)bps);
+	/* Whatever waited is judged by the new limit. */
+	tap_io_qos_changed(t);
+}
+
+void tap_get_qos(const struct tap *t, uint64_t *iops, uint64_t *bps)
+{
+	*iops = t->qos.iops;
+	*bps = t->qos.bps;
+}
+
+void tap_set_pool_qos(struct pool *pool, uint64_t iops, uint64_t bps)
+{
+	struct tap *t;
+
+	qos_bucket_set(pool_qos(pool), iops, bps);
+	log_info("pool %s: QoS %llu IOPS, %llu B/s (0: unlimited)", pool_name(pool),
+		 (unsigned long long)iops, (unsigned long long)bps);
+	TAILQ_FOREACH(t, &taps.taps, link)
+		if (t->pool == pool)
+			tap_io_qos_changed(t);
+}
+
+void tap_get_pool_qos(struct pool *pool, uint64_t *iops, uint64_t *bps)
+{
+	const struct qos_bucket *b = pool_qos(pool);
+
+	*iops = b->iops;
+	*bps = b->bps;
+}
+
 struct tap *tap_parent(const struct tap *t)
 {
 	return t->parent;
@@ -628,7 +633,7 @@ int tap_stack_get(const char *name, struct tap **out, struct errbuf *eb)
 		err_set(eb, "no tap named '%s' to serve as a parent", name);
 		return -ENOENT;
 	}
-	if (t->state == TAP_CLOSING || taps.stopping) {
+	if (t->state == TAP_CLOSING || tap_io_stopping()) {
 		err_set(eb, "tap %s is closing", name);
 		return -ESHUTDOWN;
 	}
@@ -650,7 +655,7 @@ struct image *tap_chain(const struct tap *t)
 int tap_attach(struct tap *t)
 {
 	/* A paused tap takes clients: their requests wait for the unpause. */
-	if (t->state == TAP_CLOSING || t->state == TAP_OPENING || taps.stopping)
+	if (t->state == TAP_CLOSING || t->state == TAP_OPENING || tap_io_stopping())
 		return -ESHUTDOWN;
 	t->st.connections++;
 	return 0;

@@ -54,7 +54,7 @@ struct tap_req {
 	void *buf;  /* len bytes of data for READ and WRITE */
 	int error;  /* 0 or a negative errno */
 
-	/* Private to tap.c. */
+	/* Private to the request path (core/tap-io.c). */
 	struct tap *tap;
 	void (*ready)(struct tap_req *req, int err);
 	struct pool_waiter wait;
@@ -101,7 +101,8 @@ struct tap_stats {
 	uint32_t parent_shares; /* chains sharing this tap's first parent */
 };
 
-/* Set up the registry and the completion queue: 0 or -ENOMEM. */
+/* Set up the registry and the completion queue, and register the image
+ * drivers (the built-in ones and tap:). 0 or -ENOMEM. */
 int tap_setup(struct event_base *base);
 /* Free every tap at once (after tap_shutdown_all, or in tests). */
 void tap_teardown(void);
@@ -147,11 +148,10 @@ int tap_set_pool(struct tap *t, const char *pool, struct errbuf *eb);
  * Requests over the limit wait, in order, on a timer: never on the loop. */
 void tap_set_qos(struct tap *t, uint64_t iops, uint64_t bps);
 void tap_get_qos(const struct tap *t, uint64_t *iops, uint64_t *bps);
-/* The same for all taps of a pool together. */
-int tap_set_pool_qos(const char *pool, uint64_t iops, uint64_t bps, struct errbuf *eb);
-int tap_get_pool_qos(const char *pool, uint64_t *iops, uint64_t *bps);
-/* The pool is gone: drop its limits. */
-void tap_forget_pool_qos(const char *pool);
+/* The same for all taps of a pool together. The limits are the pool's
+ * (pool_qos) and go with it: a pool made again starts without. */
+void tap_set_pool_qos(struct pool *pool, uint64_t iops, uint64_t bps);
+void tap_get_pool_qos(struct pool *pool, uint64_t *iops, uint64_t *bps);
 /* The tap serving this tap's parent chain, or NULL. */
 struct tap *tap_parent(const struct tap *t);
 /* For the tap: driver. Take the running tap NAME as a parent (it cannot be

@@ -1,7 +1,8 @@
 /* The driver ops table: one driver per image format or storage kind, in the
  * manner of nbdkit plugins and blktap's struct tap_disk. A driver knows
  * nothing of taps, pools or exports: it moves bytes between an aligned
- * buffer and its storage, asynchronously.
+ * buffer and its storage, asynchronously. Drivers are registered with
+ * image.c (image_register_driver); core adds its own, tap:, that way.
  *
  * Threading: all callbacks run on the loop thread and must not block it
  * (no synchronous data I/O; open/close may do metadata syscalls). The one
@@ -116,7 +117,8 @@ struct image {
 	 * with parents honour it (and check it is the right parent). */
 	const char *parent_spec;
 	void *priv;
-	/* Private to image.c: sharing of read-only parents. */
+	/* Private to image.c (drivers leave them alone): references and
+	 * the sharing of read-only parents. */
 	unsigned refs;
 	char *shared_key;
 	struct image *shared_next;
@@ -126,7 +128,6 @@ extern const struct driver driver_raw;
 extern const struct driver driver_ram;
 extern const struct driver driver_null;
 extern const struct driver driver_vhd;
-extern const struct driver driver_tap;
 extern const struct driver driver_nbd;
 
 #endif

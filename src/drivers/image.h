@@ -6,6 +6,12 @@
 
 #include "driver.h"
 
+/* Make drv openable as "NAME:arg" (drv->name). 0, also when drv is known
+ * already; -EEXIST another driver has the name; -ENOSPC table full. */
+int image_register_driver(const struct driver *drv);
+/* builtin.c: register this folder's drivers (raw, ram, null, vhd, nbd). */
+int image_register_builtin(void);
+
 /* Open "driver:arg". -EINVAL for a malformed string or unknown driver,
  * else the driver's error. */
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb);

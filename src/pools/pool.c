@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "bucket.h"
 #include "lib/log.h"
 
 struct arena {
@@ -36,6 +37,7 @@ struct pool {
 	bool waking; /* inside pool_wake(): defer freeing */
 	bool dying;
 	struct event *wake;
+	struct qos_bucket qos;
 	TAILQ_HEAD(, arena) arenas;
 	TAILQ_HEAD(, pool_waiter) waiters;
 };
@@ -482,6 +484,11 @@ void pool_get_stats(const struct pool *p, struct pool_stats *st)
 	st->locked = !TAILQ_EMPTY(&p->arenas);
 	TAILQ_FOREACH(a, &p->arenas, link)
 		st->locked = st->locked && a->locked;
+}
+
+struct qos_bucket *pool_qos(struct pool *p)
+{
+	return &p->qos;
 }
 
 int pool_get(struct pool *p, size_t len, struct pool_waiter *w, void **buf)

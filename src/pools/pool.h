@@ -22,6 +22,7 @@
 
 struct event_base;
 struct pool;
+struct qos_bucket;
 
 #define POOL_DEFAULT "default"
 #define POOL_NAME_MAX 64
@@ -64,7 +65,9 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
  * (len > new size) are failed with -EINVAL. */
 int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb);
 /* -EBUSY while referenced, while buffers are still out (unmapping them
- * would corrupt I/O in progress), or for the default pool. */
+ * would corrupt I/O in progress), or for the default pool, which always
+ * exists: this is the one place that rule is kept, callers pass on the
+ * errno and eb. */
 int pool_destroy(struct pool *p, struct errbuf *eb);
 
 struct pool *pool_find(const char *name);
@@ -77,6 +80,9 @@ void pool_unref(struct pool *p);
 
 const char *pool_name(const struct pool *p);
 void pool_get_stats(const struct pool *p, struct pool_stats *st);
+/* The rate limit shared by the taps of the pool (bucket.h; core applies
+ * it). Unlimited when the pool is made; it goes with the pool. */
+struct qos_bucket *pool_qos(struct pool *p);
 
 /* The largest len pool_get takes now (the pool's size, at most
  * POOL_ARENA_MAX). */

@@ -73,8 +73,6 @@ static int pool_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	r = pool_destroy(userdata, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_POOL);
-	/* A pool made again under this name starts without limits. */
-	tap_forget_pool_qos(name);
 	log_info("pool %s destroyed", name);
 	return sd_bus_reply_method_return(m, "");
 }
@@ -106,11 +104,9 @@ static int pool_get_prop(sd_bus *bus, const char *path, const char *iface, const
 	if (strcmp(prop, "Locked") == 0)
 		return sd_bus_message_append(reply, "b", (int)st.locked);
 	if (strcmp(prop, "QosIops") == 0 || strcmp(prop, "QosBps") == 0) {
-		uint64_t iops = 0, bps = 0;
+		uint64_t iops, bps;
 
-		/* Only fails for a pool that is gone: report no limits. */
-		if (tap_get_pool_qos(pool_name(userdata), &iops, &bps) < 0)
-			iops = bps = 0;
+		tap_get_pool_qos(userdata, &iops, &bps);
 		return sd_bus_message_append(reply, "t", prop[3] == 'I' ? iops : bps);
 	}
 	return -ENOENT;
@@ -118,16 +114,14 @@ static int pool_get_prop(sd_bus *bus, const char *path, const char *iface, const
 
 static int pool_set_qos_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
-	struct errbuf eb = { { 0 } };
 	uint64_t iops, bps;
 	int r;
 
+	(void)e;
 	r = sd_bus_message_read(m, "tt", &iops, &bps);
 	if (r < 0)
 		return r;
-	r = tap_set_pool_qos(pool_name(userdata), iops, bps, &eb);
-	if (r < 0)
-		return bus_core_error(e, r, &eb, BUS_OP_POOL);
+	tap_set_pool_qos(userdata, iops, bps);
 	sd_bus_emit_properties_changed(sd_bus_message_get_bus(m), sd_bus_message_get_path(m),
 				       BUS_IFACE_POOL, "QosIops", "QosBps", NULL);
 	return sd_bus_reply_method_return(m, "");
