@@ -28,12 +28,18 @@ mkdir -p "$T/b/src/core" "$T/b/src/lib"
 printf 'void b(void); void a(void) { b(); }\n' >"$T/a.c"
 printf 'void a(void); void up(void); void b(void) { a(); }\n' >"$T/b.c"
 printf 'void a(void); void low(void) { a(); }\n' >"$T/low.c"
+cp -r "$TOP_SRCDIR/src" "$T/src2"
+cp "$T/a.c" "$T/b.c" "$T/src2/core/"
+cp "$T/low.c" "$T/src2/lib/"
 cc -c -o "$T/b/src/core/a.o" "$T/a.c"
 cc -c -o "$T/b/src/core/b.o" "$T/b.c"
 cc -c -o "$T/b/src/lib/low.o" "$T/low.c"
-rc=0; out=$($CHECK --src "$TOP_SRCDIR/src" --objects "$T/b" 2>&1) || rc=$?
+# An object without its source is a leftover of an older tree: not counted.
+cc -c -o "$T/b/src/lib/gone.o" "$T/low.c"
+rc=0; out=$($CHECK --src "$T/src2" --objects "$T/b" 2>&1) || rc=$?
 [ "$rc" = 1 ] || fail "planted objects: exit $rc, want 1: $out"
 echo "$out" | grep -q "circle of files: src/core/a.c, src/core/b.c" || fail "circle not reported: $out"
 echo "$out" | grep -q "src/lib/low.c calls up into src/core/a.c (core): a" ||
 	fail "upward call not reported: $out"
+echo "$out" | grep -q "gone.c" && fail "a leftover object was counted: $out"
 log "planted violations reported"
