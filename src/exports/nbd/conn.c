@@ -1,7 +1,9 @@
 /* The request side of one NBD connection: reading the socket and turning
- * requests into tap requests held in a fixed array of slots (no malloc per
- * request), including the hole probe of sparse READs. Replies are built
- * and written by reply.c; wire details live in formats/nbd/proto.c. */
+ * requests into tap requests held in slots (slots.c), including the hole
+ * probe of sparse READs and the tap's callbacks. Replies are built and
+ * written by reply.c; wire details live in formats/nbd/proto.c. A failure
+ * goes up to server.c as a negative errno (nbd_fail); from a tap callback,
+ * which has nobody to return to, it waits there for the run it asks for. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,106 +22,25 @@
 static ssize_t sock_recv(struct nbd_conn *c, void *buf, size_t len)
 {
 	if (c->tls_up)
-		return nbd_tls_recv(c, buf, len);
+		return nbd_tls_recv(c->tls, buf, len);
 	return recv(c->fd, buf, len, 0);
-}
-
-/* ---- slots ---- */
-
-void nbd_slots_init(struct nbd_conn *c)
-{
-	TAILQ_INIT(&c->outq);
-	TAILQ_INIT(&c->freeq);
-	TAILQ_INIT(&c->splice_q);
-	c->pipe_rd = c->pipe_wr = -1;
-	c->wpipe_rd = c->wpipe_wr = -1;
-	for (unsigned i = 0; i < NBD_SLOTS; i++) {
-		c->slots[i].conn = c;
-		TAILQ_INSERT_TAIL(&c->freeq, &c->slots[i], link);
-	}
-}
-
-static struct nbd_slot *slot_get(struct nbd_conn *c, const struct nbd_request *r)
-{
-	struct nbd_slot *s = TAILQ_FIRST(&c->freeq);
-
-	TAILQ_REMOVE(&c->freeq, s, link);
-	memset(&s->req, 0, sizeof(s->req));
-	s->cookie = r->cookie;
-	s->type = r->type;
-	s->flags = r->flags;
-	s->off = r->off;
-	s->len = r->len;
-	s->prepared = false;
-	s->sparse = false;
-	s->piped = 0;
-	s->error = 0;
-	s->bytes = 0;
-	s->sent = 0;
-	s->rtotal = 0;
-	s->rn = 0;
-	c->busy++;
-	return s;
-}
-
-/* Count a READ/WRITE's data against the client's cap until the slot is
- * freed (its reply written or dropped). */
-static void slot_hold(struct nbd_slot *s)
-{
-	s->bytes = s->len;
-	s->conn->bytes_held += s->len;
-}
-
-void nbd_slot_free(struct nbd_slot *s)
-{
-	struct nbd_conn *c = s->conn;
-
-	if (s->prepared)
-		tap_req_release(&s->req);
-	s->prepared = false;
-	s->state = SLOT_FREE;
-	c->pipe_bufs -= s->pipe_bufs;
-	s->pipe_bufs = 0;
-	s->spliced = false;
-	c->bytes_held -= s->bytes;
-	s->bytes = 0;
-	TAILQ_INSERT_TAIL(&c->freeq, s, link);
-	c->busy--;
-	/* A free slot (or freed bytes) may unblock the reader. */
-	c->rerun = true;
-}
-
-void nbd_slots_drop(struct nbd_conn *c)
-{
-	/* Requests the tap still runs come back through their done
-	 * callback. */
-	for (unsigned i = 0; i < NBD_SLOTS; i++) {
-		struct nbd_slot *s = &c->slots[i];
-
-		if (s->state == SLOT_FREE || s->state == SLOT_INFLIGHT)
-			continue;
-		if (s->state == SLOT_QUEUED)
-			TAILQ_REMOVE(&c->outq, s, link);
-		else if (s->state == SLOT_SPLICE_WAIT)
-			TAILQ_REMOVE(&c->splice_q, s, link);
-		nbd_slot_free(s);
-	}
 }
 
 /* ---- request side ---- */
 
 static void slot_ready(struct tap_req *req, int err);
-static void discard_done(struct nbd_conn *c);
+static int discard_done(struct nbd_conn *c);
 static void payload_done(struct nbd_conn *c);
 
-/* Outcome of tap_req_prepare, immediate or through the ready callback. */
-static void prepare_result(struct nbd_slot *s, int err)
+/* Outcome of tap_req_prepare, immediate or through the ready callback.
+ * Returns 0, or a negative errno (c failed). */
+static int prepare_result(struct nbd_slot *s, int err)
 {
 	struct nbd_conn *c = s->conn;
 
-	if (c->dead) {
+	if (nbd_conn_gone(c)) {
 		nbd_slot_free(s);
-		return;
+		return 0;
 	}
 	if (err < 0) {
 		if (s->type == NBD_CMD_WRITE) {
@@ -133,21 +54,19 @@ static void prepare_result(struct nbd_slot *s, int err)
 				nbd_wsplice_drop(c);
 			s->piped = 0;
 			if (!c->discard)
-				discard_done(c);
+				return discard_done(c);
 		} else {
 			nbd_queue_reply(s, nbd_errno_to_nbd(err));
 		}
-		return;
+		return 0;
 	}
 	if (s->type == NBD_CMD_WRITE) {
 		/* Any payload a splice began with is in the pipe. */
 		s->state = SLOT_PAYLOAD;
 		c->got = s->piped;
 		c->rs = RS_PAYLOAD;
-		if (s->piped && nbd_wsplice_take(c, s->req.buf, s->piped) < 0) {
-			nbd_conn_kill(c, "the write pipe lost a payload");
-			return;
-		}
+		if (s->piped && nbd_wsplice_take(c, s->req.buf, s->piped) < 0)
+			return nbd_fail(c, -EIO, "the write pipe lost a payload");
 		s->piped = 0;
 		if (c->got == s->req.len)
 			payload_done(c);
@@ -155,9 +74,12 @@ static void prepare_result(struct nbd_slot *s, int err)
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(&s->req);
 	}
+	return 0;
 }
 
-void nbd_slot_prepare(struct nbd_slot *s)
+/* Ask the tap for s's request (a buffer, then submission or, for a
+ * WRITE, its payload). 0 or a negative errno (c failed). */
+static int slot_prepare(struct nbd_slot *s)
 {
 	int ret;
 
@@ -165,14 +87,16 @@ void nbd_slot_prepare(struct nbd_slot *s)
 	s->state = SLOT_PREPARE;
 	ret = tap_req_prepare(s->conn->tap, &s->req, slot_ready);
 	if (ret != 1)
-		prepare_result(s, ret);
+		return prepare_result(s, ret);
+	return 0;
 }
 
 static void slot_ready(struct tap_req *req, int err)
 {
 	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
 
-	prepare_result(s, err);
+	/* A failure is recorded in the connection: the run kills it. */
+	(void)prepare_result(s, err);
 	nbd_conn_defer(s->conn);
 }
 
@@ -187,7 +111,8 @@ static void slot_done(struct tap_req *req)
 	nbd_conn_defer(s->conn);
 }
 
-void nbd_read_start(struct nbd_slot *s, uint32_t flags)
+/* Start a READ the usual way: a pool buffer, the tap, a copy. */
+static int read_start(struct nbd_slot *s, uint32_t flags)
 {
 	memset(&s->req, 0, sizeof(s->req));
 	s->req.op = IMAGE_OP_READ;
@@ -195,7 +120,7 @@ void nbd_read_start(struct nbd_slot *s, uint32_t flags)
 	s->req.off = s->off;
 	s->req.len = s->len;
 	s->req.done = slot_done;
-	nbd_slot_prepare(s);
+	return slot_prepare(s);
 }
 
 /* Whether this eligible READ should look for holes first. */
@@ -230,7 +155,7 @@ static void probe_done(struct tap_req *req)
 	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
 	struct nbd_conn *c = s->conn;
 
-	if (c->dead) {
+	if (nbd_conn_gone(c)) {
 		nbd_slot_free(s);
 		nbd_conn_defer(c);
 		return;
@@ -243,10 +168,11 @@ static void probe_done(struct tap_req *req)
 	s->prepared = false;
 	s->sparse = s->npieces > 1 || (s->npieces == 1 && s->pieces[0].hole);
 	probe_learn(c, s->sparse);
+	/* A failure is recorded in the connection: the run kills it. */
 	if (s->npieces == 1 && s->pieces[0].hole)
 		nbd_queue_reply(s, 0); /* all zeros: nothing to read */
 	else if (s->sparse || !nbd_splice_read(s))
-		nbd_read_start(s, TAP_F_QOS_PAID); /* the probe paid for it */
+		(void)read_start(s, TAP_F_QOS_PAID); /* the probe paid for it */
 	nbd_conn_defer(c);
 }
 
@@ -254,13 +180,13 @@ static void probe_ready(struct tap_req *req, int err)
 {
 	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
 
-	if (s->conn->dead) {
+	if (nbd_conn_gone(s->conn)) {
 		nbd_slot_free(s);
 	} else if (err < 0) {
 		s->conn->probing = false;
 		tap_req_release(req);
 		s->prepared = false;
-		nbd_read_start(s, 0);
+		(void)read_start(s, 0); /* a failure waits for the run */
 	} else {
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(req);
@@ -268,8 +194,9 @@ static void probe_ready(struct tap_req *req, int err)
 	nbd_conn_defer(s->conn);
 }
 
-/* Sparse READ: ask the tap where the holes are before reading. */
-static void start_probe(struct nbd_slot *s)
+/* Sparse READ: ask the tap where the holes are before reading. 0 or a
+ * negative errno (c failed). */
+static int start_probe(struct nbd_slot *s)
 {
 	int ret;
 
@@ -290,8 +217,9 @@ static void start_probe(struct nbd_slot *s)
 		s->conn->probing = false;
 		tap_req_release(&s->req);
 		s->prepared = false;
-		nbd_read_start(s, 0);
+		return read_start(s, 0);
 	}
+	return 0;
 }
 
 static enum image_op submit_op(uint16_t type)
@@ -315,27 +243,28 @@ static uint32_t image_flags(uint16_t f)
 	       (f & NBD_CMD_FLAG_FAST_ZERO ? IMAGE_F_FAST_ZERO : 0);
 }
 
-static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
+/* Returns 0 or a negative errno (c failed). */
+static int handle_request(struct nbd_conn *c, const struct nbd_request *r)
 {
 	uint32_t error;
 	enum nbd_action act = nbd_classify(r, &c->view, &error);
 	struct nbd_slot *s;
+	int ret;
 
 	if (act == NBD_ACT_HANGUP) {
 		char why[96];
 
 		snprintf(why, sizeof(why), "%s of %u bytes is too long", nbd_cmd_name(r->type),
 			 r->len);
-		nbd_conn_kill(c, why);
-		return;
+		return nbd_fail(c, -EMSGSIZE, why);
 	}
 	if (act == NBD_ACT_DISC) {
 		log_debug("nbd: client %u: disconnect requested", c->id);
 		c->closing = true;
 		c->rs = RS_STOP;
-		return;
+		return 0;
 	}
-	s = slot_get(c, r);
+	s = nbd_slot_get(c, r);
 	s->req.off = r->off;
 	s->req.len = r->len;
 	s->req.done = slot_done;
@@ -346,32 +275,30 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 				  c->id, nbd_cmd_name(r->type), r->type, (unsigned long long)r->off,
 				  r->len, error);
 		nbd_queue_reply(s, error);
-		return;
+		return 0;
 	case NBD_ACT_DISCARD:
 		s->error = error;
 		s->state = SLOT_PAYLOAD;
 		c->cur = s;
 		c->discard = r->len;
 		c->rs = RS_DISCARD;
-		return;
+		return 0;
 	case NBD_ACT_READ:
-		slot_hold(s);
+		nbd_slot_hold(s);
 		if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->len >= NBD_SPARSE_MIN &&
-		    probe_wanted(c)) {
-			start_probe(s);
-			return;
-		}
-		if (nbd_splice_read(s))
-			return;
+		    probe_wanted(c))
+			return start_probe(s);
+		if ((ret = nbd_splice_read(s)))
+			return MIN(ret, 0);
 		s->req.op = IMAGE_OP_READ;
 		break;
 	case NBD_ACT_WRITE:
-		slot_hold(s);
+		nbd_slot_hold(s);
 		s->req.op = IMAGE_OP_WRITE;
 		s->req.flags = image_flags(r->flags & NBD_CMD_FLAG_FUA);
 		c->cur = s;
 		if (nbd_wsplice_start(s))
-			return;
+			return 0;
 		c->rs = RS_WRITE_WAIT;
 		break;
 	case NBD_ACT_BLOCK_STATUS:
@@ -386,22 +313,40 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *r)
 			s->req.off = s->req.len = 0;
 		break;
 	}
-	nbd_slot_prepare(s);
+	return slot_prepare(s);
+}
+
+int nbd_reads_resume(struct nbd_conn *c)
+{
+	struct nbd_slot *s;
+	int r;
+
+	while ((r = nbd_splice_resume(c, &s)) > 0)
+		if ((r = read_start(s, 0)) < 0)
+			return r;
+	return r;
 }
 
 /* ---- input ---- */
 
-static void discard_done(struct nbd_conn *c)
+/* 0 or a negative errno (c failed). */
+static int discard_done(struct nbd_conn *c)
 {
 	struct nbd_slot *s = c->cur;
 
-	if (s) {
-		c->cur = NULL;
-		c->rs = RS_HDR;
-		nbd_queue_reply(s, s->error);
-	} else {
-		nbd_hs_opt_discarded(c);
-	}
+	if (!s)
+		return nbd_hs_opt_discarded(c);
+	c->cur = NULL;
+	c->rs = RS_HDR;
+	nbd_queue_reply(s, s->error);
+	return 0;
+}
+
+/* A splicing WRITE that must go on the usual way (RS_WRITE_WAIT after
+ * nbd_wsplice_put or nbd_wsplice_recv) asks the tap for a buffer. */
+static int wsplice_usual(struct nbd_conn *c)
+{
+	return c->rs == RS_WRITE_WAIT ? slot_prepare(c->cur) : 0;
 }
 
 static void payload_done(struct nbd_conn *c)
@@ -415,7 +360,8 @@ static void payload_done(struct nbd_conn *c)
 }
 
 /* Act on buffered input. Returns 1 after progress, 0 when more bytes are
- * needed, -1 when input must wait (no slot, buffer pending, closing). */
+ * needed, -EAGAIN when input must wait (no slot, buffer pending, closing),
+ * or another negative errno (c failed). */
 static int conn_consume(struct nbd_conn *c)
 {
 	unsigned char *p = c->in + c->in_start;
@@ -428,22 +374,19 @@ static int conn_consume(struct nbd_conn *c)
 		return nbd_hs_consume(c);
 	case RS_HDR:
 		if (c->closing || TAILQ_EMPTY(&c->freeq))
-			return -1;
+			return -EAGAIN;
 		if (avail < NBD_REQUEST_LEN)
 			return 0;
-		if (nbd_parse_request(p, &r) < 0) {
-			nbd_conn_kill(c, "bad request magic");
-			return -1;
-		}
+		if (nbd_parse_request(p, &r) < 0)
+			return nbd_fail(c, -EPROTO, "bad request magic");
 		/* The per-client cap: leave the header where it is until
 		 * replies drain. One request alone may exceed it, so a big
 		 * request never waits forever. */
 		if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && c->bytes_held &&
 		    c->bytes_held + r.len > nbd_server_max_client_bytes())
-			return -1;
+			return -EAGAIN;
 		c->in_start += NBD_REQUEST_LEN;
-		handle_request(c, &r);
-		return 1;
+		return handle_request(c, &r) ?: 1;
 	case RS_PAYLOAD:
 		if (!avail)
 			return 0;
@@ -459,7 +402,7 @@ static int conn_consume(struct nbd_conn *c)
 			return 0;
 		n = MIN(avail, (size_t)(c->cur->len - c->got));
 		c->in_start += nbd_wsplice_put(c, p, n);
-		return 1;
+		return wsplice_usual(c) ?: 1;
 	case RS_DISCARD:
 		if (!avail)
 			return 0;
@@ -467,15 +410,17 @@ static int conn_consume(struct nbd_conn *c)
 		c->in_start += n;
 		c->discard -= n;
 		if (!c->discard)
-			discard_done(c);
+			return discard_done(c) ?: 1;
 		return 1;
 	default: /* RS_WRITE_WAIT, RS_TLS (see tls_step), RS_STOP */
-		return -1;
+		return -EAGAIN;
 	}
 }
 
 /* Like recv(); a plain socket that gave fewer bytes than asked is empty
- * for now (sets *drained), which spares the recv() that would say so. */
+ * for now (sets *drained), which spares the recv() that would say so.
+ * The caller checks c->failed first (a WRITE leaving the splice path can
+ * fail to start). */
 static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 {
 	ssize_t n;
@@ -483,8 +428,16 @@ static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 
 	if (c->in_start == c->in_end)
 		c->in_start = c->in_end = 0;
-	if (c->rs == RS_SPLICE && c->in_start == c->in_end)
-		return nbd_wsplice_recv(c, drained);
+	if (c->rs == RS_SPLICE && c->in_start == c->in_end) {
+		n = nbd_wsplice_recv(c, drained);
+		if (c->rs == RS_WRITE_WAIT) {
+			int e = errno;
+
+			(void)wsplice_usual(c);
+			errno = e;
+		}
+		return n;
+	}
 	if (c->rs == RS_PAYLOAD && c->in_start == c->in_end) {
 		/* Straight into the tap's buffer: no copy for big writes. */
 		struct nbd_slot *s = c->cur;
@@ -527,75 +480,92 @@ static void read_enable(struct nbd_conn *c, bool on)
 
 /* The TLS handshake after STARTTLS: once the ACK is out in the clear, let
  * GnuTLS run until it waits for the socket. Returns 1 when option haggling
- * can go on (under TLS), 0 to wait, -1 when the connection is dead. */
+ * can go on (under TLS), 0 to wait, a negative errno when it failed. */
 static int tls_step(struct nbd_conn *c)
 {
+	char why[160];
 	int r;
 
 	if (c->hs_off < c->hs_len) {
 		read_enable(c, false); /* the flush arms EV_WRITE */
 		return 0;
 	}
-	r = nbd_tls_handshake(c);
-	if (r == 0)
+	r = nbd_tls_handshake(c->tls, &c->tls_want_write, why, sizeof(why));
+	if (r < 0)
+		return nbd_fail(c, r, why);
+	if (r == 0) {
 		read_enable(c, !c->tls_want_write);
-	return r;
+		return 0;
+	}
+	c->tls_up = true;
+	/* Nothing negotiated in the clear carries over (the protocol has the
+	 * client start again under TLS). */
+	c->structured = false;
+	c->meta_set = false;
+	c->rs = RS_OPT;
+	return 1;
 }
 
-void nbd_conn_pump(struct nbd_conn *c)
+int nbd_conn_pump(struct nbd_conn *c)
 {
 	int budget = NBD_RECV_BUDGET;
 	bool drained = false;
+	int r;
 
-	if (c->rs == RS_TLS && tls_step(c) <= 0)
-		return;
-	while (!c->dead) {
-		int r = conn_consume(c);
+	if (c->rs == RS_TLS && (r = tls_step(c)) <= 0)
+		return MIN(r, 0);
+	for (;;) {
 		ssize_t n;
 
-		if (c->dead)
-			return;
+		r = conn_consume(c);
+		if (r < 0 && r != -EAGAIN)
+			return r;
+		/* A tap callback run from inside (a submission completing at
+		 * once) may have failed c. */
+		if (c->failed)
+			return -EIO;
 		if (r > 0)
 			continue;
-		if (r < 0) {
+		if (r == -EAGAIN) {
 			read_enable(c, false);
-			return;
+			return 0;
 		}
 		if (drained || (c->sock_idle && c->reading)) {
 			/* Nothing to read until the loop says otherwise. */
 			read_enable(c, true);
 			c->sock_idle = !c->tls_up;
-			return;
+			return 0;
 		}
 		if (budget-- == 0) {
 			read_enable(c, true);
 			/* Input GnuTLS already decrypted makes no socket
 			 * readable: come back for it on the next turn. */
-			if (nbd_tls_pending(c))
+			if (nbd_tls_pending(c->tls))
 				event_active(c->ev_read, EV_READ, 0);
-			return;
+			return 0;
 		}
 		n = conn_recv(c, &drained);
+		if (c->failed)
+			return -EIO;
 		if (n == 0) {
 			/* Between requests with nothing pending, a hang-up is
 			 * merely impolite (no DISC); anywhere else it cut a
 			 * message short. */
 			if (c->rs == RS_HDR && c->in_start == c->in_end && !c->busy)
-				nbd_conn_kill(c, NULL);
-			else
-				nbd_conn_kill(c, "unexpected end of input");
-			return;
+				return nbd_fail(c, -ECONNRESET, NULL);
+			return nbd_fail(c, -ECONNRESET, "unexpected end of input");
 		}
 		if (n < 0) {
-			if (errno == EINTR)
+			int e = errno;
+
+			if (e == EINTR)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if (e == EAGAIN || e == EWOULDBLOCK) {
 				read_enable(c, true);
 				c->sock_idle = !c->tls_up;
-				return;
+				return 0;
 			}
-			nbd_conn_kill(c, strerror(errno));
-			return;
+			return nbd_fail(c, -e, strerror(e));
 		}
 	}
 }

@@ -2,7 +2,8 @@
  * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT,
  * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS, and error replies for
  * the rest), and the --tls policy. Replies collect in the connection's hs
- * buffer. */
+ * buffer. A client that must be hung up on is reported (nbd_fail and a
+ * negative errno) to the input side, which passes it up to server.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,8 @@
 #include "lib/log.h"
 #include "internal.h"
 
-/* Room for n more handshake bytes; NULL (and the connection killed by the
- * caller) if memory is short. Handshake replies are rare and small except
+/* Room for n more handshake bytes; NULL (the caller fails the connection)
+ * if memory is short. Handshake replies are rare and small except
  * LIST, so a growing buffer is fine here. */
 static unsigned char *hs_space(struct nbd_conn *c, size_t n)
 {
@@ -34,28 +35,25 @@ static int hs_put(struct nbd_conn *c, const void *p, size_t n)
 {
 	unsigned char *d = hs_space(c, n);
 
-	if (!d) {
-		nbd_conn_kill(c, "out of memory");
-		return -ENOMEM;
-	}
+	if (!d)
+		return nbd_fail(c, -ENOMEM, "out of memory");
 	memcpy(d, p, n);
 	c->hs_len += n;
 	return 0;
 }
 
-static void opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *msg)
+static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char *msg)
 {
 	size_t len = msg ? strlen(msg) : 0;
 	unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + len);
 
-	if (!d) {
-		nbd_conn_kill(c, "out of memory");
-		return;
-	}
+	if (!d)
+		return nbd_fail(c, -ENOMEM, "out of memory");
 	nbd_encode_opt_reply(d, opt, type, len);
 	if (len)
 		memcpy(d + NBD_OPT_REPLY_HDR_LEN, msg, len);
 	c->hs_len += NBD_OPT_REPLY_HDR_LEN + len;
+	return 0;
 }
 
 int nbd_hs_greet(struct nbd_conn *c)
@@ -118,7 +116,7 @@ static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)
 	return true;
 }
 
-static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32_t len)
+static int opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32_t len)
 {
 	unsigned char reply[NBD_EXPORT_NAME_REPLY_LEN];
 	struct tap *t = find_export((const char *)data, len);
@@ -126,21 +124,15 @@ static void opt_export_name(struct nbd_conn *c, const unsigned char *data, uint3
 	size_t n;
 
 	/* This option has no error reply: the protocol says hang up. */
-	if (!t) {
-		nbd_conn_kill(c, "EXPORT_NAME: no such export");
-		return;
-	}
-	if (tap_full(c, t, msg, sizeof(msg))) {
-		nbd_conn_kill(c, NULL);
-		return;
-	}
-	if (tap_attach(t) < 0) {
-		nbd_conn_kill(c, "EXPORT_NAME: export is shutting down");
-		return;
-	}
+	if (!t)
+		return nbd_fail(c, -ENOENT, "EXPORT_NAME: no such export");
+	if (tap_full(c, t, msg, sizeof(msg)))
+		return nbd_fail(c, -EBUSY, NULL);
+	if (tap_attach(t) < 0)
+		return nbd_fail(c, -ESHUTDOWN, "EXPORT_NAME: export is shutting down");
 	enter_transmission(c, t);
 	n = nbd_encode_export_name_reply(reply, c->view.size, c->view.tx_flags, c->no_zeroes);
-	hs_put(c, reply, n);
+	return hs_put(c, reply, n);
 }
 
 /* The NBD_REP_INFO replies of GO/INFO: the export always, block sizes
@@ -175,61 +167,53 @@ static int put_infos(struct nbd_conn *c, uint32_t opt, struct tap *t, const stru
 	}
 	return 0;
 nomem:
-	nbd_conn_kill(c, "out of memory");
-	return -ENOMEM;
+	return nbd_fail(c, -ENOMEM, "out of memory");
 }
 
-static void opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+static int opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
 	struct nbd_opt_go go;
 	struct tap *t;
 	char msg[TAP_NAME_MAX + 64];
+	int ret;
 
-	if (nbd_parse_opt_go(data, len, &go) < 0) {
-		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
-		return;
-	}
+	if (nbd_parse_opt_go(data, len, &go) < 0)
+		return opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
 	t = find_export(go.name, go.name_len);
 	if (!t) {
 		snprintf(msg, sizeof(msg), "no such export: %.*s", (int)MIN(go.name_len, 64u),
 			 go.name);
 		log_info("nbd: client %u: %s", c->id, msg);
-		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
-		return;
+		return opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
 	}
 	if (opt == NBD_OPT_GO) {
-		if (tap_full(c, t, msg, sizeof(msg))) {
-			opt_reply(c, opt, NBD_REP_ERR_POLICY, msg);
-			return;
-		}
-		if (tap_attach(t) < 0) {
-			opt_reply(c, opt, NBD_REP_ERR_SHUTDOWN, "export is shutting down");
-			return;
-		}
+		if (tap_full(c, t, msg, sizeof(msg)))
+			return opt_reply(c, opt, NBD_REP_ERR_POLICY, msg);
+		if (tap_attach(t) < 0)
+			return opt_reply(c, opt, NBD_REP_ERR_SHUTDOWN, "export is shutting down");
 		c->tap = t; /* detached by conn_destroy whatever happens next */
 	}
-	if (put_infos(c, opt, t, &go) < 0)
-		return;
-	opt_reply(c, opt, NBD_REP_ACK, NULL);
-	if (opt == NBD_OPT_GO && !c->dead)
+	if ((ret = put_infos(c, opt, t, &go)) < 0 ||
+	    (ret = opt_reply(c, opt, NBD_REP_ACK, NULL)) < 0)
+		return ret;
+	if (opt == NBD_OPT_GO)
 		enter_transmission(c, t);
+	return 0;
 }
 
-static void opt_structured_reply(struct nbd_conn *c, uint32_t len)
+static int opt_structured_reply(struct nbd_conn *c, uint32_t len)
 {
-	if (len) {
-		opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
-			  "STRUCTURED_REPLY takes no data");
-		return;
-	}
+	if (len)
+		return opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+				 "STRUCTURED_REPLY takes no data");
 	c->structured = true;
-	opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL);
+	return opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL);
 }
 
 /* LIST_META_CONTEXT and SET_META_CONTEXT: we know one context,
  * base:allocation; unknown queries simply select nothing. */
-static void opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned char *data,
-			     uint32_t len)
+static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned char *data,
+			    uint32_t len)
 {
 	bool list = opt == NBD_OPT_LIST_META_CONTEXT;
 	struct nbd_opt_meta m;
@@ -240,28 +224,20 @@ static void opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned ch
 	if (!list) {
 		/* A failed SET leaves nothing selected. */
 		c->meta_set = false;
-		if (!c->structured) {
-			opt_reply(c, opt, NBD_REP_ERR_INVALID,
-				  "SET_META_CONTEXT needs structured replies first");
-			return;
-		}
+		if (!c->structured)
+			return opt_reply(c, opt, NBD_REP_ERR_INVALID,
+					 "SET_META_CONTEXT needs structured replies first");
 	}
-	if (nbd_parse_opt_meta(data, len, &m) < 0) {
-		opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
-		return;
-	}
+	if (nbd_parse_opt_meta(data, len, &m) < 0)
+		return opt_reply(c, opt, NBD_REP_ERR_INVALID, "malformed request");
 	t = find_export(m.name, m.name_len);
-	if (!t) {
-		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
-		return;
-	}
+	if (!t)
+		return opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
 	base = nbd_meta_selects_base(&m, list);
 	if (base) {
 		d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + strlen(NBD_CONTEXT_BASE_ALLOCATION));
-		if (!d) {
-			nbd_conn_kill(c, "out of memory");
-			return;
-		}
+		if (!d)
+			return nbd_fail(c, -ENOMEM, "out of memory");
 		/* LIST replies carry id 0 (reserved). */
 		c->hs_len += nbd_encode_meta_context(d, opt, list ? 0 : NBD_CONTEXT_ID_BASE,
 						     NBD_CONTEXT_BASE_ALLOCATION);
@@ -270,121 +246,108 @@ static void opt_meta_context(struct nbd_conn *c, uint32_t opt, const unsigned ch
 		c->meta_set = true;
 		strcpy(c->meta_export, tap_name(t));
 	}
-	opt_reply(c, opt, NBD_REP_ACK, NULL);
+	return opt_reply(c, opt, NBD_REP_ACK, NULL);
 }
 
-static void opt_list(struct nbd_conn *c, uint32_t len)
+static int opt_list(struct nbd_conn *c, uint32_t len)
 {
-	if (len) {
-		opt_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
-		return;
-	}
+	if (len)
+		return opt_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
 	for (struct tap *t = tap_first(); t; t = tap_next(t)) {
 		const char *name = tap_name(t);
 		size_t nl = strlen(name);
 		unsigned char *d = hs_space(c, NBD_OPT_REPLY_HDR_LEN + 4 + nl);
 
-		if (!d) {
-			nbd_conn_kill(c, "out of memory");
-			return;
-		}
+		if (!d)
+			return nbd_fail(c, -ENOMEM, "out of memory");
 		c->hs_len += nbd_encode_rep_server(d, name, (uint32_t)nl);
 	}
-	opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL);
+	return opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL);
 }
 
 /* STARTTLS: acknowledge in the clear, then the input side runs the TLS
  * handshake (RS_TLS) before reading the next option. */
-static void opt_starttls(struct nbd_conn *c, uint32_t len)
+static int opt_starttls(struct nbd_conn *c, uint32_t len)
 {
-	if (c->tls) {
-		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already on");
-		return;
-	}
-	if (len) {
-		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
-		return;
-	}
+	int ret;
+
+	if (c->tls)
+		return opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already on");
+	if (len)
+		return opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+				 "STARTTLS takes no data");
 	/* Bytes sent before our ACK cannot be a ClientHello we could hand
 	 * over: the client broke the protocol. */
-	if (c->in_start != c->in_end) {
-		nbd_conn_kill(c, "data after STARTTLS before its reply");
-		return;
-	}
-	if (nbd_tls_start(c) < 0) {
-		opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
-		return;
-	}
-	opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
+	if (c->in_start != c->in_end)
+		return nbd_fail(c, -EPROTO, "data after STARTTLS before its reply");
+	/* The session is the connection's from now on: server.c frees it,
+	 * and runs c when its handshake deadline passes. */
+	c->tls = nbd_tls_new(c->fd, c->id, c->ev_run);
+	if (!c->tls)
+		return opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
+	ret = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
 	c->rs = RS_TLS;
 	c->rerun = true; /* flush the ACK, then shake hands */
+	return ret;
 }
 
 /* With --tls require, only STARTTLS and ABORT are heard in the clear.
- * Returns true when the option was refused. */
-static bool tls_required(struct nbd_conn *c, uint32_t opt)
+ * Returns 1 when the option was refused, 0 when it may go on, or a
+ * negative errno (c failed). */
+static int tls_required(struct nbd_conn *c, uint32_t opt)
 {
 	char msg[96];
 
 	if (nbd_tls_mode() != NBD_TLS_REQUIRE || c->tls || opt == NBD_OPT_STARTTLS ||
 	    opt == NBD_OPT_ABORT)
-		return false;
+		return 0;
 	/* EXPORT_NAME has no error reply: the protocol says hang up. */
-	if (opt == NBD_OPT_EXPORT_NAME) {
-		nbd_conn_kill(c, "EXPORT_NAME without TLS (TLS is required)");
-		return true;
-	}
+	if (opt == NBD_OPT_EXPORT_NAME)
+		return nbd_fail(c, -EACCES, "EXPORT_NAME without TLS (TLS is required)");
 	snprintf(msg, sizeof(msg), "TLS is required: send STARTTLS before %s", nbd_opt_name(opt));
 	log_debug("nbd: client %u: %s", c->id, msg);
-	opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg);
-	return true;
+	return opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg) ?: 1;
 }
 
-static void handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
+/* Returns 0 or a negative errno (c failed). */
+static int handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *data, uint32_t len)
 {
 	char msg[64];
+	int ret;
 
-	if (tls_required(c, opt))
-		return;
-	if (opt == NBD_OPT_STARTTLS && nbd_tls_mode() != NBD_TLS_OFF) {
-		opt_starttls(c, len);
-		return;
-	}
+	if ((ret = tls_required(c, opt)))
+		return MIN(ret, 0);
+	if (opt == NBD_OPT_STARTTLS && nbd_tls_mode() != NBD_TLS_OFF)
+		return opt_starttls(c, len);
 	switch (opt) {
 	case NBD_OPT_EXPORT_NAME:
-		opt_export_name(c, data, len);
-		break;
+		return opt_export_name(c, data, len);
 	case NBD_OPT_GO:
 	case NBD_OPT_INFO:
-		opt_go(c, opt, data, len);
-		break;
+		return opt_go(c, opt, data, len);
 	case NBD_OPT_LIST:
-		opt_list(c, len);
-		break;
+		return opt_list(c, len);
 	case NBD_OPT_STRUCTURED_REPLY:
-		opt_structured_reply(c, len);
-		break;
+		return opt_structured_reply(c, len);
 	case NBD_OPT_LIST_META_CONTEXT:
 	case NBD_OPT_SET_META_CONTEXT:
-		opt_meta_context(c, opt, data, len);
-		break;
+		return opt_meta_context(c, opt, data, len);
 	case NBD_OPT_ABORT:
-		opt_reply(c, opt, NBD_REP_ACK, NULL);
+		ret = opt_reply(c, opt, NBD_REP_ACK, NULL);
 		c->closing = true;
 		c->rs = RS_STOP;
-		break;
+		return ret;
 	default:
 		snprintf(msg, sizeof(msg), "option %s (%u) not supported", nbd_opt_name(opt), opt);
 		log_debug("nbd: client %u: %s", c->id, msg);
-		opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
-		break;
+		return opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
 	}
 }
 
-void nbd_hs_opt_discarded(struct nbd_conn *c)
+int nbd_hs_opt_discarded(struct nbd_conn *c)
 {
 	c->rs = RS_OPT;
-	opt_reply(c, c->discard_opt, NBD_REP_ERR_TOO_BIG, "option too long");
+	return opt_reply(c, c->discard_opt, NBD_REP_ERR_TOO_BIG, "option too long");
 }
 
 int nbd_hs_consume(struct nbd_conn *c)
@@ -397,10 +360,8 @@ int nbd_hs_consume(struct nbd_conn *c)
 	if (c->rs == RS_FLAGS) {
 		if (avail < NBD_CLIENT_FLAGS_LEN)
 			return 0;
-		if (nbd_parse_client_flags(p, &nz) < 0) {
-			nbd_conn_kill(c, "unknown client flags");
-			return -1;
-		}
+		if (nbd_parse_client_flags(p, &nz) < 0)
+			return nbd_fail(c, -EPROTO, "unknown client flags");
 		c->no_zeroes = nz;
 		c->in_start += NBD_CLIENT_FLAGS_LEN;
 		c->rs = RS_OPT;
@@ -408,18 +369,14 @@ int nbd_hs_consume(struct nbd_conn *c)
 	}
 	/* RS_OPT */
 	if (c->closing)
-		return -1;
+		return -EAGAIN;
 	if (avail < NBD_OPT_HDR_LEN)
 		return 0;
-	if (nbd_parse_opt_hdr(p, &oh) < 0) {
-		nbd_conn_kill(c, "bad option magic");
-		return -1;
-	}
+	if (nbd_parse_opt_hdr(p, &oh) < 0)
+		return nbd_fail(c, -EPROTO, "bad option magic");
 	if (oh.len > NBD_OPT_DATA_MAX) {
-		if (oh.opt == NBD_OPT_EXPORT_NAME || oh.len > NBD_OPT_DISCARD_MAX) {
-			nbd_conn_kill(c, "option too long");
-			return -1;
-		}
+		if (oh.opt == NBD_OPT_EXPORT_NAME || oh.len > NBD_OPT_DISCARD_MAX)
+			return nbd_fail(c, -EMSGSIZE, "option too long");
 		/* Dropped by the input side, then refused by
 		 * nbd_hs_opt_discarded. */
 		c->in_start += NBD_OPT_HDR_LEN;
@@ -431,6 +388,5 @@ int nbd_hs_consume(struct nbd_conn *c)
 	if (avail < NBD_OPT_HDR_LEN + oh.len)
 		return 0;
 	c->in_start += NBD_OPT_HDR_LEN + oh.len;
-	handle_option(c, oh.opt, p + NBD_OPT_HDR_LEN, oh.len);
-	return 1;
+	return handle_option(c, oh.opt, p + NBD_OPT_HDR_LEN, oh.len) ?: 1;
 }

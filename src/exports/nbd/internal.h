@@ -1,25 +1,30 @@
 /* Shared internals of the NBD server, private to src/exports/nbd/: the
- * per-connection state and the calls its parts make into each other
- * (server.c: connections' lifetime and limits; listen.c: listening
- * sockets; handshake.c: options; conn.c: reading and requests;
- * reply.c: replies and writing; tls.c: TLS sessions). Not a contract
- * for anything outside them. */
+ * per-connection state and the calls its parts make, always downwards
+ * (lowest first: tls.c sessions, clients.c the client list and limits,
+ * slots.c the request table, reply.c replies and writing, splice.c
+ * zero-copy data, handshake.c options, conn.c reading and requests,
+ * listen.c listeners; server.c on top owns each connection's life). A
+ * part that finds its connection unusable records why (nbd_fail) and
+ * returns a negative errno; only server.c closes and frees connections.
+ * Not a contract for anything outside them. */
 #ifndef TAPD_NBD_INTERNAL_H
 #define TAPD_NBD_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/queue.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+
+#include <event2/event.h>
 
 #include "formats/nbd/proto.h"
 #include "tls.h"
 #include "core/tap.h"
 #include "lib/util.h"
 
-struct event;
 struct nbd_tls;
 
 /* Requests in flight per connection. When all slots are busy we stop
@@ -88,8 +93,10 @@ enum slot_state {
 struct nbd_conn;
 
 /* One request of a connection. Slots live inside their nbd_conn and are
- * never allocated on their own; req.buf belongs to the tap between
- * tap_req_prepare and tap_req_release. */
+ * never allocated on their own: slots.c alone takes them from the free
+ * list and puts them back (releasing their tap request), whichever side
+ * (requests, replies, splice) is done with them. req.buf belongs to the
+ * tap between tap_req_prepare and tap_req_release. */
 struct nbd_slot {
 	struct tap_req req;
 	struct nbd_conn *conn;
@@ -136,10 +143,12 @@ enum read_state {
 	RS_STOP,       /* nothing more will be read */
 };
 
-/* One client. Allocated and freed by server.c only (conn_new,
- * conn_destroy); it stays allocated while any slot is busy, even after the
- * socket is closed, because the tap still holds those requests. The hs
- * buffer is owned by the connection and freed with it. */
+/* One client. Owned by server.c: allocated (conn_accepted), killed (conn_kill:
+ * the socket closed, the TLS session and pipes freed, idle slots dropped)
+ * and freed (conn_destroy) there only. It stays allocated while any slot
+ * is busy, even after the socket is closed, because the tap still holds
+ * those requests. The hs buffer is owned by the connection and freed with
+ * it. */
 struct nbd_conn {
 	LIST_ENTRY(nbd_conn) link;
 	unsigned id;
@@ -162,11 +171,16 @@ struct nbd_conn {
 	bool closing;	 /* close once idle (DISC, ABORT, server shutdown) */
 	bool dead;	 /* socket closed; waiting for in-flight requests */
 	bool running, rerun;
+	/* A part found the connection unusable (nbd_fail): server.c kills it
+	 * at its first chance, with why ("" for a quiet close). */
+	bool failed;
+	char why[160];
 
-	/* After STARTTLS, every byte goes through this session (tls.c);
-	 * NULL on plain connections. tls_want_write: the TLS layer waits
-	 * for the socket to be writable with no reply to send; tls_up: the
-	 * handshake is done (the STARTTLS ACK itself goes out in the clear). */
+	/* After STARTTLS, every byte goes through this session (tls.c,
+	 * created by handshake.c, freed by server.c); NULL on plain
+	 * connections. tls_want_write: the TLS layer waits for the socket
+	 * to be writable with no reply to send; tls_up: the handshake is
+	 * done (the STARTTLS ACK itself goes out in the clear). */
 	struct nbd_tls *tls;
 	bool tls_want_write, tls_up;
 
@@ -218,76 +232,110 @@ struct nbd_conn {
 	struct nbd_slot slots[NBD_SLOTS];
 };
 
-/* server.c */
+/* A part of the server found c unusable: record why for server.c, which
+ * closes c when the error reaches it (or at its next run, from a tap
+ * callback); why NULL means a quiet close. The first reason wins. Returns
+ * err (a negative errno, never -EAGAIN) for the caller to pass up; the
+ * caller does nothing more with c. */
+static inline int nbd_fail(struct nbd_conn *c, int err, const char *why)
+{
+	if (!c->failed) {
+		c->failed = true;
+		snprintf(c->why, sizeof(c->why), "%s", why ? why : "");
+	}
+	return err;
+}
 
-/* Remember the loop (every listener calls this when it starts). */
-struct event_base;
-void nbd_server_init(struct event_base *base);
+/* Nothing more will be read from or written to c (it failed or is dead):
+ * what comes back from the tap is only freed. */
+static inline bool nbd_conn_gone(const struct nbd_conn *c)
+{
+	return c->dead || c->failed;
+}
+
+/* Run c later in this loop pass, once however often it is asked: for tap
+ * callbacks, which come in batches. ev_run is server.c's, and runs c
+ * there. */
+static inline void nbd_conn_defer(struct nbd_conn *c)
+{
+	/* An event already active stays so: one run however many calls. */
+	event_active(c->ev_run, 0, 0);
+}
+
+/* tls.c (the configuration side is in tls.h) */
+
+enum nbd_tls_mode nbd_tls_mode(void);
+/* A session on socket fd for client id, with its handshake deadline
+ * running: when it passes, wake is activated and nbd_tls_expired says so.
+ * NULL on failure (logged). */
+struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake);
+/* Drive the handshake: 1 done, 0 waiting for the socket (writable when
+ * *want_write, else readable), or a negative errno with why filled. */
+int nbd_tls_handshake(struct nbd_tls *t, bool *want_write, char *why, size_t len);
+/* The handshake deadline passed (false for NULL). */
+bool nbd_tls_expired(const struct nbd_tls *t);
+/* recv() and sendmsg() through the session, with their return and errno
+ * conventions (0 from recv: the client hung up). */
+ssize_t nbd_tls_recv(struct nbd_tls *t, void *buf, size_t len);
+ssize_t nbd_tls_send(struct nbd_tls *t, const struct iovec *iov, size_t n);
+/* Decrypted input waits inside GnuTLS: no socket event will announce it
+ * (false for NULL). */
+bool nbd_tls_pending(const struct nbd_tls *t);
+/* Free the session (close_notify first when graceful, without waiting). */
+void nbd_tls_free(struct nbd_tls *t, bool graceful);
+
+/* clients.c */
+
 /* Limits set by nbd_server_set_limits. */
 uint64_t nbd_server_max_client_bytes(void);
 unsigned nbd_server_max_connections(void);
 /* Connections attached to tap t (those in transmission, and those still
  * draining after their socket closed). */
 unsigned nbd_server_tap_conns(const struct tap *t);
-/* A client accepted on a listener (listen.c). */
-void nbd_server_accepted(int fd, bool tcp);
+/* The list of live connections (server.c adds and removes them). */
+void nbd_clients_add(struct nbd_conn *c);
+void nbd_clients_remove(struct nbd_conn *c);
+unsigned nbd_clients_count(void);
+/* The first connection; the next is LIST_NEXT(c, link). */
+struct nbd_conn *nbd_clients_first(void);
 
-/* Run the connection until nothing more can happen now; may free c (only
- * when it is dead and idle), so callers must not touch c afterwards. */
-void nbd_conn_run(struct nbd_conn *c);
-/* Run c later in this loop pass, once however often it is asked: for tap
- * callbacks, which come in batches. */
-void nbd_conn_defer(struct nbd_conn *c);
-/* Close the socket and drop every request not inside the tap; c itself
- * stays until nbd_conn_run sees it idle. why NULL means a quiet close. */
-void nbd_conn_kill(struct nbd_conn *c, const char *why);
+/* slots.c */
 
-/* handshake.c */
-
-/* Queue the server greeting. Returns 0 or -ENOMEM (c is left untouched
- * apart from c->hs, which the caller frees). */
-int nbd_hs_greet(struct nbd_conn *c);
-/* Act on buffered input in RS_FLAGS / RS_OPT; same return convention as
- * the input side's consume step (1 progress, 0 need bytes, -1 wait). */
-int nbd_hs_consume(struct nbd_conn *c);
-/* The too-long option in c->discard_opt has been dropped: refuse it and go
- * back to option haggling. */
-void nbd_hs_opt_discarded(struct nbd_conn *c);
-
-/* listen.c */
-
-/* Stop accepting and close every listener (unlinking unix socket paths we
- * created, not those systemd passed). */
-void nbd_listen_close_all(void);
-/* Free the listeners' memory (after nbd_listen_close_all). */
-void nbd_listen_free(void);
-
-/* conn.c */
-
-/* Put every slot of a fresh connection on its free list. */
+/* Empty queues and every slot on the free list, for a fresh connection. */
 void nbd_slots_init(struct nbd_conn *c);
+/* Take a free slot (there must be one) for request r. */
+struct nbd_slot *nbd_slot_get(struct nbd_conn *c, const struct nbd_request *r);
+/* Count a READ/WRITE's data against the client's cap until s is freed. */
+void nbd_slot_hold(struct nbd_slot *s);
 /* Release the slot's tap request and put it back on the free list. */
 void nbd_slot_free(struct nbd_slot *s);
 /* Free every slot the tap does not hold (the socket is gone). */
 void nbd_slots_drop(struct nbd_conn *c);
-/* Read and act on input until it must wait or the recv budget is spent. */
-void nbd_conn_pump(struct nbd_conn *c);
-/* Start a READ the usual way: a pool buffer, the tap, a copy. */
-void nbd_read_start(struct nbd_slot *s, uint32_t flags);
-/* Ask the tap for s's request (a buffer, then submission or, for a
- * WRITE, its payload). */
-void nbd_slot_prepare(struct nbd_slot *s);
+
+/* reply.c */
+
+/* Build the reply to s with NBD error value error (0: success, with the
+ * data of a READ or the extents of a BLOCK_STATUS) and queue it; on a gone
+ * connection just free s. */
+void nbd_queue_reply(struct nbd_slot *s, uint32_t error);
+/* One write of pending output (handshake replies first, then the output
+ * queue, spliced data from the pipe), retiring the replies it finished:
+ * the bytes written, 0 with nothing to write, or a negative errno
+ * (-EAGAIN: the socket is full; -EINTR: try again; others: the socket is
+ * unusable, for the caller to act on). */
+ssize_t nbd_out_write(struct nbd_conn *c);
 
 /* splice.c */
 
 /* Serve the READ in s by splice if this connection and its tap can:
- * returns false when it must go the usual way. */
-bool nbd_splice_read(struct nbd_slot *s);
-/* Pipe room came back: start the READs that wait for it. */
-void nbd_splice_resume(struct nbd_conn *c);
-/* Move up to len bytes of the head reply's data from the pipe to the
- * socket; behaves like send(). */
-ssize_t nbd_splice_send(struct nbd_conn *c, size_t len);
+ * 1 when it did (or s waits for pipe room), 0 when it must go the usual
+ * way, or a negative errno (s freed, c failed). */
+int nbd_splice_read(struct nbd_slot *s);
+/* Pipe room came back: splice the READs that wait for it. Returns 0 when
+ * nothing more can start now, 1 with *usual set to a READ the caller must
+ * start the usual way before calling again, or a negative errno (c
+ * failed). */
+int nbd_splice_resume(struct nbd_conn *c, struct nbd_slot **usual);
 /* Close the pipes (the connection is dead). */
 void nbd_splice_close(struct nbd_conn *c);
 /* The WRITE in s (c->cur, its payload not yet read) takes the splice
@@ -295,12 +343,13 @@ void nbd_splice_close(struct nbd_conn *c);
 bool nbd_wsplice_start(struct nbd_slot *s);
 /* RS_SPLICE: put up to n bytes already read (at p) into the write pipe;
  * returns how many it took, maybe 0 (the pipe was full: a piece went out
- * to make room, or the WRITE went the usual way and the rest is for that:
- * check c->rs before calling again). */
+ * to make room, or the WRITE must go the usual way and the rest is for
+ * that). After this and nbd_wsplice_recv, c->rs is RS_WRITE_WAIT when the
+ * WRITE must go the usual way: the caller then prepares c->cur. */
 size_t nbd_wsplice_put(struct nbd_conn *c, const void *p, size_t n);
 /* RS_SPLICE: move payload from the socket into the write pipe. Behaves
  * like recv(), except for -1 with errno EINTR when the pipe was full and
- * a piece went out to make room, or the WRITE went the usual way: try
+ * a piece went out to make room, or the WRITE must go the usual way: try
  * again (check c->rs first). */
 ssize_t nbd_wsplice_recv(struct nbd_conn *c, bool *drained);
 /* Take n bytes of a WRITE's payload from the write pipe into buf; -1 if
@@ -309,32 +358,44 @@ int nbd_wsplice_take(struct nbd_conn *c, void *buf, size_t n);
 /* Forget what the write pipe holds (a WRITE that will not be written). */
 void nbd_wsplice_drop(struct nbd_conn *c);
 
-/* reply.c */
+/* handshake.c */
 
-/* Build the reply to s with NBD error value error (0: success, with the
- * data of a READ or the extents of a BLOCK_STATUS) and queue it; on a dead
- * connection just free s. */
-void nbd_queue_reply(struct nbd_slot *s, uint32_t error);
-/* Write as much output as the socket takes; arm EV_WRITE for the rest. */
-void nbd_conn_flush(struct nbd_conn *c);
+/* Queue the server greeting. Returns 0 or -ENOMEM (c is left untouched
+ * apart from c->hs, which the caller frees). */
+int nbd_hs_greet(struct nbd_conn *c);
+/* Act on buffered input in RS_FLAGS / RS_OPT; same return convention as
+ * the input side's consume step (1 progress, 0 need bytes, -EAGAIN wait,
+ * another negative errno: c failed). */
+int nbd_hs_consume(struct nbd_conn *c);
+/* The too-long option in c->discard_opt has been dropped: refuse it and go
+ * back to option haggling. 0 or a negative errno (c failed). */
+int nbd_hs_opt_discarded(struct nbd_conn *c);
 
-/* tls.c (the configuration side is in tls.h) */
+/* conn.c */
 
-enum nbd_tls_mode nbd_tls_mode(void);
-/* Create c's session after STARTTLS and start its handshake deadline.
- * Returns 0 or -ENOMEM (logged). */
-int nbd_tls_start(struct nbd_conn *c);
-/* Drive the handshake: 1 done (c->rs is RS_OPT again), 0 waiting for the
- * socket (readable, or writable when c->tls_want_write), -1 failed (c is
- * killed). */
-int nbd_tls_handshake(struct nbd_conn *c);
-/* recv() and sendmsg() through the session, with their return and errno
- * conventions (0 from recv: the client hung up). */
-ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len);
-ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n);
-/* Decrypted input waits inside GnuTLS: no socket event will announce it. */
-bool nbd_tls_pending(struct nbd_conn *c);
-/* Free c's session (close_notify first when graceful, without waiting). */
-void nbd_tls_close(struct nbd_conn *c, bool graceful);
+/* Read and act on input until it must wait or the recv budget is spent.
+ * 0, or a negative errno when c failed. */
+int nbd_conn_pump(struct nbd_conn *c);
+/* Replies left the pipe: start the READs that waited for room, spliced or
+ * the usual way. 0, or a negative errno when c failed. */
+int nbd_reads_resume(struct nbd_conn *c);
+
+/* listen.c */
+
+/* Takes an accepted client socket (non-blocking, close-on-exec). */
+typedef void nbd_accept_fn(int fd, bool tcp);
+/* The listeners behind nbd_server_start, nbd_server_listen_tcp and
+ * nbd_server_activate (same arguments and returns), handing every client
+ * they accept to accepted. */
+int nbd_listen_unix(struct event_base *base, const char *path, nbd_accept_fn *accepted,
+		    struct errbuf *eb);
+int nbd_listen_tcp(struct event_base *base, const char *hostport, nbd_accept_fn *accepted,
+		   struct errbuf *eb);
+int nbd_listen_activate(struct event_base *base, nbd_accept_fn *accepted, struct errbuf *eb);
+/* Stop accepting and close every listener (unlinking unix socket paths we
+ * created, not those systemd passed). */
+void nbd_listen_close_all(void);
+/* Free the listeners' memory (after nbd_listen_close_all). */
+void nbd_listen_free(void);
 
 #endif

@@ -1,6 +1,7 @@
 /* The NBD server's listeners: the unix socket, TCP listeners
  * (--nbd-listen), and sockets passed by systemd socket activation. Each
- * accepted client is handed to server.c. */
+ * accepted client goes to the callback the listener was opened with
+ * (server.c's). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -27,6 +28,7 @@ struct nbd_listener {
 	bool tcp;
 	bool unlink_path; /* we made the unix socket, so we remove it */
 	char *name;	  /* socket path, or "HOST:PORT" */
+	nbd_accept_fn *accepted;
 	struct event *ev_accept, *ev_retry;
 };
 
@@ -61,7 +63,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			/* Replies are whole messages: send them now. */
 			if (l->tcp)
 				setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			nbd_server_accepted(cfd, l->tcp);
+			l->accepted(cfd, l->tcp);
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
@@ -80,8 +82,8 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 
 /* Register a listening fd; takes ownership of fd and name (freed on
  * failure too). */
-static int add_listener(struct event_base *base, int fd, bool tcp, bool unlink_path, char *name,
-			struct errbuf *eb)
+static int add_listener(struct event_base *base, nbd_accept_fn *accepted, int fd, bool tcp,
+			bool unlink_path, char *name, struct errbuf *eb)
 {
 	struct nbd_listener *l;
 
@@ -105,8 +107,8 @@ static int add_listener(struct event_base *base, int fd, bool tcp, bool unlink_p
 	l->tcp = tcp;
 	l->unlink_path = unlink_path;
 	l->name = name;
+	l->accepted = accepted;
 	lst.n++;
-	nbd_server_init(base);
 	event_add(l->ev_accept, NULL);
 	log_info("nbd: listening on %s%s", tcp ? "tcp " : "", name);
 	return 0;
@@ -154,7 +156,8 @@ static int remove_stale(const char *path, struct errbuf *eb)
 	return 0;
 }
 
-int nbd_server_start(struct event_base *base, const char *path, struct errbuf *eb)
+int nbd_listen_unix(struct event_base *base, const char *path, nbd_accept_fn *accepted,
+		    struct errbuf *eb)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, r;
@@ -187,7 +190,7 @@ int nbd_server_start(struct event_base *base, const char *path, struct errbuf *e
 		unlink(path);
 		return r;
 	}
-	return add_listener(base, fd, false, true, strdup(path), eb);
+	return add_listener(base, accepted, fd, false, true, strdup(path), eb);
 }
 
 /* ---- TCP ---- */
@@ -244,7 +247,8 @@ static char *sock_name(int fd)
 	return strdup(buf);
 }
 
-int nbd_server_listen_tcp(struct event_base *base, const char *hostport, struct errbuf *eb)
+int nbd_listen_tcp(struct event_base *base, const char *hostport, nbd_accept_fn *accepted,
+		   struct errbuf *eb)
 {
 	struct addrinfo hints = {
 		.ai_family = AF_UNSPEC,
@@ -284,7 +288,7 @@ int nbd_server_listen_tcp(struct event_base *base, const char *hostport, struct 
 		return r;
 	}
 	freeaddrinfo(res);
-	return add_listener(base, fd, true, false, sock_name(fd), eb);
+	return add_listener(base, accepted, fd, true, false, sock_name(fd), eb);
 }
 
 /* ---- systemd socket activation ---- */
@@ -309,7 +313,7 @@ static char *unix_name(int fd)
 	return strdup(sa.sun_path);
 }
 
-int nbd_server_activate(struct event_base *base, struct errbuf *eb)
+int nbd_listen_activate(struct event_base *base, nbd_accept_fn *accepted, struct errbuf *eb)
 {
 	int n = sd_listen_fds(1), adopted = 0;
 
@@ -334,8 +338,8 @@ int nbd_server_activate(struct event_base *base, struct errbuf *eb)
 			err_set(eb, "fd %d from systemd: %s", fd, strerror(errno));
 			return r;
 		}
-		r = add_listener(base, fd, is_inet, false, is_unix ? unix_name(fd) : sock_name(fd),
-				 eb);
+		r = add_listener(base, accepted, fd, is_inet, false,
+				 is_unix ? unix_name(fd) : sock_name(fd), eb);
 		if (r < 0)
 			return r;
 		adopted++;

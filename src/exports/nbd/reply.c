@@ -3,13 +3,14 @@
  * slot, and written in completion order through an output queue that
  * survives partial writes, many replies per sendmsg(). A spliced READ
  * (splice.c) has only its header in the slot: the gather stops after
- * it, and its data goes from the connection's pipe with splice(). */
+ * it, and its data goes from the connection's pipe with splice(). Each
+ * write reports how it went; the connection's owner (server.c) loops,
+ * arms EV_WRITE and decides what a failed socket means. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-
-#include <event2/event.h>
 
 #include "internal.h"
 
@@ -23,7 +24,7 @@ static ssize_t sock_send(struct nbd_conn *c, struct iovec *iov, size_t n)
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
 
 	if (c->tls_up)
-		return nbd_tls_send(c, iov, n);
+		return nbd_tls_send(c->tls, iov, n);
 	return sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
@@ -124,7 +125,7 @@ void nbd_queue_reply(struct nbd_slot *s, uint32_t error)
 {
 	struct nbd_conn *c = s->conn;
 
-	if (c->dead) {
+	if (nbd_conn_gone(c)) {
 		nbd_slot_free(s);
 		return;
 	}
@@ -176,59 +177,42 @@ static size_t pipe_next(struct nbd_conn *c)
 	return s->rtotal - s->sent;
 }
 
-void nbd_conn_flush(struct nbd_conn *c)
+/* Move up to len bytes of the head reply's data from the pipe (filled by
+ * splice.c) to the socket; behaves like send(). */
+static ssize_t pipe_send(struct nbd_conn *c, size_t len)
 {
-	while (!c->dead) {
-		struct iovec iov[NBD_IOV];
-		size_t piped = pipe_next(c);
-		size_t n = piped ? 0 : gather(c, iov);
-		ssize_t w;
+	return splice(c->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_NONBLOCK);
+}
 
-		if (!n && !piped && c->tls_want_write) {
-			/* The TLS handshake waits for room to write. */
-			if (!c->writing)
-				event_add(c->ev_write, NULL);
-			c->writing = true;
-			return;
-		}
-		if (!n && !piped) {
-			if (c->writing)
-				event_del(c->ev_write);
-			c->writing = false;
-			return;
-		}
-		w = piped ? nbd_splice_send(c, piped) : sock_send(c, iov, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				if (!c->writing)
-					event_add(c->ev_write, NULL);
-				c->writing = true;
-				return;
-			}
-			nbd_conn_kill(c, strerror(errno));
-			return;
-		}
-		if (c->hs_off < c->hs_len) {
-			c->hs_off += (size_t)w;
-			continue;
-		}
-		while (w > 0) {
-			struct nbd_slot *s = TAILQ_FIRST(&c->outq);
-			size_t left = s->rtotal - s->sent;
+ssize_t nbd_out_write(struct nbd_conn *c)
+{
+	struct iovec iov[NBD_IOV];
+	size_t piped = pipe_next(c);
+	size_t n = piped ? 0 : gather(c, iov);
+	ssize_t w, done;
 
-			if ((size_t)w < left) {
-				s->sent += (size_t)w;
-				break;
-			}
-			w -= (ssize_t)left;
-			TAILQ_REMOVE(&c->outq, s, link);
-			/* The buffer was needed until now: release it. */
-			nbd_slot_free(s);
-		}
-		/* Replies that left the pipe made room for waiting READs. */
-		if (!TAILQ_EMPTY(&c->splice_q))
-			nbd_splice_resume(c);
+	if (!n && !piped)
+		return 0;
+	w = piped ? pipe_send(c, piped) : sock_send(c, iov, n);
+	if (w < 0)
+		return -errno;
+	done = w;
+	if (c->hs_off < c->hs_len) {
+		c->hs_off += (size_t)w;
+		return done;
 	}
+	while (w > 0) {
+		struct nbd_slot *s = TAILQ_FIRST(&c->outq);
+		size_t left = s->rtotal - s->sent;
+
+		if ((size_t)w < left) {
+			s->sent += (size_t)w;
+			break;
+		}
+		w -= (ssize_t)left;
+		TAILQ_REMOVE(&c->outq, s, link);
+		/* The buffer was needed until now: release it. */
+		nbd_slot_free(s);
+	}
+	return done;
 }

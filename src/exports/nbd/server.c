@@ -1,7 +1,10 @@
-/* The NBD export's outer shell: each connection's lifetime (create, run,
- * kill, destroy), the limits, and the graceful server shutdown. Listeners
- * are in listen.c, options in handshake.c, the request and reply
- * data path in conn.c. */
+/* The NBD export's owner of connections: each one's life (accept, run,
+ * kill, destroy), the graceful server shutdown, and the public calls that
+ * open listeners (listen.c hands their clients back here). Every entry
+ * point (socket events, the deferred run tap callbacks ask for, a TLS
+ * deadline) runs the connection here; the parts below report failures
+ * (nbd_fail, a negative errno) and only this file closes or frees a
+ * connection. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,50 +17,17 @@
 
 static struct {
 	struct event_base *base;
-	LIST_HEAD(, nbd_conn) conns;
-	unsigned nconns, next_id;
+	unsigned next_id;
 	bool shutting;
 	void (*done)(void *arg);
 	void *done_arg;
-	uint64_t max_client_bytes;
-	unsigned max_connections;
-} srv = {
-	.conns = LIST_HEAD_INITIALIZER(srv.conns),
-	.max_client_bytes = NBD_DEFAULT_MAX_CLIENT_BYTES,
-	.max_connections = NBD_DEFAULT_MAX_CONNECTIONS,
-};
+} srv;
 
-void nbd_server_init(struct event_base *base)
+/* Remember the loop (every listener that starts does this). */
+static void server_init(struct event_base *base)
 {
 	srv.base = base;
 	srv.shutting = false;
-}
-
-void nbd_server_set_limits(uint64_t max_client_bytes, unsigned max_connections)
-{
-	srv.max_client_bytes = max_client_bytes;
-	srv.max_connections = max_connections;
-}
-
-uint64_t nbd_server_max_client_bytes(void)
-{
-	return srv.max_client_bytes;
-}
-
-unsigned nbd_server_max_connections(void)
-{
-	return srv.max_connections;
-}
-
-unsigned nbd_server_tap_conns(const struct tap *t)
-{
-	struct nbd_conn *c;
-	unsigned n = 0;
-
-	LIST_FOREACH (c, &srv.conns, link)
-		if (c->tap == t)
-			n++;
-	return n;
 }
 
 /* ---- connection lifetime ---- */
@@ -78,14 +48,16 @@ static void maybe_server_done(void)
 {
 	struct timeval now = {0, 0};
 
-	if (!srv.shutting || srv.nconns || !srv.done)
+	if (!srv.shutting || nbd_clients_count() || !srv.done)
 		return;
 	/* From the loop, never from inside nbd_server_shutdown. */
 	if (event_base_once(srv.base, -1, EV_TIMEOUT, server_done_cb, NULL, &now) < 0)
 		server_done_cb(-1, 0, NULL);
 }
 
-void nbd_conn_kill(struct nbd_conn *c, const char *why)
+/* Close the socket and drop every request not inside the tap; c itself
+ * stays until conn_run sees it idle. why NULL means a quiet close. */
+static void conn_kill(struct nbd_conn *c, const char *why)
 {
 	if (c->dead)
 		return;
@@ -97,7 +69,10 @@ void nbd_conn_kill(struct nbd_conn *c, const char *why)
 	event_del(c->ev_write);
 	c->reading = c->writing = false;
 	/* close_notify only when we chose to close (DISC, ABORT, shutdown). */
-	nbd_tls_close(c, c->closing);
+	nbd_tls_free(c->tls, c->closing);
+	c->tls = NULL;
+	c->tls_want_write = false;
+	c->tls_up = false;
 	close(c->fd);
 	c->fd = -1;
 	c->cur = NULL;
@@ -113,17 +88,73 @@ static void conn_destroy(struct nbd_conn *c)
 	event_free(c->ev_write);
 	event_free(c->ev_run);
 	free(c->hs);
-	LIST_REMOVE(c, link);
-	srv.nconns--;
+	nbd_clients_remove(c);
 	log_debug("nbd: client %u: gone", c->id);
 	free(c);
 	maybe_server_done();
 }
 
+static void write_enable(struct nbd_conn *c, bool on)
+{
+	if (on == c->writing)
+		return;
+	if (on)
+		event_add(c->ev_write, NULL);
+	else
+		event_del(c->ev_write);
+	c->writing = on;
+}
+
+/* Write as much output as the socket takes; arm EV_WRITE for the rest.
+ * 0, or a negative errno (c failed). */
+static int conn_flush(struct nbd_conn *c)
+{
+	while (!c->failed) {
+		bool hs = c->hs_off < c->hs_len;
+		ssize_t w = nbd_out_write(c);
+		int r;
+
+		if (w == -EINTR)
+			continue;
+		if (w == -EAGAIN || w == -EWOULDBLOCK) {
+			write_enable(c, true);
+			return 0;
+		}
+		if (w < 0)
+			return nbd_fail(c, (int)w, strerror((int)-w));
+		if (!w) {
+			/* Nothing to write; the TLS handshake may wait for
+			 * room to write all the same. */
+			write_enable(c, c->tls_want_write);
+			return 0;
+		}
+		/* Replies that left the pipe made room for waiting READs. */
+		if (!hs && !TAILQ_EMPTY(&c->splice_q) && (r = nbd_reads_resume(c)) < 0)
+			return r;
+	}
+	return -EIO;
+}
+
+/* Flush, read, flush. A failure may also come from a tap callback run
+ * inside a step (a submission that completes at once), hence the flag
+ * checked after each one. 0, or a negative errno (c failed). */
+static int conn_step(struct nbd_conn *c)
+{
+	if (c->failed || conn_flush(c) < 0 || c->failed)
+		return -EIO;
+	if (nbd_conn_pump(c) < 0 || c->failed)
+		return -EIO;
+	if (conn_flush(c) < 0 || c->failed)
+		return -EIO;
+	return 0;
+}
+
 /* Run the connection until nothing more can happen now. Every entry point
- * (socket events, tap callbacks) ends here; re-entry is folded into the
- * running loop so that the connection is never freed under a caller. */
-void nbd_conn_run(struct nbd_conn *c)
+ * (socket events, tap callbacks, the TLS deadline) ends here; re-entry is
+ * folded into the running loop so that the connection is never freed
+ * under a caller. A part that failed c left it to this: c is killed here,
+ * and freed here once the tap holds nothing of it. */
+static void conn_run(struct nbd_conn *c)
 {
 	int rounds = 0;
 
@@ -132,20 +163,24 @@ void nbd_conn_run(struct nbd_conn *c)
 		return;
 	}
 	c->running = true;
+	/* tls.c woke us because the handshake took too long. */
+	if (!c->dead && nbd_tls_expired(c->tls))
+		nbd_fail(c, -ETIMEDOUT, "TLS handshake timed out");
 	do {
 		c->rerun = false;
-		nbd_conn_flush(c);
-		nbd_conn_pump(c);
-		nbd_conn_flush(c);
+		if (!c->dead && conn_step(c) < 0)
+			break;
 	} while (c->rerun && !c->dead && ++rounds < 8);
 	c->running = false;
+	if (c->failed)
+		conn_kill(c, c->why[0] ? c->why : NULL);
 	if (c->rerun && !c->dead)
 		nbd_conn_defer(c); /* finish on the next turn */
 
 	/* Closing: nothing in flight (busy also covers a write payload being
 	 * read) and every reply written. */
 	if (!c->dead && c->closing && !c->busy && c->hs_off == c->hs_len)
-		nbd_conn_kill(c, NULL);
+		conn_kill(c, NULL);
 	if (c->dead && !c->busy)
 		conn_destroy(c);
 }
@@ -157,16 +192,11 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	if (what & EV_READ)
 		c->sock_idle = false;
-	nbd_conn_run(c);
+	conn_run(c);
 }
 
-void nbd_conn_defer(struct nbd_conn *c)
-{
-	/* An event already active stays so: one run however many calls. */
-	event_active(c->ev_run, 0, 0);
-}
-
-void nbd_server_accepted(int fd, bool tcp)
+/* A client accepted on a listener (listen.c). */
+static void conn_accepted(int fd, bool tcp)
 {
 	struct nbd_conn *c = calloc(1, sizeof(*c));
 
@@ -179,6 +209,8 @@ void nbd_server_accepted(int fd, bool tcp)
 	c->fd = fd;
 	c->tcp = tcp;
 	c->rs = RS_FLAGS;
+	c->pipe_rd = c->pipe_wr = -1;
+	c->wpipe_rd = c->wpipe_wr = -1;
 	nbd_slots_init(c);
 	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
 	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
@@ -196,13 +228,39 @@ void nbd_server_accepted(int fd, bool tcp)
 		close(fd);
 		return;
 	}
-	LIST_INSERT_HEAD(&srv.conns, c, link);
-	srv.nconns++;
+	nbd_clients_add(c);
 	log_debug("nbd: client %u: connected%s", c->id, tcp ? " over TCP" : "");
-	nbd_conn_run(c);
+	conn_run(c);
 }
 
 /* ---- server ---- */
+
+int nbd_server_start(struct event_base *base, const char *path, struct errbuf *eb)
+{
+	int ret = nbd_listen_unix(base, path, conn_accepted, eb);
+
+	if (ret >= 0)
+		server_init(base);
+	return ret;
+}
+
+int nbd_server_listen_tcp(struct event_base *base, const char *hostport, struct errbuf *eb)
+{
+	int ret = nbd_listen_tcp(base, hostport, conn_accepted, eb);
+
+	if (ret >= 0)
+		server_init(base);
+	return ret;
+}
+
+int nbd_server_activate(struct event_base *base, struct errbuf *eb)
+{
+	int ret = nbd_listen_activate(base, conn_accepted, eb);
+
+	if (ret > 0)
+		server_init(base);
+	return ret;
+}
 
 void nbd_server_shutdown(void (*done)(void *arg), void *arg)
 {
@@ -212,11 +270,11 @@ void nbd_server_shutdown(void (*done)(void *arg), void *arg)
 	srv.done = done;
 	srv.done_arg = arg;
 	nbd_listen_close_all();
-	log_info("nbd: shutting down, %u client(s) connected", srv.nconns);
-	for (c = LIST_FIRST(&srv.conns); c; c = next) {
+	log_info("nbd: shutting down, %u client(s) connected", nbd_clients_count());
+	for (c = nbd_clients_first(); c; c = next) {
 		next = LIST_NEXT(c, link);
 		c->closing = true;
-		nbd_conn_run(c);
+		conn_run(c);
 	}
 	maybe_server_done();
 }
@@ -226,9 +284,9 @@ void nbd_server_free(void)
 	struct nbd_conn *c, *next;
 
 	srv.done = NULL;
-	for (c = LIST_FIRST(&srv.conns); c; c = next) {
+	for (c = nbd_clients_first(); c; c = next) {
 		next = LIST_NEXT(c, link);
-		nbd_conn_kill(c, NULL);
+		conn_kill(c, NULL);
 		/* A request still inside the tap keeps its connection. */
 		if (!c->busy)
 			conn_destroy(c);

@@ -29,7 +29,12 @@
  * read-modify-write in the way) or the image takes only part of it (a
  * full filesystem), the WRITE goes on the usual way from where it got to:
  * a pool buffer for the rest, filled from the pipe and then from the
- * socket, and the tap, which reports any error. */
+ * socket, and the tap, which reports any error.
+ *
+ * Nothing here starts a request the usual way or closes the connection:
+ * the calls say so (a verdict, or a negative errno after nbd_fail) and
+ * the request side (conn.c) or the owner (server.c) acts. The pipes'
+ * data leaves for the socket in reply.c, which writes all output. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -99,9 +104,10 @@ static bool pipe_open(struct nbd_conn *c)
 	return true;
 }
 
-/* Move s's data into the pipe now and queue its reply; false when the tap
- * says it must go the usual way (nothing moved). */
-static bool splice_in(struct nbd_slot *s)
+/* Move s's data into the pipe now and queue its reply: 1, or 0 when the
+ * tap says it must go the usual way (nothing moved), or a negative errno
+ * (s freed, c failed). */
+static int splice_in(struct nbd_slot *s)
 {
 	struct nbd_conn *c = s->conn;
 	ssize_t n = tap_read_splice(c->tap, s->off, s->len, c->pipe_wr);
@@ -111,52 +117,53 @@ static bool splice_in(struct nbd_slot *s)
 		s->pipe_bufs = pipe_bufs_for(s->off, s->len);
 		c->pipe_bufs += s->pipe_bufs;
 		nbd_queue_reply(s, 0);
-		return true;
+		return 1;
 	}
 	if (n > 0) {
 		/* Part of a READ sits in the pipe ahead of nothing that can
 		 * use it: the reply stream is out of step. Nothing was sent
 		 * and nothing is lost; the client has to reconnect. */
 		nbd_slot_free(s);
-		nbd_conn_kill(c, "the image gave a short splice");
-		return true;
+		return nbd_fail(c, -EIO, "the image gave a short splice");
 	}
-	return false;
+	return 0;
 }
 
-bool nbd_splice_read(struct nbd_slot *s)
+int nbd_splice_read(struct nbd_slot *s)
 {
 	struct nbd_conn *c = s->conn;
 	uint32_t need;
 
 	if (c->tls || s->len < NBD_SPLICE_MIN || !tap_can_splice(c->tap) || !pipe_open(c))
-		return false;
+		return 0;
 	need = pipe_bufs_for(s->off, s->len);
 	if (need > c->pipe_cap)
-		return false;
+		return 0;
 	if (TAILQ_EMPTY(&c->splice_q) && c->pipe_bufs + need <= c->pipe_cap)
 		return splice_in(s);
 	s->state = SLOT_SPLICE_WAIT;
 	TAILQ_INSERT_TAIL(&c->splice_q, s, link);
-	return true;
+	return 1;
 }
 
-void nbd_splice_resume(struct nbd_conn *c)
+int nbd_splice_resume(struct nbd_conn *c, struct nbd_slot **usual)
 {
 	struct nbd_slot *s;
+	int r;
 
-	while (!c->dead && (s = TAILQ_FIRST(&c->splice_q))) {
+	while (!nbd_conn_gone(c) && (s = TAILQ_FIRST(&c->splice_q))) {
 		if (c->pipe_bufs + pipe_bufs_for(s->off, s->len) > c->pipe_cap)
-			return;
+			return 0;
 		TAILQ_REMOVE(&c->splice_q, s, link);
-		if (!splice_in(s))
-			nbd_read_start(s, 0);
+		r = splice_in(s);
+		if (r < 0)
+			return r;
+		if (!r) {
+			*usual = s;
+			return 1;
+		}
 	}
-}
-
-ssize_t nbd_splice_send(struct nbd_conn *c, size_t len)
-{
-	return splice(c->pipe_rd, NULL, c->fd, NULL, len, SPLICE_F_NONBLOCK);
+	return 0;
 }
 
 void nbd_wsplice_drop(struct nbd_conn *c)
@@ -210,7 +217,8 @@ bool nbd_wsplice_start(struct nbd_slot *s)
 }
 
 /* The rest of c->cur goes the usual way: c->wrote bytes of its payload
- * are in the image, c->got - c->wrote wait in the pipe. */
+ * are in the image, c->got - c->wrote wait in the pipe. RS_WRITE_WAIT
+ * tells the caller of nbd_wsplice_put / nbd_wsplice_recv to prepare it. */
 static void wsplice_fallback(struct nbd_conn *c, bool pipe_full)
 {
 	struct nbd_slot *s = c->cur;
@@ -222,7 +230,6 @@ static void wsplice_fallback(struct nbd_conn *c, bool pipe_full)
 	s->req.len = s->len - c->wrote;
 	s->piped = c->got - c->wrote;
 	c->rs = RS_WRITE_WAIT;
-	nbd_slot_prepare(s);
 }
 
 /* Payload came into the pipe: write what is worth a piece (all of it

@@ -1,7 +1,9 @@
 /* TLS on NBD connections with GnuTLS: credentials loaded at start, and per
  * connection a session that shakes hands on the loop without blocking,
  * then carries every byte the plain path would have sent with recv() and
- * sendmsg() (sock_recv in conn.c, sock_send in reply.c). */
+ * sendmsg() (sock_recv in conn.c, sock_send in reply.c). A session only
+ * reports (bytes, -1 with errno, a verdict): its connection's owner
+ * decides what happens to the connection. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -43,11 +45,16 @@ static struct {
 	size_t nkeys;
 } tls;
 
-/* One connection's session; exists from STARTTLS until the socket closes. */
+/* One connection's session; exists from STARTTLS until the socket closes.
+ * Owned by the connection's owner (server.c), which frees it; nothing here
+ * touches the connection. */
 struct nbd_tls {
 	gnutls_session_t s;
+	unsigned id;	     /* the client, for the log */
 	struct event *timer; /* handshake deadline */
+	struct event *wake;  /* activated when the deadline passes */
 	bool ready;	     /* handshake done */
+	bool expired;	     /* the deadline passed before the handshake ended */
 	bool pending;	     /* a record gnutls holds after GNUTLS_E_AGAIN */
 	unsigned char stage[NBD_TLS_STAGE];
 };
@@ -327,44 +334,48 @@ void nbd_tls_teardown(void)
 
 /* ---- sessions ---- */
 
+/* The deadline passed: say so, and wake the connection's owner, which
+ * closes it (the session never closes anything itself). */
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
-	struct nbd_conn *c = arg;
+	struct nbd_tls *t = arg;
 
 	(void)fd;
 	(void)what;
-	nbd_conn_kill(c, "TLS handshake timed out");
-	nbd_conn_run(c);
+	t->expired = true;
+	event_active(t->wake, 0, 0);
 }
 
-int nbd_tls_start(struct nbd_conn *c)
+struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake)
 {
 	struct timeval tv = {NBD_TLS_HANDSHAKE_SEC, 0};
 	struct nbd_tls *t = calloc(1, sizeof(*t));
 	int ret;
 
 	if (!t)
-		return -ENOMEM;
+		return NULL;
+	t->id = id;
+	t->wake = wake;
 	ret = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
 	if (ret < 0) {
 		free(t);
-		log_warn("nbd: client %u: GnuTLS session: %s", c->id, gnutls_strerror(ret));
-		return -ENOMEM;
+		log_warn("nbd: client %u: GnuTLS session: %s", id, gnutls_strerror(ret));
+		return NULL;
 	}
 	ret = gnutls_priority_set(t->s, tls.prio);
 	if (!ret && tls.x509)
 		ret = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, tls.x509);
 	if (!ret && tls.psk)
 		ret = gnutls_credentials_set(t->s, GNUTLS_CRD_PSK, tls.psk);
-	t->timer = evtimer_new(event_get_base(c->ev_read), on_deadline, c);
+	t->timer = evtimer_new(event_get_base(wake), on_deadline, t);
 	if (ret < 0 || !t->timer || evtimer_add(t->timer, &tv) < 0) {
-		log_warn("nbd: client %u: cannot set up TLS: %s", c->id,
+		log_warn("nbd: client %u: cannot set up TLS: %s", id,
 			 ret < 0 ? gnutls_strerror(ret) : "out of memory");
 		if (t->timer)
 			event_free(t->timer);
 		gnutls_deinit(t->s);
 		free(t);
-		return -ENOMEM;
+		return NULL;
 	}
 	if (tls.verify_peer) {
 		gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
@@ -375,13 +386,13 @@ int nbd_tls_start(struct nbd_conn *c)
 	/* Our own deadline covers stalls; GnuTLS's would need calls to
 	 * notice them. */
 	gnutls_handshake_set_timeout(t->s, 0);
-	gnutls_transport_set_int(t->s, c->fd);
-	c->tls = t;
-	return 0;
+	gnutls_transport_set_int(t->s, fd);
+	return t;
 }
 
-static void log_session(struct nbd_conn *c, gnutls_session_t s)
+static void log_session(struct nbd_tls *t)
 {
+	gnutls_session_t s = t->s;
 	const char *who = "";
 	char buf[160], *desc;
 
@@ -396,16 +407,19 @@ static void log_session(struct nbd_conn *c, gnutls_session_t s)
 		return;
 	/* Protocol, key exchange, signature and cipher in one string. */
 	desc = gnutls_session_get_desc(s);
-	log_debug("nbd: client %u: TLS %s, cipher %s: %s%s", c->id,
+	log_debug("nbd: client %u: TLS %s, cipher %s: %s%s", t->id,
 		  gnutls_protocol_get_name(gnutls_protocol_get_version(s)) ?: "?",
 		  gnutls_cipher_get_name(gnutls_cipher_get(s)) ?: "?", desc ? desc : "", who);
 	gnutls_free(desc);
 }
 
-int nbd_tls_handshake(struct nbd_conn *c)
+bool nbd_tls_expired(const struct nbd_tls *t)
 {
-	struct nbd_tls *t = c->tls;
-	char why[160];
+	return t && t->expired;
+}
+
+int nbd_tls_handshake(struct nbd_tls *t, bool *want_write, char *why, size_t len)
+{
 	int ret, tries = 0;
 
 	/* Warnings (a non-fatal alert, an interrupted call) let the
@@ -414,34 +428,27 @@ int nbd_tls_handshake(struct nbd_conn *c)
 		ret = gnutls_handshake(t->s);
 	} while (ret < 0 && ret != GNUTLS_E_AGAIN && !gnutls_error_is_fatal(ret) && ++tries < 16);
 	if (ret == GNUTLS_E_AGAIN) {
-		c->tls_want_write = gnutls_record_get_direction(t->s) == 1;
+		*want_write = gnutls_record_get_direction(t->s) == 1;
 		return 0;
 	}
-	c->tls_want_write = false;
+	*want_write = false;
 	if (ret < 0) {
-		snprintf(why, sizeof(why), "TLS handshake failed: %s", gnutls_strerror(ret));
-		nbd_conn_kill(c, why);
-		return -1;
+		snprintf(why, len, "TLS handshake failed: %s", gnutls_strerror(ret));
+		return -EPROTO;
 	}
 	t->ready = true;
-	c->tls_up = true;
 	evtimer_del(t->timer);
-	log_session(c, t->s);
-	/* Nothing negotiated in the clear carries over (the protocol has the
-	 * client start again under TLS). */
-	c->structured = false;
-	c->meta_set = false;
-	c->rs = RS_OPT;
+	log_session(t);
 	return 1;
 }
 
-bool nbd_tls_pending(struct nbd_conn *c)
+bool nbd_tls_pending(const struct nbd_tls *t)
 {
-	return c->tls && c->tls->ready && gnutls_record_check_pending(c->tls->s) > 0;
+	return t && t->ready && gnutls_record_check_pending(t->s) > 0;
 }
 
 /* A failed record call: errno for the caller, as the socket would set it. */
-static ssize_t tls_fail(struct nbd_conn *c, ssize_t ret)
+static ssize_t tls_fail(struct nbd_tls *t, ssize_t ret)
 {
 	switch (ret) {
 	case GNUTLS_E_AGAIN:
@@ -468,14 +475,14 @@ static ssize_t tls_fail(struct nbd_conn *c, ssize_t ret)
 		}
 		break;
 	}
-	log_info("nbd: client %u: TLS: %s", c->id, gnutls_strerror((int)ret));
+	log_info("nbd: client %u: TLS: %s", t->id, gnutls_strerror((int)ret));
 	errno = EPROTO;
 	return -1;
 }
 
-ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len)
+ssize_t nbd_tls_recv(struct nbd_tls *t, void *buf, size_t len)
 {
-	ssize_t ret = gnutls_record_recv(c->tls->s, buf, len);
+	ssize_t ret = gnutls_record_recv(t->s, buf, len);
 
 	if (ret >= 0)
 		return ret;
@@ -483,7 +490,7 @@ ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len)
 	 * common as a plain client hanging up: treat it as one. */
 	if (ret == GNUTLS_E_PREMATURE_TERMINATION)
 		return 0;
-	return tls_fail(c, ret);
+	return tls_fail(t, ret);
 }
 
 /* Like sendmsg(): returns the bytes of iov taken, from its start. A record
@@ -499,16 +506,15 @@ static void iov_advance(const struct iovec *iov, size_t n, size_t *i, size_t *of
 	}
 }
 
-ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n)
+ssize_t nbd_tls_send(struct nbd_tls *t, const struct iovec *iov, size_t n)
 {
-	struct nbd_tls *t = c->tls;
 	size_t i = 0, off = 0, total = 0;
 	ssize_t ret;
 
 	if (t->pending) {
 		ret = gnutls_record_send(t->s, NULL, 0);
 		if (ret < 0)
-			return tls_fail(c, ret);
+			return tls_fail(t, ret);
 		t->pending = false;
 		total = (size_t)ret;
 		iov_advance(iov, n, &i, &off, total);
@@ -540,7 +546,7 @@ ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n)
 				t->pending = true;
 			if (total)
 				return (ssize_t)total;
-			return tls_fail(c, ret);
+			return tls_fail(t, ret);
 		}
 		total += (size_t)ret;
 		iov_advance(iov, n, &i, &off, (size_t)ret);
@@ -548,10 +554,8 @@ ssize_t nbd_tls_send(struct nbd_conn *c, const struct iovec *iov, size_t n)
 	return (ssize_t)total;
 }
 
-void nbd_tls_close(struct nbd_conn *c, bool graceful)
+void nbd_tls_free(struct nbd_tls *t, bool graceful)
 {
-	struct nbd_tls *t = c->tls;
-
 	if (!t)
 		return;
 	/* Best effort and without waiting: the socket is non-blocking, and
@@ -561,7 +565,4 @@ void nbd_tls_close(struct nbd_conn *c, bool graceful)
 	gnutls_deinit(t->s);
 	event_free(t->timer);
 	free(t);
-	c->tls = NULL;
-	c->tls_want_write = false;
-	c->tls_up = false;
 }
