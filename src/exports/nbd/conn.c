@@ -419,8 +419,8 @@ static int conn_consume(struct nbd_conn *c)
 
 /* Like recv(); a plain socket that gave fewer bytes than asked is empty
  * for now (sets *drained), which spares the recv() that would say so.
- * The caller checks c->failed first (a WRITE leaving the splice path can
- * fail to start). */
+ * The caller checks c->failed afterwards (a WRITE leaving the splice path
+ * can fail to start). */
 static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 {
 	ssize_t n;
@@ -520,8 +520,8 @@ int nbd_conn_pump(struct nbd_conn *c)
 		r = conn_consume(c);
 		if (r < 0 && r != -EAGAIN)
 			return r;
-		/* A tap callback run from inside (a submission completing at
-		 * once) may have failed c. */
+		/* A safety net: a failure recorded on a path that did not
+		 * return it. */
 		if (c->failed)
 			return -EIO;
 		if (r > 0)

@@ -286,6 +286,8 @@ static int opt_starttls(struct nbd_conn *c, uint32_t len)
 	if (!c->tls)
 		return opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
 	ret = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
+	if (ret < 0)
+		return ret; /* c failed: nothing more with it */
 	c->rs = RS_TLS;
 	c->rerun = true; /* flush the ACK, then shake hands */
 	return ret;

@@ -3,7 +3,8 @@
  * (lowest first: tls.c sessions, clients.c the client list and limits,
  * slots.c the request table, reply.c replies and writing, splice.c
  * zero-copy data, handshake.c options, conn.c reading and requests,
- * listen.c listeners; server.c on top owns each connection's life). A
+ * listen.c listeners; server.c on top owns each connection's life;
+ * chunk.c, pure encoders of structured replies, is used by reply.c). A
  * part that finds its connection unusable records why (nbd_fail) and
  * returns a negative errno; only server.c closes and frees connections.
  * Not a contract for anything outside them. */
@@ -95,7 +96,9 @@ struct nbd_conn;
 /* One request of a connection. Slots live inside their nbd_conn and are
  * never allocated on their own: slots.c alone takes them from the free
  * list and puts them back (releasing their tap request), whichever side
- * (requests, replies, splice) is done with them. req.buf belongs to the
+ * (requests, replies, splice) is done with them; the one other release is
+ * the hole probe's (conn.c), whose request the slot's READ replaces.
+ * req.buf belongs to the
  * tap between tap_req_prepare and tap_req_release. */
 struct nbd_slot {
 	struct tap_req req;

@@ -196,6 +196,8 @@ ssize_t nbd_out_write(struct nbd_conn *c)
 	w = piped ? pipe_send(c, piped) : sock_send(c, iov, n);
 	if (w < 0)
 		return -errno;
+	if (!w)
+		return -EAGAIN; /* no progress: wait until the socket is writable */
 	done = w;
 	if (c->hs_off < c->hs_len) {
 		c->hs_off += (size_t)w;

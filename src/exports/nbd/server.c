@@ -135,9 +135,10 @@ static int conn_flush(struct nbd_conn *c)
 	return -EIO;
 }
 
-/* Flush, read, flush. A failure may also come from a tap callback run
- * inside a step (a submission that completes at once), hence the flag
- * checked after each one. 0, or a negative errno (c failed). */
+/* Flush, read, flush. 0, or a negative errno (c failed). The flag is
+ * checked after each step too, as a safety net for a failure recorded on a
+ * path that did not return it: core never calls our callbacks from inside
+ * a call we make, so none should come from there. */
 static int conn_step(struct nbd_conn *c)
 {
 	if (c->failed || conn_flush(c) < 0 || c->failed)
@@ -237,29 +238,22 @@ static void conn_accepted(int fd, bool tcp)
 
 int nbd_server_start(struct event_base *base, const char *path, struct errbuf *eb)
 {
-	int ret = nbd_listen_unix(base, path, conn_accepted, eb);
-
-	if (ret >= 0)
-		server_init(base);
-	return ret;
+	/* Before the listener: it may take a client at once. */
+	server_init(base);
+	return nbd_listen_unix(base, path, conn_accepted, eb);
 }
 
 int nbd_server_listen_tcp(struct event_base *base, const char *hostport, struct errbuf *eb)
 {
-	int ret = nbd_listen_tcp(base, hostport, conn_accepted, eb);
-
-	if (ret >= 0)
-		server_init(base);
-	return ret;
+	server_init(base);
+	return nbd_listen_tcp(base, hostport, conn_accepted, eb);
 }
 
 int nbd_server_activate(struct event_base *base, struct errbuf *eb)
 {
-	int ret = nbd_listen_activate(base, conn_accepted, eb);
-
-	if (ret > 0)
-		server_init(base);
-	return ret;
+	/* Sockets adopted before a later one fails are armed already. */
+	server_init(base);
+	return nbd_listen_activate(base, conn_accepted, eb);
 }
 
 void nbd_server_shutdown(void (*done)(void *arg), void *arg)
