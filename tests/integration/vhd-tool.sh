@@ -111,7 +111,7 @@ poke bad-bat.vhd $((1536 + 4 * 7)) '\x00\x40\x00\x00'
 expect 1 'bad-bat.vhd: BAT entry 7 points past the end of file' "$VHD" check bad-bat.vhd
 cp d.vhd bad-cookie.vhd
 poke bad-cookie.vhd 512 'xxsparse'
-expect 1 'bad dynamic header cookie' "$VHD" check bad-cookie.vhd
+expect 1 'bad dynamic header: the cookie "cxsparse" is missing' "$VHD" check bad-cookie.vhd
 "$VHD" create p1.vhd 10M
 "$VHD" snapshot orphan.vhd p1.vhd
 "$VHD" create p2.vhd 10M

@@ -143,11 +143,13 @@ START_TEST(test_footer_refusals)
 	vhd_footer_encode(&base, buf);
 	memcpy(buf, "conectiX", 8);
 	ck_assert_int_eq(vhd_footer_decode(buf, &f, 1 << 20, &eb), -EINVAL);
-	ck_assert_msg_has(&eb, "bad footer cookie \"conectiX\"");
-	buf[0] = 0;
+	ck_assert_msg_has(&eb, "no VHD footer: the cookie \"conectix\" is missing");
+	/* What the file holds is never echoed (it may be a secret). */
+	ck_assert_ptr_null(strstr(eb.msg, "conectiX"));
+	memcpy(buf, "root:$6$", 8);
 	eb.msg[0] = '\0';
 	ck_assert_int_eq(vhd_footer_decode(buf, &f, 1 << 20, &eb), -EINVAL);
-	ck_assert_msg_has(&eb, "\\x00onectiX");
+	ck_assert_ptr_null(strstr(eb.msg, "root"));
 }
 END_TEST
 
@@ -179,7 +181,8 @@ START_TEST(test_header_round_trip)
 	eb.msg[0] = '\0';
 	memcpy(buf, "cxsparsf", 8);
 	ck_assert_int_eq(vhd_header_decode(buf, &g, &eb), -EINVAL);
-	ck_assert_msg_has(&eb, "bad dynamic header cookie");
+	ck_assert_msg_has(&eb, "bad dynamic header: the cookie \"cxsparse\" is missing");
+	ck_assert_ptr_null(strstr(eb.msg, "cxsparsf"));
 
 	eb.msg[0] = '\0';
 	h.data_offset = 0;

@@ -25,7 +25,7 @@ static const struct {
 };
 
 static int mgr_parse_option(sd_bus_message *m, struct tap_config *cfg, const char *key,
-			    sd_bus_error *e)
+			    unsigned *seen, sd_bus_error *e)
 {
 	static const char *const type_name[] = { "a string (s)", "a boolean (b)",
 						 "an unsigned 64-bit integer (t)" };
@@ -41,6 +41,12 @@ static int mgr_parse_option(sd_bus_message *m, struct tap_config *cfg, const cha
 		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
 					 "unknown option '%s' (known: name, pool, parent, "
 					 "read-only, qos-iops, qos-bps)", key);
+	/* A dict may repeat a key on the wire; which value would win is
+	 * nobody's guess, so neither does. */
+	if (*seen & (1u << i))
+		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
+					 "option '%s' is given twice", key);
+	*seen |= 1u << i;
 	r = sd_bus_message_peek_type(m, NULL, &type);
 	if (r < 0)
 		return r;
@@ -70,8 +76,10 @@ static int mgr_parse_option(sd_bus_message *m, struct tap_config *cfg, const cha
 /* Parse CreateTap's a{sv}. Strings point into m, valid while it lives. */
 static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_error *e)
 {
+	unsigned seen = 0;
 	int r;
 
+	_Static_assert(ARRAY_SIZE(mgr_options) <= 32, "one bit per option in seen");
 	r = sd_bus_message_enter_container(m, 'a', "{sv}");
 	if (r < 0)
 		return r;
@@ -81,7 +89,7 @@ static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_e
 		r = sd_bus_message_read(m, "s", &key);
 		if (r < 0)
 			return r;
-		r = mgr_parse_option(m, cfg, key, e);
+		r = mgr_parse_option(m, cfg, key, &seen, e);
 		if (r < 0)
 			return r;
 		r = sd_bus_message_exit_container(m);

@@ -570,14 +570,33 @@ static void vhd_free(struct vhd *v)
 	free(v);
 }
 
+/* The files of the chain being opened: a parent opens inside its child's
+ * vhd_open (through image_open_shared), so a chain whose locators come
+ * back to one of its files is caught here, not taken for a file that
+ * another process holds locked. */
+static struct vhd_chain vhd_opening;
+
+static int vhd_open_file(struct image *img, struct vhd *v, const char *path, struct errbuf *eb);
+
 static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 {
+	unsigned depth = vhd_opening.n;
 	struct vhd *v = calloc(1, sizeof(*v));
-	uint64_t fsize;
-	int mfd, ret;
+	int ret;
 
 	if (!v)
 		return -ENOMEM;
+	ret = vhd_open_file(img, v, path, eb);
+	vhd_opening.n = depth; /* this file and those below leave the chain */
+	return ret;
+}
+
+static int vhd_open_file(struct image *img, struct vhd *v, const char *path, struct errbuf *eb)
+{
+	struct errbuf cerr = { "" };
+	uint64_t fsize;
+	int mfd, ret;
+
 	v->fd = -1;
 	v->path = strdup(path);
 	if (!v->path) {
@@ -588,6 +607,11 @@ static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 	if (v->fd < 0) {
 		ret = -errno;
 		err_set(eb, "cannot open %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	ret = vhd_chain_add(&vhd_opening, v->fd, &cerr);
+	if (ret < 0) {
+		err_set(eb, "%s: %s", path, cerr.msg);
 		goto fail;
 	}
 	ret = vhd_lock(v->fd, !img->read_only, path, eb);

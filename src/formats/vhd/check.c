@@ -40,8 +40,8 @@ static void collect(void *opaque, const char *msg)
 
 /* One image; returns 0 and fills next (the parent's path) to go on.
  * *loaded tells whether m holds metadata (to free, and to compare). */
-static int check_one(struct checker *c, struct vhd_meta *m, char *next, size_t next_size,
-		     bool *loaded)
+static int check_one(struct checker *c, struct vhd_chain *chain, struct vhd_meta *m, char *next,
+		     size_t next_size, bool *loaded)
 {
 	struct errbuf eb = { "" };
 	uint8_t *bm = NULL;
@@ -53,6 +53,11 @@ static int check_one(struct checker *c, struct vhd_meta *m, char *next, size_t n
 	if (fd < 0) {
 		problem(c, "cannot open: %s", strerror(errno));
 		return -errno;
+	}
+	r = vhd_chain_add(chain, fd, &eb);
+	if (r) {
+		problem(c, "%s", eb.msg);
+		goto out;
 	}
 	r = vhd_file_size(fd, &size);
 	if (r) {
@@ -100,6 +105,7 @@ unsigned vhd_image_check(const char *path, vhd_report_fn *report, void *opaque)
 {
 	struct checker c = { .report = report, .opaque = opaque };
 	char paths[2][VHD_PATH_MAX], child_path[VHD_PATH_MAX];
+	struct vhd_chain chain = { 0 };
 	struct vhd_meta child, cur;
 	bool have_child = false;
 	int depth = 0;
@@ -107,16 +113,11 @@ unsigned vhd_image_check(const char *path, vhd_report_fn *report, void *opaque)
 	snprintf(paths[0], sizeof(paths[0]), "%s", path);
 	for (;;) {
 		char *here = paths[depth & 1], *next = paths[(depth + 1) & 1];
+		bool loaded;
 		int r;
 
 		c.path = here;
-		if (depth > 64) {
-			problem(&c, "chain deeper than 64 images (a loop?)");
-			break;
-		}
-		bool loaded;
-
-		r = check_one(&c, &cur, next, VHD_PATH_MAX, &loaded);
+		r = check_one(&c, &chain, &cur, next, VHD_PATH_MAX, &loaded);
 		if (have_child) {
 			struct errbuf eb = { "" };
 
@@ -125,6 +126,7 @@ unsigned vhd_image_check(const char *path, vhd_report_fn *report, void *opaque)
 				problem(&c, "%s (parent %s)", eb.msg, here);
 			}
 			vhd_meta_free(&child);
+			have_child = false;
 		}
 		if (r) {
 			if (loaded)

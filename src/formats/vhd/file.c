@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define VHD_MAX_DEPTH 64
 
 int vhd_fd_pread(void *opaque, void *buf, size_t len, uint64_t off)
 {
@@ -123,8 +122,8 @@ int vhd_find_parent(const char *child_path, const struct vhd_meta *m, char *out,
 	return -ENOENT;
 }
 
-static int open_one(struct vhd_image **out, const char *path, unsigned flags, int depth,
-		    struct errbuf *eb)
+static int open_one(struct vhd_image **out, const char *path, unsigned flags,
+		    struct vhd_chain *chain, struct errbuf *eb)
 {
 	bool rw = flags & VHD_OPEN_RDWR;
 	struct vhd_image *img;
@@ -132,10 +131,6 @@ static int open_one(struct vhd_image **out, const char *path, unsigned flags, in
 	uint64_t size = 0;
 	int r;
 
-	if (depth > VHD_MAX_DEPTH) {
-		err_set(eb, "%s: chain deeper than %d images (a loop?)", path, VHD_MAX_DEPTH);
-		return -ELOOP;
-	}
 	img = calloc(1, sizeof(*img));
 	if (!img || !(img->path = strdup(path))) {
 		free(img);
@@ -147,6 +142,13 @@ static int open_one(struct vhd_image **out, const char *path, unsigned flags, in
 	if (img->fd < 0) {
 		r = -errno;
 		err_set(eb, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	/* Before the lock: a loop would otherwise look like another
+	 * process holding the file. */
+	r = vhd_chain_add(chain, img->fd, &merr);
+	if (r) {
+		err_set(eb, "%s: %s", path, merr.msg);
 		goto fail;
 	}
 	if (flags & VHD_OPEN_LOCK) {
@@ -186,7 +188,7 @@ static int open_one(struct vhd_image **out, const char *path, unsigned flags, in
 
 		r = vhd_find_parent(path, &img->meta, ppath, sizeof(ppath), eb);
 		if (!r)
-			r = open_one(&img->parent, ppath, pflags, depth + 1, eb);
+			r = open_one(&img->parent, ppath, pflags, chain, eb);
 		if (r)
 			goto fail;
 		r = vhd_parent_match(&img->meta, &img->parent->meta.footer, &merr);
@@ -205,8 +207,10 @@ fail:
 int vhd_image_open(struct vhd_image **out, const char *path, unsigned flags,
 		   struct errbuf *eb)
 {
+	struct vhd_chain chain = { 0 };
+
 	*out = NULL;
-	return open_one(out, path, flags, 0, eb);
+	return open_one(out, path, flags, &chain, eb);
 }
 
 void vhd_image_close(struct vhd_image *img)

@@ -41,28 +41,15 @@ uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t skip)
 }
 
 /* Cookies are raw bytes; show them escaped so a garbage one stays one line. */
-static const char *cookie_str(const uint8_t *c, char out[40])
-{
-	char *p = out;
-
-	for (int i = 0; i < 8; i++) {
-		if (c[i] >= 0x20 && c[i] < 0x7f && c[i] != '\\')
-			*p++ = (char)c[i];
-		else
-			p += sprintf(p, "\\x%02x", c[i]);
-	}
-	*p = '\0';
-	return out;
-}
-
 int vhd_footer_decode(const uint8_t buf[VHD_FOOTER_SIZE], struct vhd_footer *f,
 		      uint64_t file_size, struct errbuf *eb)
 {
-	char cs[40];
 	uint32_t sum;
 
+	/* The bytes found are not quoted: the file may be anything
+	 * (/etc/shadow named as a parent), and messages reach callers. */
 	if (memcmp(buf, FOOTER_COOKIE, 8)) {
-		err_set(eb, "bad footer cookie \"%s\" (not a VHD footer)", cookie_str(buf, cs));
+		err_set(eb, "no VHD footer: the cookie \"" FOOTER_COOKIE "\" is missing");
 		return -EINVAL;
 	}
 	memset(f, 0, sizeof(*f));
@@ -169,11 +156,10 @@ static bool known_plat(uint32_t code)
 int vhd_header_decode(const uint8_t buf[VHD_HEADER_SIZE], struct vhd_header *h,
 		      struct errbuf *eb)
 {
-	char cs[40];
 	uint32_t sum;
 
 	if (memcmp(buf, HEADER_COOKIE, 8)) {
-		err_set(eb, "bad dynamic header cookie \"%s\"", cookie_str(buf, cs));
+		err_set(eb, "bad dynamic header: the cookie \"" HEADER_COOKIE "\" is missing");
 		return -EINVAL;
 	}
 	memset(h, 0, sizeof(*h));

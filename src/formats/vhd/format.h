@@ -376,6 +376,23 @@ const char *vhd_uuid_str(const uint8_t uuid[16], char *out);
  * conflicting lock (a running tapd, another tapd-vhd). */
 int vhd_lock(int fd, bool write, const char *path, struct errbuf *eb);
 
+/* The files of a chain being walked (opened, checked), leaf first, so that
+ * a chain that comes back to one of its own files is told from a deep one:
+ * locators are data, and a crafted pair of images can name each other. */
+#define VHD_CHAIN_MAX 64
+struct vhd_chain {
+	unsigned n;
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} file[VHD_CHAIN_MAX];
+};
+
+/* Add fd's file to the chain: 0, or -ELOOP with eb saying that it is in
+ * the chain already or that the chain is deeper than VHD_CHAIN_MAX; -errno
+ * if fd cannot be looked at. eb does not name the file: callers do. */
+int vhd_chain_add(struct vhd_chain *c, int fd, struct errbuf *eb);
+
 /* --- blocking image API for tapd-vhd: open, read, write (file.c) - */
 
 struct vhd_image {

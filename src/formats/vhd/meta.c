@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void note(vhd_report_fn *report, void *opaque, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -270,6 +271,31 @@ int vhd_parent_match(const struct vhd_meta *child, const struct vhd_footer *pare
 			parent->timestamp);
 		return -ESTALE;
 	}
+	return 0;
+}
+
+int vhd_chain_add(struct vhd_chain *c, int fd, struct errbuf *eb)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		err_set(eb, "%s", strerror(errno));
+		return -errno;
+	}
+	for (unsigned i = 0; i < c->n; i++) {
+		if (c->file[i].dev == st.st_dev && c->file[i].ino == st.st_ino) {
+			err_set(eb, "the parent chain loops: image %u of the chain is this "
+				    "file again", c->n + 1);
+			return -ELOOP;
+		}
+	}
+	if (c->n == VHD_CHAIN_MAX) {
+		err_set(eb, "the parent chain is deeper than %d images", VHD_CHAIN_MAX);
+		return -ELOOP;
+	}
+	c->file[c->n].dev = st.st_dev;
+	c->file[c->n].ino = st.st_ino;
+	c->n++;
 	return 0;
 }
 
