@@ -22,7 +22,7 @@ tapctl create --name r ram:8M >/dev/null
 qio r 'write -P 0x3c 0 1M'
 qio r 'write -P 0xc3 7M 1M'
 qio r flush
-for round in 1 2; do
+for _ in 1 2; do
 	tapctl pause r
 	tapctl list --json | grep -q '"name": "r".*"state": "paused"' || fail "r not paused"
 	tapctl stats --json r | grep -q '"chain_depth": 0' || fail "paused r: $(tapctl stats --json r)"
