@@ -15,12 +15,20 @@
 #include "pools/bucket.h"
 #include "tap.h"
 
+/* Images a walk down a chain visits at most, through every tap of a stack:
+ * far more than any chain has (a vhd chain stops at 64), so only a bug
+ * (a loop) could reach it, and then the walk still ends. */
+#define TAP_CHAIN_IMAGES_MAX (TAP_STACK_MAX * 128)
+
 struct tap {
 	TAILQ_ENTRY(tap) link;
 	char name[TAP_NAME_MAX];
 	int minor;
 	enum tap_state state;
 	struct image *img; /* NULL while paused */
+	/* While paused: the image the pause kept open (keep_on_pause), for
+	 * the unpause to go on with; else NULL. */
+	struct image *kept;
 	/* What the tap shows while its image is closed. */
 	char *spec;
 	uint64_t size;
@@ -90,6 +98,9 @@ void tap_io_qos_changed(struct tap *t);
 /* tap.c, for setup.c */
 int tap_registry_setup(struct event_base *base);
 void tap_registry_teardown(void);
+/* tap.c, for stack.c: the tap whose chain is being opened now (by
+ * tap_create or tap_unpause), or NULL; its chain is not yet in place. */
+struct tap *tap_opening(void);
 
 /* stack.c: the tap: driver, registered by setup.c. */
 extern const struct driver driver_tap;

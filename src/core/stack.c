@@ -8,10 +8,17 @@
  *
  * Read-only by nature: only reads and block status go down a chain.
  *
+ * A stack must end: a tap that reads through itself spins every walk down
+ * its chain and sends its reads round the circle until the pools run dry.
+ * Opening a tap: image is where taps get linked (a tap: image string, or
+ * --parent under a vhd child), so that is where loops, stacks deeper than
+ * TAP_STACK_MAX and a parent in the leaf's own pool are refused.
+ *
  * This file sits on top of core: it uses the registry (tap_stack_get, ...)
  * and the request path (tap_req_*) as an export would, and neither calls
  * it; setup.c registers its driver with image.c. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "drivers/driver.h"
@@ -42,6 +49,79 @@ struct tapdev_wait {
 };
 
 static void tapdev_start(struct tapdev *d, struct image_io *io);
+
+/* The tap that t's open chain reads through (the tap of the first tap:
+ * image down its chain), or NULL. A chain is a line, so there is one. */
+static struct tap *tapdev_below(const struct tap *t)
+{
+	struct image *img = tap_chain(t);
+
+	for (unsigned n = 0; img && n < TAP_CHAIN_IMAGES_MAX; n++) {
+		if (img->drv == &driver_tap)
+			return ((struct tapdev *)img->priv)->parent;
+		img = img->drv->parent ? img->drv->parent(img) : NULL;
+	}
+	return NULL;
+}
+
+/* Taps from t down to to (0: t is to), or -1 when t's stack does not reach
+ * it within TAP_STACK_MAX taps. */
+static int tapdev_hops(const struct tap *t, const struct tap *to)
+{
+	for (int n = 0; t && n <= TAP_STACK_MAX; n++, t = tapdev_below(t))
+		if (t == to)
+			return n;
+	return -1;
+}
+
+/* May opener's chain read through parent? Not if parent's stack reaches
+ * opener (a loop), nor if the stack through opener, from the highest tap
+ * stacked on it to the bottom of parent's, would be deeper than
+ * TAP_STACK_MAX, nor if both draw from one pool. opener is NULL when no
+ * tap is opening (nothing to check but the depth). Every walk is bounded:
+ * what is open has no loop (each link was checked), but a walk must end
+ * even were that broken. */
+static int tapdev_check(const struct tap *opener, struct tap *parent, struct errbuf *eb)
+{
+	const struct tap *below[TAP_STACK_MAX];
+	const struct tap *x = parent;
+	unsigned n = 0, above = 0;
+
+	for (; x && x != opener && n < TAP_STACK_MAX; x = tapdev_below(x))
+		below[n++] = x;
+	if (x && x == opener) {
+		char path[sizeof(eb->msg)];
+		size_t len;
+
+		len = (size_t)snprintf(path, sizeof(path), "%s", tap_name(opener));
+		for (unsigned i = 0; i < n && len < sizeof(path); i++)
+			len += (size_t)snprintf(path + len, sizeof(path) - len, " -> %s",
+						tap_name(below[i]));
+		if (len < sizeof(path))
+			snprintf(path + len, sizeof(path) - len, " -> %s", tap_name(opener));
+		err_set(eb, "tap:%s would close a loop of taps: %s", tap_name(parent), path);
+		return -ELOOP;
+	}
+	/* Only open chains reach opener, and each counts in its children. */
+	if (opener && opener->children)
+		for (struct tap *t = tap_first(); t; t = tap_next(t)) {
+			int h = tapdev_hops(t, opener);
+
+			above = h > (int)above ? (unsigned)h : above;
+		}
+	if (x || above + 1 + n > TAP_STACK_MAX) {
+		err_set(eb, "tap:%s would make a stack of %s%u taps, deeper than %d",
+			tap_name(parent), x ? "more than " : "", above + 1 + n, TAP_STACK_MAX);
+		return -ELOOP;
+	}
+	if (opener && tap_pool(opener) == tap_pool(parent)) {
+		err_set(eb, "a tap and the tap it reads through (%s) must use different pools, or "
+			    "the leaves can starve the parent of buffers; both would use '%s'",
+			tap_name(parent), pool_name(tap_pool(parent)));
+		return -EINVAL;
+	}
+	return 0;
+}
 
 static void tapdev_slot_free(struct tapdev *d, struct tapdev_slot *s)
 {
@@ -144,6 +224,11 @@ static int tapdev_open(struct image *img, const char *name, struct errbuf *eb)
 	ret = tap_stack_get(name, &parent, eb);
 	if (ret < 0)
 		return ret;
+	ret = tapdev_check(tap_opening(), parent, eb);
+	if (ret < 0) {
+		tap_stack_put(parent);
+		return ret;
+	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
 		tap_stack_put(parent);

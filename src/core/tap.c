@@ -19,6 +19,8 @@ static struct {
 	unsigned count;
 	struct minors minors;
 	void (*listener)(struct tap *t, enum tap_event ev);
+	/* The tap whose chain tap_open_image is opening, for stack.c. */
+	struct tap *opening;
 	/* Daemon shutdown in progress. */
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
@@ -40,30 +42,43 @@ void tap_set_listener(void (*fn)(struct tap *t, enum tap_event ev))
 
 /* ---- taps ---------------------------------------------------------- */
 
-static bool tap_name_valid(const char *name, struct errbuf *eb)
+int tap_name_check(const char *name, struct errbuf *eb)
 {
 	size_t n = strlen(name);
 	bool digits = true;
 
 	if (n == 0 || n >= TAP_NAME_MAX) {
-		err_set(eb, "a tap name has 1 to %d characters", TAP_NAME_MAX - 1);
-		return false;
+		err_set(eb, "bad tap name: a tap name has 1 to %d characters", TAP_NAME_MAX - 1);
+		return -EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '_' || c == '-' || c == '.')) {
-			err_set(eb, "bad tap name '%s': use letters, digits, '_', '-' and '.'", name);
-			return false;
+			err_set(eb, "bad tap name '%.*s': use letters, digits, '_', '-' and '.'",
+				TAP_NAME_MAX, name);
+			return -EINVAL;
 		}
 		digits &= c >= '0' && c <= '9';
 	}
+	/* Names end up as file names and command-line arguments: ".", ".."
+	 * and "-x" would mean something else there. */
+	if (name[0] == '-' || name[0] == '.') {
+		err_set(eb, "bad tap name '%s': use letters, digits, '_', '-' and '.', but do "
+			    "not start with '-' or '.'", name);
+		return -EINVAL;
+	}
 	if (digits) {
 		err_set(eb, "bad tap name '%s': a number would be taken for a minor", name);
-		return false;
+		return -EINVAL;
 	}
-	return true;
+	return 0;
+}
+
+struct tap *tap_opening(void)
+{
+	return taps.opening;
 }
 
 /* Open spec as the tap's image chain and remember what it can do, so the
@@ -78,9 +93,20 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 
 	if (t->parent_name)
 		snprintf(parent_spec, sizeof(parent_spec), "tap:%s", t->parent_name);
+	/* A tap: image met on the way asks who is opening (stack.c refuses
+	 * loops and too deep stacks). */
+	taps.opening = t;
 	ret = image_open_parent(spec, t->read_only, t->parent_name ? parent_spec : NULL, &img, eb);
+	taps.opening = NULL;
 	if (ret < 0)
 		return ret;
+	/* Whatever the driver: a disk of no bytes serves nothing and would
+	 * trip every client that divides by its size. */
+	if (img->size == 0) {
+		err_set(eb, "%s: the image is empty (0 bytes)", spec);
+		image_close(img);
+		return -EINVAL;
+	}
 	if (img->align > POOL_PAGE || (img->align & (img->align - 1))) {
 		err_set(eb, "%s: unsupported I/O alignment %u", spec, img->align);
 		image_close(img);
@@ -137,8 +163,8 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		err_set(eb, "tapd is shutting down");
 		return -ESHUTDOWN;
 	}
-	if (cfg->name && !tap_name_valid(cfg->name, eb))
-		return -EINVAL;
+	if (cfg->name && (ret = tap_name_check(cfg->name, eb)) < 0)
+		return ret;
 	if (cfg->name && tap_find(cfg->name)) {
 		err_set(eb, "a tap named '%s' exists already", cfg->name);
 		return -EEXIST;
@@ -182,12 +208,14 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	ret = tap_io_init(t);
 	if (ret < 0)
 		goto fail;
+	/* Set before the open, which checks it against a tap: image's tap;
+	 * referenced only once the tap exists. */
+	t->pool = pool;
 	ret = tap_open_image(t, cfg->image, eb);
 	if (ret < 0)
 		goto fail;
 	t->size = t->img->size;
 	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
-	t->pool = pool;
 	pool_ref(pool);
 	t->state = TAP_RUNNING;
 	if (cfg->qos_iops || cfg->qos_bps)
@@ -212,10 +240,19 @@ fail:
 /* Unlink, close and free; the minor goes last, when nothing refers to it. */
 static void tap_free(struct tap *t)
 {
+	struct tap *c;
+
 	TAILQ_REMOVE(&taps.taps, t, link);
 	taps.count--;
+	/* A paused tap stacked on t no longer holds it (its chain is
+	 * closed): it must not point at it either. Its unpause looks the
+	 * name up again. */
+	TAILQ_FOREACH(c, &taps.taps, link)
+		if (c->parent == t)
+			c->parent = NULL;
 	tap_notify(t, TAP_REMOVED);
 	image_close(t->img);
+	image_close(t->kept);
 	tap_io_free(t);
 	free(t->spec);
 	free(t->parent_name);
@@ -263,7 +300,14 @@ static void tap_pause_end(struct tap *t, int err)
 
 static void tap_paused(struct tap *t)
 {
-	image_close(t->img);
+	struct image *img = t->img;
+
+	/* Closing a ram: image would wipe it: keep it, idle, for the
+	 * unpause. It has no parent, so no other tap is held by it. */
+	if (img->drv->keep_on_pause && !img->drv->parent)
+		t->kept = img;
+	else
+		image_close(img);
 	t->img = NULL;
 	t->state = TAP_PAUSED;
 	log_info("%s: paused", t->name);
@@ -299,9 +343,17 @@ int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
 		err_set(eb, "tap %s is %s, not paused", t->name, tap_state_name(t->state));
 		return -EINVAL;
 	}
-	ret = tap_open_image(t, image && *image ? image : t->spec, eb);
-	if (ret < 0)
-		return ret;
+	if (t->kept && !(image && *image)) {
+		t->img = t->kept;
+	} else {
+		ret = tap_open_image(t, image && *image ? image : t->spec, eb);
+		if (ret < 0)
+			return ret;
+		image_close(t->kept);
+	}
+	t->kept = NULL;
+	/* The tap serving our parent chain may have gone and come back. */
+	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
 	t->state = TAP_RUNNING;
 	log_info("%s: running again on %s", t->name, t->spec);
 	tap_notify(t, TAP_CHANGED);
@@ -520,7 +572,9 @@ void tap_get_stats(const struct tap *t, struct tap_stats *st)
 	*st = t->st;
 	st->chain_depth = 0;
 	st->parent_shares = 0;
-	for (; img; img = img->drv->parent ? img->drv->parent(img) : NULL) {
+	/* Any caller may ask: bounded even were a chain to loop. */
+	for (; img && st->chain_depth < TAP_CHAIN_IMAGES_MAX;
+	     img = img->drv->parent ? img->drv->parent(img) : NULL) {
 		if (st->chain_depth++ == 1)
 			st->parent_shares = image_refs(img);
 	}
@@ -551,11 +605,28 @@ uint32_t tap_align(const struct tap *t)
 	return t->align;
 }
 
+/* The tap that t's open chain reads through, or NULL: the one whose chain
+ * it enters (a tap: image hands reads on to its tap's chain). A tap's own
+ * leaf image is never shared, so meeting it means meeting the tap. */
+static struct tap *tap_below(const struct tap *t)
+{
+	struct image *img = t->img;
+	struct tap *c;
+
+	for (unsigned n = 0; img && n < TAP_CHAIN_IMAGES_MAX; n++) {
+		img = img->drv->parent ? img->drv->parent(img) : NULL;
+		TAILQ_FOREACH(c, &taps.taps, link)
+			if (img && c != t && c->img == img)
+				return c;
+	}
+	return NULL;
+}
+
 int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 {
 	struct pool *pool = pool_find(name ? name : "");
 	struct pool *old = t->pool;
-	struct tap *c;
+	struct tap *c, *below;
 	int ret;
 
 	if (!pool) {
@@ -566,8 +637,12 @@ int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 		return 0;
 	if (t->parent && (ret = tap_check_stack(t->parent, t->parent->name, pool, eb)) < 0)
 		return ret;
+	/* The same for a tap: image, whose link is its open chain. */
+	below = tap_below(t);
+	if (below && (ret = tap_check_stack(below, below->name, pool, eb)) < 0)
+		return ret;
 	TAILQ_FOREACH(c, &taps.taps, link) {
-		if (c->parent == t && c->pool == pool) {
+		if (c->pool == pool && (c->parent == t || (t->children && tap_below(c) == t))) {
 			err_set(eb, "tap %s is stacked on %s and uses pool '%s': a tap and its parent "
 				    "must use different pools", c->name, t->name, name);
 			return -EINVAL;

@@ -23,11 +23,15 @@ struct event_base;
 struct tap;
 
 #define TAP_NAME_MAX 64
+/* Most taps in one stack (a tap reading through a tap reading through...),
+ * the top one included: every walk down a stack stops there. */
+#define TAP_STACK_MAX 16
 /* Largest data length of one request (the NBD protocol's usual limit). */
 #define TAP_REQ_MAX (32u << 20)
 
 /* running -> pausing (new requests wait, in-flight ones drain) -> paused
- * (chain closed: the images may be snapshotted or replaced) -> running. */
+ * (chain closed: the images may be snapshotted or replaced; an image whose
+ * contents live only in tapd, ram:, is kept open and idle) -> running. */
 enum tap_state { TAP_OPENING, TAP_RUNNING, TAP_PAUSING, TAP_PAUSED, TAP_CLOSING };
 
 /* One request from an export. The export owns the struct (usually embedded
@@ -108,9 +112,18 @@ int tap_setup(struct event_base *base);
 void tap_teardown(void);
 
 /* Open the image and register the tap. Errors: -EINVAL bad name or image
- * string, -EEXIST name taken, -ENODEV no such pool, -ENOENT/-EACCES/...
- * from opening the image, -ENOSPC no free minor. eb says which. */
+ * string, an image of 0 bytes, a stacked tap in its parent's pool; -ELOOP
+ * the tap would read through itself or a stack would be deeper than
+ * TAP_STACK_MAX; -EEXIST name taken, -ENODEV no such pool,
+ * -ENOENT/-EACCES/... from opening the image, -ENOSPC no free minor. eb
+ * says which. */
 int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb);
+/* Whether name may name a tap: 1 to TAP_NAME_MAX - 1 letters, digits, '_',
+ * '-' and '.', not all digits (a minor) and not beginning with '-' or '.'
+ * (names become paths and command-line arguments). 0 or -EINVAL with eb.
+ * tap_create checks it too; a front-end that must tell a bad name from a
+ * bad image (both -EINVAL) checks first. */
+int tap_name_check(const char *name, struct errbuf *eb);
 
 /* Remove the tap: -EBUSY while clients are attached. On success the tap is
  * closed, its minor freed and it is gone when this returns. */
@@ -122,9 +135,11 @@ int tap_destroy(struct tap *t, struct errbuf *eb);
  * first).
  * Returns 0, or -EBUSY (already pausing or paused) / -ESHUTDOWN with eb. */
 int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb);
-/* Reopen a paused tap on image (NULL or "": the image it had) and serve the
- * requests that waited. -EINVAL if not paused, -ERANGE if the new chain's
- * size differs, or any error from opening. On error the tap stays paused. */
+/* Reopen a paused tap on image (NULL or "": the image it had, or the one
+ * the pause kept open) and serve the requests that waited. An image string
+ * always opens anew (and closes a kept image). -EINVAL if not paused,
+ * -ERANGE if the new chain's size differs, or any error of tap_create's
+ * from opening. On error the tap stays paused, a kept image kept. */
 int tap_unpause(struct tap *t, const char *image, struct errbuf *eb);
 
 /* The daemon begins to stop: requests parked on paused taps, and any that

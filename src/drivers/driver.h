@@ -99,6 +99,11 @@ struct driver {
 	 * of it still), or the bytes written when it stopped short (the rest
 	 * is still in the pipe). */
 	ssize_t (*splice_write)(struct image *img, uint64_t off, size_t len, int pipe_fd);
+	/* The image's contents live only in tapd and die with close() (ram):
+	 * a pause keeps such an image open and idle instead of closing it,
+	 * and an unpause without a new image string goes on with it. Only
+	 * for images without a parent. */
+	bool keep_on_pause;
 };
 
 struct image {

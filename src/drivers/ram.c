@@ -1,4 +1,5 @@
-/* ram: a disk in anonymous memory, gone when the tap is destroyed.
+/* ram: a disk in anonymous memory, gone when the tap is destroyed (a pause
+ * keeps it: keep_on_pause).
  *
  * "ram:SIZE" maps SIZE bytes with MAP_NORESERVE, so an untouched range costs
  * nothing and reads as zeros. Everything completes at once; there is nothing
@@ -150,4 +151,6 @@ const struct driver driver_ram = {
 	.open = ram_open,
 	.close = ram_close,
 	.submit = ram_submit,
+	/* Closing is wiping: a paused tap keeps its disk. */
+	.keep_on_pause = true,
 };

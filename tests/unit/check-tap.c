@@ -585,6 +585,8 @@ START_TEST(test_set_pool_live)
 }
 END_TEST
 
+static void pause_now(struct tap *t);
+
 static int vhd_make(const char *name, const char *parent, char *out, size_t len)
 {
 	struct vhd_create_opts o = { .type = VHD_TYPE_DYNAMIC, .size = 8u << 20 };
@@ -656,10 +658,183 @@ START_TEST(test_stacked)
 	ck_assert(strstr(eb.msg, "parent of"));
 	cfg.parent = "nosuch";
 	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -ENOENT);
+	/* A paused leaf no longer holds its parent tap, which may go: the
+	 * leaf then names no parent (it pointed at freed memory) and cannot
+	 * unpause without it. */
+	cfg.parent = "base";
+	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), 0);
+	ck_assert_ptr_eq(tap_parent(lt), pt);
+	pause_now(lt);
 	ck_assert_int_eq(tap_destroy(pt, &eb), 0);
+	ck_assert_ptr_null(tap_parent(lt));
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(lt, NULL, &eb), -ENOENT);
+	ck_assert_msg(strstr(eb.msg, "base"), "%s", eb.msg);
+	ck_assert_int_eq(tap_state(lt), TAP_PAUSED);
 	unlink(base);
 	unlink(leaf);
 	unlink(other);
+}
+END_TEST
+
+/* Pause t and run the loop until it is paused. */
+static void pause_now(struct tap *t)
+{
+	struct errbuf eb = { { 0 } };
+
+	paused_err = 1;
+	ck_assert_int_eq(tap_pause(t, on_paused, NULL, &eb), 0);
+	for (int i = 0; i < 100 && paused_err == 1; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(paused_err, 0);
+}
+
+static struct tap *make_tap_in(const char *image, const char *name, const char *pool)
+{
+	struct tap_config cfg = { .name = name, .image = image, .pool = pool };
+	struct errbuf eb = { { 0 } };
+	struct tap *t = NULL;
+
+	ck_assert_msg(tap_create(&cfg, &t, &eb) == 0, "tap_create %s: %s", name, eb.msg);
+	return t;
+}
+
+/* Issue 10, defect 1: a tap may not read through itself, by any road, and
+ * a stack ends at TAP_STACK_MAX taps. */
+START_TEST(test_stack_loop)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap_config cfg = { .name = "c", .image = "tap:a" };
+	struct tap_stats st;
+	struct pool *p;
+	struct tap *a, *b, *t;
+	char name[16], img[32], got[4096];
+
+	ck_assert_int_eq(pool_create("p1", 1 << 20, &p, &eb), 0);
+	ck_assert_int_eq(pool_create("p2", 1 << 20, &p, &eb), 0);
+	a = make_tap("ram:1M", "a", false);
+	fill(a, 0, 4096, 'a');
+	b = make_tap_in("tap:a", "b", "p2");
+	/* Nor may either move into the other's pool. */
+	ck_assert_int_eq(tap_set_pool(b, POOL_DEFAULT, &eb), -EINVAL);
+	ck_assert_int_eq(tap_set_pool(a, "p2", &eb), -EINVAL);
+	ck_assert_int_eq(tap_set_pool(b, "p1", &eb), 0);
+	ck_assert_int_eq(tap_set_pool(b, "p2", &eb), 0);
+	pause_now(a);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(a, "tap:b", &eb), -ELOOP);
+	ck_assert_msg(strstr(eb.msg, "a -> b -> a"), "%s", eb.msg);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(a, "tap:a", &eb), -ELOOP);
+	ck_assert_msg(strstr(eb.msg, "a -> a"), "%s", eb.msg);
+	ck_assert_int_eq(tap_state(a), TAP_PAUSED);
+	tap_get_stats(b, &st);
+	ck_assert_uint_eq(st.chain_depth, 1); /* tap:a, a paused */
+	ck_assert_int_eq(tap_unpause(a, NULL, &eb), 0);
+	tap_get_stats(b, &st);
+	ck_assert_uint_eq(st.chain_depth, 2);
+	read_back(b, 0, 4096, got);
+	ck_assert_int_eq(got[4095], 'a');
+	/* One pool for a tap and the tap it reads through: refused. */
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_msg(strstr(eb.msg, "different pools"), "%s", eb.msg);
+	ck_assert_int_eq(tap_destroy(b, &eb), 0);
+
+	/* a and 15 more on it make 16; a 17th is refused. */
+	for (int i = 2; i <= TAP_STACK_MAX; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(img, sizeof(img), i == 2 ? "tap:a" : "tap:s%d", i - 1);
+		make_tap_in(img, name, i % 2 ? "p1" : "p2");
+	}
+	tap_get_stats(tap_find(name), &st);
+	ck_assert_uint_eq(st.chain_depth, TAP_STACK_MAX);
+	cfg.name = "s17";
+	cfg.image = img;
+	snprintf(img, sizeof(img), "tap:%s", name);
+	cfg.pool = "p1";
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -ELOOP);
+	ck_assert_msg(strstr(eb.msg, "deeper than 16"), "%s", eb.msg);
+	/* Deepening from below: a on a tap with one under it makes 18. */
+	make_tap_in("ram:1M", "x1", "p1");
+	make_tap_in("tap:x1", "x2", "p2");
+	pause_now(a);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(a, "tap:x2", &eb), -ELOOP);
+	ck_assert_msg(strstr(eb.msg, "18 taps"), "%s", eb.msg);
+	ck_assert_int_eq(tap_unpause(a, NULL, &eb), 0);
+	read_back(tap_find(name), 0, 4096, got);
+	ck_assert_int_eq(got[0], 'a');
+}
+END_TEST
+
+/* Issue 10, defect 5: a pause keeps a ram: disk; a new image string
+ * replaces it. */
+START_TEST(test_ram_pause)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = make_tap("ram:1M", "r", false);
+	char got[4096];
+
+	fill(t, 8192, 4096, 'r');
+	pause_now(t);
+	ck_assert_int_eq(tap_unpause(t, NULL, &eb), 0);
+	read_back(t, 8192, 4096, got);
+	ck_assert_int_eq(got[0], 'r');
+	ck_assert_int_eq(got[4095], 'r');
+	/* A failed unpause keeps it too. */
+	pause_now(t);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(t, "ram:2M", &eb), -ERANGE);
+	ck_assert_int_eq(tap_unpause(t, "", &eb), 0);
+	read_back(t, 8192, 4096, got);
+	ck_assert_int_eq(got[0], 'r');
+	pause_now(t);
+	ck_assert_int_eq(tap_unpause(t, "ram:1M", &eb), 0);
+	read_back(t, 8192, 4096, got);
+	ck_assert_int_eq(got[0], 0);
+	/* Destroyed while paused: the kept disk goes with it (valgrind). */
+	fill(t, 0, 4096, 'x');
+	pause_now(t);
+	ck_assert_int_eq(tap_destroy(t, &eb), 0);
+}
+END_TEST
+
+/* Issue 10, item 8: names that read as paths or options, and empty images. */
+START_TEST(test_names_and_empty)
+{
+	static const char *bad[] = { ".", "..", "-", "-a", ".a", "a/b", "12", "" };
+	struct errbuf eb = { { 0 } };
+	struct tap_config cfg = { .image = "null:1M" };
+	char spec[700], empty[600];
+	struct tap *t;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&eb, 0, sizeof(eb));
+		ck_assert_int_eq(tap_name_check(bad[i], &eb), -EINVAL);
+		ck_assert_msg(strstr(eb.msg, "bad tap name"), "%s", eb.msg);
+		cfg.name = bad[i];
+		memset(&eb, 0, sizeof(eb));
+		ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	}
+	ck_assert(strstr(eb.msg, "1 to 63"));
+	ck_assert_int_eq(tap_name_check("a.-_9", &eb), 0);
+	ck_assert_int_eq(tap_count(), 0);
+	make_file("empty.raw", 0, 0, empty, sizeof(empty));
+	snprintf(spec, sizeof(spec), "raw:%s", empty);
+	cfg.name = "e";
+	cfg.image = spec;
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_msg(strstr(eb.msg, spec) && strstr(eb.msg, "0 bytes"), "%s", eb.msg);
+	t = make_tap("ram:1M", "e", false);
+	pause_now(t);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(tap_unpause(t, spec, &eb), -EINVAL);
+	ck_assert_int_eq(tap_state(t), TAP_PAUSED);
+	ck_assert_int_eq(tap_unpause(t, NULL, &eb), 0);
+	unlink(empty);
 }
 END_TEST
 
@@ -744,5 +919,8 @@ int main(void)
 	tcase_add_test(tc, test_set_pool_live);
 	tcase_add_test(tc, test_stacked);
 	tcase_add_test(tc, test_qos_waits);
+	tcase_add_test(tc, test_stack_loop);
+	tcase_add_test(tc, test_ram_pause);
+	tcase_add_test(tc, test_names_and_empty);
 	return check_run(s, tc);
 }

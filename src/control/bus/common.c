@@ -30,6 +30,10 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 	case EINVAL:
 		name = opens ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
 		break;
+	case ELOOP:
+		/* The image would stack a tap on itself, or too deep. */
+		name = opens ? BUS_ERR_BAD_IMAGE : BUS_ERR_FAILED;
+		break;
 	case ESHUTDOWN:
 		name = BUS_ERR_SHUTTING_DOWN;
 		break;

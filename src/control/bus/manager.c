@@ -119,6 +119,10 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (!*cfg.image)
 		return sd_bus_error_setf(e, BUS_ERR_BAD_IMAGE,
 					 "empty image string; expected raw:/path, ram:SIZE or null:SIZE");
+	/* Checked here: -EINVAL from the core means a bad image (BadImage),
+	 * and a bad name is a bad argument (InvalidArgs). */
+	if (cfg.name && (r = tap_name_check(cfg.name, &eb)) < 0)
+		return bus_core_error(e, r, &eb, BUS_OP_TAP);
 	/* Checked here: -ENOENT from the core means a missing image file. */
 	if (cfg.parent && !tap_find(cfg.parent))
 		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP,
