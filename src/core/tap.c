@@ -91,6 +91,13 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 
 	char parent_spec[TAP_NAME_MAX + 8];
 
+	/* Image strings hold paths: beyond what a path can be, say so
+	 * instead of echoing kilobytes of it in an open() error. */
+	if (strlen(spec) > TAP_IMAGE_MAX) {
+		err_set(eb, "image string too long (%zu bytes, at most %d)", strlen(spec),
+			TAP_IMAGE_MAX);
+		return -ENAMETOOLONG;
+	}
 	if (t->parent_name)
 		snprintf(parent_spec, sizeof(parent_spec), "tap:%s", t->parent_name);
 	/* A tap: image met on the way asks who is opening (stack.c refuses

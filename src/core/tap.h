@@ -23,6 +23,8 @@ struct event_base;
 struct tap;
 
 #define TAP_NAME_MAX 64
+/* Longest image string: a path (PATH_MAX) and room for a driver, options. */
+#define TAP_IMAGE_MAX (4096 + 256)
 /* Most taps in one stack (a tap reading through a tap reading through...),
  * the top one included: every walk down a stack stops there. */
 #define TAP_STACK_MAX 16

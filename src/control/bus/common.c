@@ -31,8 +31,13 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 		name = opens ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
 		break;
 	case ELOOP:
-		/* The image would stack a tap on itself, or too deep. */
+		/* The image would stack a tap on itself, or too deep; or its
+		 * VHD parent chain comes back to one of its files. */
 		name = opens ? BUS_ERR_BAD_IMAGE : BUS_ERR_FAILED;
+		break;
+	case ENAMETOOLONG:
+		/* A path in the image string longer than the system takes. */
+		name = opens ? BUS_ERR_BAD_IMAGE : SD_BUS_ERROR_INVALID_ARGS;
 		break;
 	case ESHUTDOWN:
 		name = BUS_ERR_SHUTTING_DOWN;
