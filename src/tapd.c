@@ -17,6 +17,7 @@
 
 #include "lib/aio.h"
 #include "control/bus/bus.h"
+#include "drivers/image.h"
 #include "drivers/nbd/nbd.h"
 #include "lib/log.h"
 #include "exports/nbd/server.h"
@@ -466,6 +467,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pool_setup(d.base);
+	image_set_loop(d.base);
 	/* Two workers: a slow fallocate on one image does not hold up
 	 * block status on another. */
 	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0 ||

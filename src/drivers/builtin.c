@@ -6,7 +6,7 @@
 int image_register_builtin(void)
 {
 	static const struct driver *const builtin[] = {
-		&driver_raw, &driver_ram, &driver_null, &driver_vhd, &driver_nbd,
+		&driver_raw, &driver_ram, &driver_null, &driver_vhd, &driver_nbd, &driver_error,
 	};
 	int ret;
 

@@ -42,6 +42,21 @@ struct image_extent {
 
 struct image;
 
+/* Options of an image string "DRIVER,KEY=VALUE,...:ARG", parsed by image.c
+ * before the driver is called: at most IMAGE_OPTS_MAX pairs, each key
+ * once, keys of lower-case letters, digits and '-', values of printable
+ * characters other than ',' and ':'. */
+#define IMAGE_OPTS_MAX 16
+#define IMAGE_OPT_KEY_MAX 32
+#define IMAGE_OPT_VALUE_MAX 1024
+struct image_opts {
+	unsigned n;
+	struct {
+		const char *key, *value;
+	} opt[IMAGE_OPTS_MAX];
+	char *buf; /* owned: the keys and values, NUL-terminated */
+};
+
 /* One operation on one image. off and len are multiples of the image's
  * align; buf is aligned to POOL_PAGE and holds len bytes (READ, WRITE). */
 struct image_io {
@@ -73,6 +88,11 @@ struct driver {
 	 * img->priv and the capability flags. Returns 0 or a negative errno
 	 * with eb filled. */
 	int (*open)(struct image *img, const char *arg, struct errbuf *eb);
+	/* Optional. The option keys open() accepts (NULL-terminated); image.c
+	 * refuses any other key before calling open(), and every key when
+	 * this is NULL. open() finds the values in img->opts and refuses a
+	 * value out of range with -EINVAL and a message naming the key. */
+	const char *const *options;
 	/* Required. Release everything open() took. No io is in flight. */
 	void (*close)(struct image *img);
 	/* Required. Start io; complete it through io->done. READ, WRITE and
@@ -121,6 +141,9 @@ struct image {
 	 * instead of the one the image's metadata names, or NULL. Drivers
 	 * with parents honour it (and check it is the right parent). */
 	const char *parent_spec;
+	/* Set on entry to open(), never NULL: the image string's options,
+	 * already checked against drv->options. Gone after open() returns. */
+	const struct image_opts *opts;
 	void *priv;
 	/* Private to image.c (drivers leave them alone): references and
 	 * the sharing of read-only parents. */
@@ -134,5 +157,6 @@ extern const struct driver driver_ram;
 extern const struct driver driver_null;
 extern const struct driver driver_vhd;
 extern const struct driver driver_nbd;
+extern const struct driver driver_error;
 
 #endif

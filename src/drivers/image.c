@@ -1,7 +1,7 @@
-/* Image strings ("driver:arg"), the driver table and shared parents. The
- * table is filled by registration (builtin.c for this folder's drivers,
- * core for tap:) and names no driver itself: the drivers sit above this
- * file, since the vhd driver opens its parents through it. */
+/* Image strings ("driver[,key=value...]:arg") and their options, the driver
+ * table and shared parents. The table is filled by registration (builtin.c
+ * for this folder's drivers, core for tap:) and names no driver itself: the
+ * drivers sit above this file, since vhd and error open images through it. */
 #include "image.h"
 
 #include <errno.h>
@@ -15,6 +15,22 @@ static size_t ndrivers;
 
 /* Shared read-only images, a short list: parents are few. */
 static struct image *shared;
+
+static struct event_base *loop;
+
+/* How deep the image_open calls of this thread nest, for IMAGE_DEPTH_MAX.
+ * Per thread: opens may one day run on workers. */
+static _Thread_local unsigned open_depth;
+
+void image_set_loop(struct event_base *base)
+{
+	loop = base;
+}
+
+struct event_base *image_loop(void)
+{
+	return loop;
+}
 
 static const struct driver *image_driver(const char *name, size_t len)
 {
@@ -46,33 +62,209 @@ static void image_driver_names(char *buf, size_t size)
 		n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? ", " : "", drivers[i]->name);
 }
 
+/* ---- image strings ----------------------------------------------------- */
+
+/* The first size - 4 bytes of s for a message: anything but [a-z0-9-] shows as '?',
+ * so a hostile string cannot put control characters into logs. */
+static const char *opt_show(const char *s, size_t len, char *buf, size_t size)
+{
+	size_t n = MIN(len, size - 4), i;
+
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		buf[i] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ? c : '?';
+	}
+	strcpy(buf + i, len > n ? "..." : "");
+	return buf;
+}
+
+static bool opt_key_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* One "key=value" of len bytes at p (not NUL-terminated) into opts, its
+ * copy at *dst. */
+static int opt_add(struct image_opts *opts, const char *p, size_t len, char **dst,
+		   struct errbuf *eb)
+{
+	const char *eq = memchr(p, '=', len);
+	size_t klen = eq ? (size_t)(eq - p) : len, vlen = eq ? len - klen - 1 : 0;
+	char show[IMAGE_OPT_KEY_MAX + 4];
+
+	if (!len) {
+		err_set(eb,
+			"bad image options: an empty option (two commas, or a comma before ':')");
+		return -EINVAL;
+	}
+	if (!klen) {
+		err_set(eb, "bad image option at '=': the key is missing (want KEY=VALUE)");
+		return -EINVAL;
+	}
+	if (klen > IMAGE_OPT_KEY_MAX) {
+		err_set(eb, "bad image option '%s': keys are at most %u characters",
+			opt_show(p, klen, show, sizeof(show)), IMAGE_OPT_KEY_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < klen; i++) {
+		if (!opt_key_char(p[i])) {
+			err_set(eb,
+				"bad image option '%s': keys are lower-case letters, digits and "
+				"'-'",
+				opt_show(p, klen, show, sizeof(show)));
+			return -EINVAL;
+		}
+	}
+	if (!eq || !vlen) {
+		err_set(eb, "bad image option '%.*s': it wants a value (%.*s=VALUE)", (int)klen, p,
+			(int)klen, p);
+		return -EINVAL;
+	}
+	if (vlen > IMAGE_OPT_VALUE_MAX) {
+		err_set(eb, "bad image option '%.*s': its value is longer than %u bytes", (int)klen,
+			p, IMAGE_OPT_VALUE_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < vlen; i++) {
+		unsigned char c = (unsigned char)eq[1 + i];
+
+		if (c < 0x20 || c == 0x7f) {
+			err_set(eb, "bad image option '%.*s': its value has a control character",
+				(int)klen, p);
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; i < opts->n; i++) {
+		if (strlen(opts->opt[i].key) == klen && !memcmp(opts->opt[i].key, p, klen)) {
+			err_set(eb, "bad image options: '%.*s' is given twice", (int)klen, p);
+			return -EINVAL;
+		}
+	}
+	if (opts->n == IMAGE_OPTS_MAX) {
+		err_set(eb, "bad image options: more than %u (at '%.*s')", IMAGE_OPTS_MAX,
+			(int)klen, p);
+		return -EINVAL;
+	}
+	opts->opt[opts->n].key = memcpy(*dst, p, klen);
+	(*dst)[klen] = '\0';
+	*dst += klen + 1;
+	opts->opt[opts->n].value = memcpy(*dst, eq + 1, vlen);
+	(*dst)[vlen] = '\0';
+	*dst += vlen + 1;
+	opts->n++;
+	return 0;
+}
+
+int image_spec_parse(const char *spec, struct image_spec *out, struct errbuf *eb)
+{
+	const char *colon, *comma, *p, *end;
+	size_t len;
+	char *dst;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	len = spec ? strnlen(spec, IMAGE_SPEC_MAX + 1) : 0;
+	if (len > IMAGE_SPEC_MAX) {
+		err_set(eb, "bad image string: longer than %u bytes", IMAGE_SPEC_MAX);
+		return -EINVAL;
+	}
+	colon = spec ? strchr(spec, ':') : NULL;
+	comma = colon ? memchr(spec, ',', (size_t)(colon - spec)) : NULL;
+	if (!colon || colon == spec || comma == spec) {
+		err_set(eb,
+			"bad image string '%s': want DRIVER:ARG or DRIVER,KEY=VALUE...:ARG, "
+			"e.g. raw:/path, ram:64M, null:1G",
+			spec ? spec : "");
+		return -EINVAL;
+	}
+	out->driver = spec;
+	out->driver_len = (size_t)((comma ? comma : colon) - spec);
+	out->arg = colon + 1;
+	if (!comma)
+		return 0;
+	/* Every key and value fits, NUL-terminated, in the option text's
+	 * own length plus one: '=' and ',' become the terminators. */
+	out->opts.buf = dst = malloc((size_t)(colon - comma));
+	if (!dst)
+		return -ENOMEM;
+	for (p = comma + 1;; p = end + 1) {
+		end = memchr(p, ',', (size_t)(colon - p));
+		if (!end)
+			end = colon;
+		ret = opt_add(&out->opts, p, (size_t)(end - p), &dst, eb);
+		if (ret < 0)
+			return ret;
+		if (end == colon)
+			return 0;
+	}
+}
+
+void image_spec_free(struct image_spec *s)
+{
+	free(s->opts.buf);
+	s->opts.buf = NULL;
+	s->opts.n = 0;
+}
+
+const char *image_opt(const struct image_opts *opts, const char *key)
+{
+	for (unsigned i = 0; i < opts->n; i++)
+		if (strcmp(opts->opt[i].key, key) == 0)
+			return opts->opt[i].value;
+	return NULL;
+}
+
+/* Every key of opts must be one drv takes. */
+static int image_check_opts(const struct driver *drv, const struct image_opts *opts,
+			    struct errbuf *eb)
+{
+	for (unsigned i = 0; i < opts->n; i++) {
+		const char *key = opts->opt[i].key;
+		char known[160];
+		size_t k = 0, n = 0;
+
+		while (drv->options && drv->options[k] && strcmp(drv->options[k], key))
+			k++;
+		if (drv->options && drv->options[k])
+			continue;
+		known[0] = '\0';
+		for (k = 0; drv->options && drv->options[k] && n < sizeof(known); k++)
+			n += (size_t)snprintf(known + n, sizeof(known) - n, "%s%s", k ? ", " : "",
+					      drv->options[k]);
+		err_set(eb, "image driver %s takes no option '%s' (%s%s)", drv->name, key,
+			known[0] ? "it takes: " : "it takes none", known);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- opening ----------------------------------------------------------- */
+
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb)
 {
 	return image_open_parent(spec, read_only, NULL, out, eb);
 }
 
-int image_open_parent(const char *spec, bool read_only, const char *parent,
-		      struct image **out, struct errbuf *eb)
+static int image_open_spec(const char *spec, const struct image_spec *s, bool read_only,
+			   const char *parent, struct image **out, struct errbuf *eb)
 {
-	const char *colon = spec ? strchr(spec, ':') : NULL;
 	const struct driver *drv;
 	struct image *img;
 	int ret;
 
-	if (!colon || colon == spec) {
-		err_set(eb, "bad image string '%s': want DRIVER:ARG, e.g. raw:/path, ram:64M, null:1G",
-			spec ? spec : "");
-		return -EINVAL;
-	}
-	drv = image_driver(spec, (size_t)(colon - spec));
+	drv = image_driver(s->driver, s->driver_len);
 	if (!drv) {
 		char known[128];
 
 		image_driver_names(known, sizeof(known));
-		err_set(eb, "unknown image driver '%.*s' (known: %s)", (int)(colon - spec), spec,
-			known);
+		err_set(eb, "unknown image driver '%.*s' (known: %s)", (int)MIN(s->driver_len, 64),
+			s->driver, known);
 		return -EINVAL;
 	}
+	ret = image_check_opts(drv, &s->opts, eb);
+	if (ret < 0)
+		return ret;
 	img = calloc(1, sizeof(*img));
 	if (!img)
 		return -ENOMEM;
@@ -80,18 +272,20 @@ int image_open_parent(const char *spec, bool read_only, const char *parent,
 	img->refs = 1;
 	img->read_only = read_only;
 	img->parent_spec = parent;
+	img->opts = &s->opts;
 	img->spec = strdup(spec);
 	if (!img->spec) {
 		free(img);
 		return -ENOMEM;
 	}
-	ret = drv->open(img, colon + 1, eb);
+	ret = drv->open(img, s->arg, eb);
 	if (ret < 0) {
 		free(img->spec);
 		free(img);
 		return ret;
 	}
 	img->parent_spec = NULL;
+	img->opts = NULL;
 	if (parent && !drv->parent) {
 		err_set(eb, "%s has no parent chain for %s to serve", spec, parent);
 		image_close(img);
@@ -99,6 +293,26 @@ int image_open_parent(const char *spec, bool read_only, const char *parent,
 	}
 	*out = img;
 	return 0;
+}
+
+int image_open_parent(const char *spec, bool read_only, const char *parent, struct image **out,
+		      struct errbuf *eb)
+{
+	struct image_spec s;
+	int ret;
+
+	if (open_depth >= IMAGE_DEPTH_MAX) {
+		err_set(eb, "image chain deeper than %u images", IMAGE_DEPTH_MAX);
+		return -EINVAL;
+	}
+	ret = image_spec_parse(spec, &s, eb);
+	if (ret == 0) {
+		open_depth++;
+		ret = image_open_spec(spec, &s, read_only, parent, out, eb);
+		open_depth--;
+	}
+	image_spec_free(&s);
+	return ret;
 }
 
 void image_close(struct image *img)

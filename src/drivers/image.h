@@ -6,14 +6,44 @@
 
 #include "driver.h"
 
+struct event_base;
+
+/* Bounds on what an image string may ask for: its length, and how deep
+ * image_open may nest (an error layer over an error layer..., a VHD
+ * chain), so that no string can exhaust the stack or memory. */
+#define IMAGE_SPEC_MAX 8192
+#define IMAGE_DEPTH_MAX 64
+
+/* An image string taken apart: "DRIVER[,KEY=VALUE...]:ARG". driver and arg
+ * point into the string; opts owns its copies. */
+struct image_spec {
+	const char *driver;
+	size_t driver_len;
+	const char *arg;
+	struct image_opts opts;
+};
+
+/* Parse spec (any bytes) into out: 0, or -EINVAL with a message naming
+ * the offending option, -ENOMEM. Free out with image_spec_free either way. */
+int image_spec_parse(const char *spec, struct image_spec *out, struct errbuf *eb);
+void image_spec_free(struct image_spec *s);
+/* The value of option key in opts, or NULL. */
+const char *image_opt(const struct image_opts *opts, const char *key);
+
 /* Make drv openable as "NAME:arg" (drv->name). 0, also when drv is known
  * already; -EEXIST another driver has the name; -ENOSPC table full. */
 int image_register_driver(const struct driver *drv);
-/* builtin.c: register this folder's drivers (raw, ram, null, vhd, nbd). */
+/* builtin.c: register this folder's drivers (raw, ram, null, vhd, nbd, error). */
 int image_register_builtin(void);
 
-/* Open "driver:arg". -EINVAL for a malformed string or unknown driver,
- * else the driver's error. */
+/* The daemon's loop, for drivers with timers or descriptors of their own
+ * (error: delays and its trigger file). Set once at start; NULL before. */
+void image_set_loop(struct event_base *base);
+struct event_base *image_loop(void);
+
+/* Open "driver[,key=value...]:arg". -EINVAL for a malformed string, an
+ * unknown driver, an option the driver does not take or a chain deeper
+ * than IMAGE_DEPTH_MAX, else the driver's error. */
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb);
 /* The same, with parent (an image string) serving the parent chain in
  * place of the one the image names; -EINVAL for an image without one. */

@@ -46,6 +46,9 @@ struct nbdc_req {
 	 * reconnects, so a request that breaks every connection still fails
 	 * after the timeout. */
 	uint64_t wait_ms;
+	/* When its current command went into the send queue: a server that
+	 * holds it past the timeout without a reply is stalled. */
+	uint64_t wire_ms;
 	uint64_t cookie;
 	uint32_t done;	  /* bytes of io->len finished */
 	uint32_t cur;	  /* bytes of the command on the wire */

@@ -1,8 +1,10 @@
 /* The nbd: driver's connection at work: requests out through sendmsg from
  * their own buffers, replies in (READ payloads straight into the io's
  * buffer), and the life of the connection: drop, requeue, reconnect with
- * backoff on the loop, and the timeout that turns waiting into EIO. This
- * file owns struct nbdc, from nbdc_new to its free; nbd.c calls down. */
+ * backoff on the loop, and the timeout that turns waiting into EIO, both
+ * for a server that is away and for one that holds a request without
+ * answering (a stalled server: its connection is dropped). This file owns
+ * struct nbdc, from nbdc_new to its free; nbd.c calls down. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -186,6 +188,7 @@ static void nbdc_encode(struct nbdc *c, struct nbdc_req *r, uint16_t slot)
 static void nbdc_kick(struct nbdc *c)
 {
 	struct nbdc_req *r;
+	uint64_t now = 0;
 
 	if (c->state != NBDC_UP)
 		return;
@@ -194,8 +197,12 @@ static void nbdc_kick(struct nbdc *c)
 
 		c->slots[slot] = r;
 		nbdc_encode(c, r, slot);
+		r->wire_ms = now ? now : (now = nbdc_now_ms());
 		q_push(&c->send, r);
 	}
+	/* The first command on the wire starts the stall check. */
+	if (now && !evtimer_pending(c->timer, NULL))
+		nbdc_arm_timer(c);
 	nbdc_flush_out(c);
 }
 
@@ -418,14 +425,39 @@ static void nbdc_expire(struct nbdc *c, uint64_t now)
 		 n == 1 ? "" : "s", c->timeout_s);
 }
 
-/* The reconnect and expiry timer: armed while the connection is not up. */
+/* When the oldest command on the wire was sent, or 0 for none. A scan of
+ * the slots, once per timeout while the server answers. */
+static uint64_t nbdc_oldest_on_wire(const struct nbdc *c)
+{
+	uint64_t oldest = 0;
+
+	if (c->n_free == NBDC_SLOTS)
+		return 0;
+	for (unsigned i = 0; i < NBDC_SLOTS; i++)
+		if (c->slots[i] && (!oldest || c->slots[i]->wire_ms < oldest))
+			oldest = c->slots[i]->wire_ms;
+	return oldest;
+}
+
+/* The timer: while the connection is not up, for the next reconnect
+ * attempt and the first waiter's expiry; while it is up, for the stall
+ * check of the oldest command on the wire. */
 static void nbdc_arm_timer(struct nbdc *c)
 {
 	uint64_t now = nbdc_now_ms(), when = c->next_ms;
 	struct timeval tv;
 
 	if (c->state == NBDC_UP) {
-		event_del(c->timer);
+		when = nbdc_oldest_on_wire(c);
+		if (!when) {
+			event_del(c->timer);
+			return;
+		}
+		when += (uint64_t)c->timeout_s * 1000;
+		when = when > now ? when - now : 0;
+		tv.tv_sec = (time_t)(when / 1000);
+		tv.tv_usec = (suseconds_t)(when % 1000 * 1000);
+		event_add(c->timer, &tv);
 		return;
 	}
 	/* The queue is short-lived while the server is away: a scan is fine. */
@@ -506,6 +538,33 @@ static void nbdc_attempt(struct nbdc *c)
 	nbdc_hs_progress(c);
 }
 
+/* The connection is up: has the server held a command past the timeout?
+ * Then it is stalled. Its connection is dropped (so that a late reply
+ * cannot land in a buffer given back), the requests it held that long
+ * fail with EIO, and the others wait for the next connection as after
+ * any drop. */
+static void nbdc_check_stall(struct nbdc *c, uint64_t now)
+{
+	uint64_t limit = (uint64_t)c->timeout_s * 1000, oldest = nbdc_oldest_on_wire(c);
+	char why[80];
+
+	if (!oldest || now - oldest < limit) {
+		nbdc_arm_timer(c);
+		return;
+	}
+	/* Their wait began when they were sent: nbdc_expire fails them. */
+	for (unsigned i = 0; i < NBDC_SLOTS; i++) {
+		struct nbdc_req *r = c->slots[i];
+
+		if (r && !r->wait_ms && now - r->wire_ms >= limit)
+			r->wait_ms = r->wire_ms;
+	}
+	snprintf(why, sizeof(why), "no reply for %u s (server stalled)", c->timeout_s);
+	nbdc_drop(c, why);
+	nbdc_expire(c, now);
+	nbdc_arm_timer(c);
+}
+
 static void nbdc_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct nbdc *c = arg;
@@ -513,8 +572,11 @@ static void nbdc_on_timer(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (c->state == NBDC_UP)
+	if (c->state == NBDC_UP) {
+		nbdc_check_stall(c, now);
+		nbdc_deliver(c);
 		return;
+	}
 	nbdc_expire(c, now);
 	if (now < c->next_ms) {
 		nbdc_arm_timer(c);

@@ -11,7 +11,12 @@
  * When the server goes away every request on the wire goes back to the
  * queue (READ, WRITE, FLUSH, TRIM and WRITE_ZEROES can all be repeated),
  * the driver reconnects with backoff on the loop, and requests still
- * waiting after the timeout (30 s, or ?timeout=) fail with -EIO.
+ * waiting after the timeout (30 s, or ?timeout=) fail with -EIO. The same
+ * timeout bounds a server that stays connected but holds a request without
+ * answering: the requests it held that long fail with -EIO and the
+ * connection is dropped and made again (a late reply must not land in a
+ * buffer given back). Errors the server answers pass through as their
+ * errno, without a reconnect.
  *
  * open() resolves the host (DNS may block: once, at open) and connects and
  * shakes hands synchronously with a 5 s deadline, as other drivers open

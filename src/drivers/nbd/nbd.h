@@ -10,8 +10,9 @@ struct event_base;
 /* Call once before any nbd: image is opened; opening one before fails
  * with a clear error. */
 int nbd_client_setup(struct event_base *base);
-/* How long requests wait for a lost server before failing with EIO, for
- * URIs without ?timeout=SECONDS (default 30). */
+/* How long requests wait for a lost server, or for a reply from a server
+ * that holds them, before failing with EIO, for URIs without
+ * ?timeout=SECONDS (default 30). */
 void nbd_client_set_default_timeout(unsigned seconds);
 
 #endif
