@@ -123,9 +123,16 @@ CONF
 	} >"$T/bus.conf"
 	dbus-daemon --config-file="$T/bus.conf" --nofork --nopidfile --nosyslog 2>"$T/bus.log" &
 	BUS_PID=$!
-	for _ in $(seq 1 100); do [ -S "$T/bus.sock" ] && break; sleep 0.05; done
-	[ -S "$T/bus.sock" ] || fail "dbus-daemon did not start: $(cat "$T/bus.log")"
 	export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$T/bus.sock"
+	# The socket file appears at bind(), before listen(): wait until the
+	# bus answers, not until the file is there.
+	for _ in $(seq 1 100); do
+		[ -S "$T/bus.sock" ] && dbus-send --bus="$DBUS_SYSTEM_BUS_ADDRESS" --print-reply \
+			--dest=org.freedesktop.DBus /org/freedesktop/DBus \
+			org.freedesktop.DBus.GetId >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	fail "dbus-daemon did not start: $(cat "$T/bus.log")"
 }
 
 # Start tapd in the foreground (background job) and wait until it serves:
