@@ -1,12 +1,14 @@
-/* The NBD export's owner of connections: each one's life (accept, run,
- * kill, destroy), the graceful server shutdown, and the public calls that
- * open listeners (listen.c hands their clients back here). Every entry
- * point (socket events, the deferred run tap callbacks ask for, a TLS
- * deadline) runs the connection here; the parts below report failures
- * (nbd_fail, a negative errno) and only this file closes or frees a
- * connection. */
+/* The NBD export's owner of connections: each one's life (accept or
+ * refuse at once over a limit, run, kill, destroy), its timer (the
+ * handshake deadline, then the write-stall check), the graceful server
+ * shutdown, and the public calls that open listeners (listen.c hands their
+ * clients back here). Every entry point (socket events, the deferred run
+ * tap callbacks ask for, the timer) runs the connection here; the parts
+ * below report failures (nbd_fail, a negative errno) and only this file
+ * closes or frees a connection. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -21,7 +23,19 @@ static struct {
 	bool shutting;
 	void (*done)(void *arg);
 	void *done_arg;
+	/* Refusals over a limit are logged once per second at most: a
+	 * flood must not become a flood of log lines. */
+	uint64_t refused_sec;
+	unsigned refused_quiet;
 } srv;
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* Remember the loop (every listener that starts does this). */
 static void server_init(struct event_base *base)
@@ -67,6 +81,8 @@ static void conn_kill(struct nbd_conn *c, const char *why)
 	c->rs = RS_STOP;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
+	evtimer_del(c->ev_timer);
+	c->deadline_on = c->stall_on = false;
 	c->reading = c->writing = false;
 	/* close_notify only when we chose to close (DISC, ABORT, shutdown). */
 	nbd_tls_free(c->tls, c->closing);
@@ -87,7 +103,9 @@ static void conn_destroy(struct nbd_conn *c)
 	event_free(c->ev_read);
 	event_free(c->ev_write);
 	event_free(c->ev_run);
+	event_free(c->ev_timer);
 	free(c->hs);
+	free(c->slots);
 	nbd_clients_remove(c);
 	log_debug("nbd: client %u: gone", c->id);
 	free(c);
@@ -122,6 +140,14 @@ static int conn_flush(struct nbd_conn *c)
 		}
 		if (w < 0)
 			return nbd_fail(c, (int)w, strerror((int)-w));
+		/* The client takes replies: restart its stall clock, and
+		 * read options again if they waited for room. */
+		if (w > 0 && c->stall_on)
+			c->out_stamp = mono_ms();
+		if (w > 0 && c->hs_full && c->hs_len - c->hs_off < NBD_HS_OUT_MAX) {
+			c->hs_full = false;
+			c->rerun = true;
+		}
 		if (!w) {
 			/* Nothing to write; the TLS handshake may wait for
 			 * room to write all the same. */
@@ -150,8 +176,91 @@ static int conn_step(struct nbd_conn *c)
 	return 0;
 }
 
+static void timer_arm(struct nbd_conn *c, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+
+	evtimer_add(c->ev_timer, &tv);
+}
+
+/* Bytes of replies waiting to be written. */
+static size_t out_pending(const struct nbd_conn *c)
+{
+	const struct nbd_slot *s;
+	size_t n = c->hs_len - c->hs_off;
+
+	TAILQ_FOREACH (s, &c->outq, link)
+		n += s->rtotal - s->sent;
+	return n;
+}
+
+/* The timer went off: in the handshake the deadline passed; in
+ * transmission, replies may have waited unread for too long (if they still
+ * wait and the socket took nothing for write_timeout, c is failed; else
+ * the check is set again for what is left, or not at all with nothing
+ * waiting). */
+static void timer_check(struct nbd_conn *c)
+{
+	const struct nbd_limits *lim = nbd_server_limits();
+	uint64_t idle, limit = (uint64_t)lim->write_timeout * 1000;
+	char why[160];
+
+	if (c->deadline_on) {
+		c->deadline_on = false;
+		if (c->rs == RS_TLS)
+			snprintf(why, sizeof(why),
+				 "TLS handshake timed out (%u s after connecting)",
+				 lim->handshake_timeout);
+		else
+			snprintf(why, sizeof(why),
+				 "handshake not finished within %u s (%zu bytes of replies unread)",
+				 lim->handshake_timeout, out_pending(c));
+		nbd_fail(c, -ETIMEDOUT, why);
+		return;
+	}
+	if (!c->stall_on)
+		return;
+	c->stall_on = false;
+	if (!c->writing || !limit)
+		return;
+	idle = mono_ms() - c->out_stamp;
+	if (idle >= limit) {
+		snprintf(why, sizeof(why), "replies unread for %u s (%zu bytes waiting)",
+			 lim->write_timeout, out_pending(c));
+		nbd_fail(c, -ETIMEDOUT, why);
+		return;
+	}
+	c->stall_on = true;
+	timer_arm(c, limit - idle);
+}
+
+/* After a run: the handshake deadline ends with the handshake; in
+ * transmission, replies that wait for the socket start the stall clock. */
+static void timer_update(struct nbd_conn *c)
+{
+	unsigned t = nbd_server_limits()->write_timeout;
+
+	if (c->dead || !c->tx)
+		return;
+	if (c->deadline_on) {
+		evtimer_del(c->ev_timer);
+		c->deadline_on = false;
+	}
+	/* The handshake buffer is not needed again. */
+	if (c->hs && c->hs_off == c->hs_len) {
+		free(c->hs);
+		c->hs = NULL;
+		c->hs_off = c->hs_len = c->hs_cap = 0;
+	}
+	if (c->writing && !c->stall_on && t) {
+		c->stall_on = true;
+		c->out_stamp = mono_ms();
+		timer_arm(c, (uint64_t)t * 1000);
+	}
+}
+
 /* Run the connection until nothing more can happen now. Every entry point
- * (socket events, tap callbacks, the TLS deadline) ends here; re-entry is
+ * (socket events, tap callbacks, the timer) ends here; re-entry is
  * folded into the running loop so that the connection is never freed
  * under a caller. A part that failed c left it to this: c is killed here,
  * and freed here once the tap holds nothing of it. */
@@ -164,9 +273,11 @@ static void conn_run(struct nbd_conn *c)
 		return;
 	}
 	c->running = true;
-	/* tls.c woke us because the handshake took too long. */
-	if (!c->dead && nbd_tls_expired(c->tls))
-		nbd_fail(c, -ETIMEDOUT, "TLS handshake timed out");
+	if (c->timer_fired) {
+		c->timer_fired = false;
+		if (!c->dead)
+			timer_check(c);
+	}
 	do {
 		c->rerun = false;
 		if (!c->dead && conn_step(c) < 0)
@@ -175,6 +286,7 @@ static void conn_run(struct nbd_conn *c)
 	c->running = false;
 	if (c->failed)
 		conn_kill(c, c->why[0] ? c->why : NULL);
+	timer_update(c);
 	if (c->rerun && !c->dead)
 		nbd_conn_defer(c); /* finish on the next turn */
 
@@ -196,11 +308,49 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 	conn_run(c);
 }
 
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->timer_fired = true;
+	conn_run(c);
+}
+
+/* A client over a limit: closed at once (so the listen backlog never
+ * fills with clients we will not serve), and logged at most once per
+ * second with how many were refused quietly since. */
+static void conn_refuse(int fd, const char *why)
+{
+	uint64_t sec = mono_ms() / 1000;
+
+	close(fd);
+	if (sec == srv.refused_sec && srv.refused_quiet++)
+		return;
+	if (srv.refused_quiet > 1)
+		log_notice("nbd: refusing a client: %s (and %u more refused in the last second)",
+			   why, srv.refused_quiet - 1);
+	else
+		log_notice("nbd: refusing a client: %s", why);
+	srv.refused_sec = sec;
+	srv.refused_quiet = 1;
+}
+
 /* A client accepted on a listener (listen.c). */
 static void conn_accepted(int fd, bool tcp)
 {
-	struct nbd_conn *c = calloc(1, sizeof(*c));
+	const struct nbd_limits *lim = nbd_server_limits();
+	struct nbd_conn *c;
+	struct nbd_peer peer;
+	char why[128];
 
+	nbd_peer_get(fd, tcp, &peer);
+	if (nbd_clients_admit(&peer, why, sizeof(why)) < 0) {
+		conn_refuse(fd, why);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_warn("nbd: refusing a client: out of memory");
 		close(fd);
@@ -209,6 +359,7 @@ static void conn_accepted(int fd, bool tcp)
 	c->id = ++srv.next_id;
 	c->fd = fd;
 	c->tcp = tcp;
+	c->peer = peer;
 	c->rs = RS_FLAGS;
 	c->pipe_rd = c->pipe_wr = -1;
 	c->wpipe_rd = c->wpipe_wr = -1;
@@ -216,7 +367,8 @@ static void conn_accepted(int fd, bool tcp)
 	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
 	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
 	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
-	if (!c->ev_read || !c->ev_write || !c->ev_run || nbd_hs_greet(c) < 0) {
+	c->ev_timer = evtimer_new(srv.base, on_timer, c);
+	if (!c->ev_read || !c->ev_write || !c->ev_run || !c->ev_timer || nbd_hs_greet(c) < 0) {
 		log_warn("nbd: refusing a client: out of memory");
 		if (c->ev_read)
 			event_free(c->ev_read);
@@ -224,13 +376,19 @@ static void conn_accepted(int fd, bool tcp)
 			event_free(c->ev_write);
 		if (c->ev_run)
 			event_free(c->ev_run);
+		if (c->ev_timer)
+			event_free(c->ev_timer);
 		free(c->hs);
 		free(c);
 		close(fd);
 		return;
 	}
 	nbd_clients_add(c);
-	log_debug("nbd: client %u: connected%s", c->id, tcp ? " over TCP" : "");
+	/* From accept to transmission, TLS included. */
+	c->deadline_on = true;
+	timer_arm(c, (uint64_t)lim->handshake_timeout * 1000);
+	log_debug("nbd: client %u: connected from %s", c->id,
+		  nbd_peer_name(&peer, why, sizeof(why)));
 	conn_run(c);
 }
 
