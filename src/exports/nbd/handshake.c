@@ -68,6 +68,18 @@ static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char
 	return 0;
 }
 
+/* Options refused are logged for the first NBD_HS_LOG_REFUSALS of each
+ * connection only: a client that loops on them must not flood the log
+ * (nor spend the loop's time writing it). */
+static bool refusal_logged(struct nbd_conn *c)
+{
+	if (c->opt_refusals < NBD_HS_LOG_REFUSALS)
+		return ++c->opt_refusals, true;
+	if (c->opt_refusals++ == NBD_HS_LOG_REFUSALS)
+		log_info("nbd: client %u: more options refused; not logging them", c->id);
+	return false;
+}
+
 int nbd_hs_greet(struct nbd_conn *c)
 {
 	unsigned char *d = hs_space(c, NBD_GREETING_LEN);
@@ -129,7 +141,8 @@ static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)
 	if (n < max)
 		return false;
 	snprintf(msg, len, "tap %s has %u connections (limit %u)", tap_name(t), n, max);
-	log_notice("nbd: client %u refused: %s", c->id, msg);
+	if (refusal_logged(c))
+		log_notice("nbd: client %u refused: %s", c->id, msg);
 	return true;
 }
 
@@ -201,7 +214,8 @@ static int opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, u
 	if (!t) {
 		snprintf(msg, sizeof(msg), "no such export: %.*s", (int)MIN(go.name_len, 64u),
 			 go.name);
-		log_info("nbd: client %u: %s", c->id, msg);
+		if (refusal_logged(c))
+			log_info("nbd: client %u: %s", c->id, msg);
 		return opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
 	}
 	if (opt == NBD_OPT_GO) {
@@ -325,7 +339,8 @@ static int tls_required(struct nbd_conn *c, uint32_t opt)
 	if (opt == NBD_OPT_EXPORT_NAME)
 		return nbd_fail(c, -EACCES, "EXPORT_NAME without TLS (TLS is required)");
 	snprintf(msg, sizeof(msg), "TLS is required: send STARTTLS before %s", nbd_opt_name(opt));
-	log_debug("nbd: client %u: %s", c->id, msg);
+	if (refusal_logged(c))
+		log_debug("nbd: client %u: %s", c->id, msg);
 	return opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg) ?: 1;
 }
 
@@ -359,7 +374,8 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *
 		return ret;
 	default:
 		snprintf(msg, sizeof(msg), "option %s (%u) not supported", nbd_opt_name(opt), opt);
-		log_debug("nbd: client %u: %s", c->id, msg);
+		if (refusal_logged(c))
+			log_debug("nbd: client %u: %s", c->id, msg);
 		return opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
 	}
 }

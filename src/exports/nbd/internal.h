@@ -40,6 +40,9 @@ struct nbd_limits;
  * beyond it: a LIST of every tap). A client that takes none is dropped at
  * the handshake deadline. */
 #define NBD_HS_OUT_MAX (64u << 10)
+/* Refused options logged per connection (then one line says the rest
+ * are not). */
+#define NBD_HS_LOG_REFUSALS 4
 /* Options longer than this are not worth discarding: hang up. */
 #define NBD_OPT_DISCARD_MAX (1u << 20)
 /* recv() calls per wakeup, so one busy client cannot starve the others. */
@@ -205,6 +208,9 @@ struct nbd_conn {
 	 * waiting while the socket took nothing since out_stamp (ms,
 	 * CLOCK_MONOTONIC_COARSE). timer_fired: the run that follows acts. */
 	struct event *ev_timer;
+	/* A zero timeout: c runs again on the next turn of the loop, after
+	 * it polled (ev_run, activated, would run it in this turn). */
+	struct event *ev_next;
 	bool deadline_on, stall_on, timer_fired;
 	uint64_t out_stamp;
 	/* A part found the connection unusable (nbd_fail): server.c kills it
@@ -261,6 +267,7 @@ struct nbd_conn {
 	unsigned char *hs;
 	size_t hs_len, hs_cap, hs_off;
 	bool hs_full;
+	unsigned opt_refusals; /* options refused so far (for the log) */
 
 	TAILQ_HEAD(, nbd_slot) outq;
 	TAILQ_HEAD(, nbd_slot) freeq;

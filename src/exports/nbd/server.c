@@ -82,6 +82,7 @@ static void conn_kill(struct nbd_conn *c, const char *why)
 	event_del(c->ev_read);
 	event_del(c->ev_write);
 	evtimer_del(c->ev_timer);
+	evtimer_del(c->ev_next);
 	c->deadline_on = c->stall_on = false;
 	c->reading = c->writing = false;
 	/* close_notify only when we chose to close (DISC, ABORT, shutdown). */
@@ -104,6 +105,7 @@ static void conn_destroy(struct nbd_conn *c)
 	event_free(c->ev_write);
 	event_free(c->ev_run);
 	event_free(c->ev_timer);
+	event_free(c->ev_next);
 	free(c->hs);
 	free(c->slots);
 	nbd_clients_remove(c);
@@ -121,6 +123,16 @@ static void write_enable(struct nbd_conn *c, bool on)
 	else
 		event_del(c->ev_write);
 	c->writing = on;
+}
+
+/* Run c on the next turn of the loop: after the others had theirs. A
+ * client flooding options gets 64 KiB of replies' worth of the loop per
+ * turn. */
+static void conn_next_turn(struct nbd_conn *c)
+{
+	struct timeval now = {0, 0};
+
+	evtimer_add(c->ev_next, &now);
 }
 
 /* Write as much output as the socket takes; arm EV_WRITE for the rest.
@@ -146,7 +158,7 @@ static int conn_flush(struct nbd_conn *c)
 			c->out_stamp = mono_ms();
 		if (w > 0 && c->hs_full && c->hs_len - c->hs_off < NBD_HS_OUT_MAX) {
 			c->hs_full = false;
-			c->rerun = true;
+			conn_next_turn(c);
 		}
 		if (!w) {
 			/* Nothing to write; the TLS handshake may wait for
@@ -320,21 +332,25 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* A client over a limit: closed at once (so the listen backlog never
  * fills with clients we will not serve), and logged at most once per
- * second with how many were refused quietly since. */
+ * second, with how many were refused quietly since the last line. The
+ * line is written before the close, so the client never sees the close
+ * first. */
 static void conn_refuse(int fd, const char *why)
 {
 	uint64_t sec = mono_ms() / 1000;
 
+	if (sec != srv.refused_sec || !srv.refused_quiet) {
+		if (srv.refused_quiet > 1)
+			log_notice("nbd: refusing a client: %s (and %u more refused since the "
+				   "last such line)",
+				   why, srv.refused_quiet - 1);
+		else
+			log_notice("nbd: refusing a client: %s", why);
+		srv.refused_sec = sec;
+		srv.refused_quiet = 0;
+	}
+	srv.refused_quiet++;
 	close(fd);
-	if (sec == srv.refused_sec && srv.refused_quiet++)
-		return;
-	if (srv.refused_quiet > 1)
-		log_notice("nbd: refusing a client: %s (and %u more refused in the last second)",
-			   why, srv.refused_quiet - 1);
-	else
-		log_notice("nbd: refusing a client: %s", why);
-	srv.refused_sec = sec;
-	srv.refused_quiet = 1;
 }
 
 /* A client accepted on a listener (listen.c). */
@@ -368,7 +384,9 @@ static void conn_accepted(int fd, bool tcp)
 	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
 	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
 	c->ev_timer = evtimer_new(srv.base, on_timer, c);
-	if (!c->ev_read || !c->ev_write || !c->ev_run || !c->ev_timer || nbd_hs_greet(c) < 0) {
+	c->ev_next = evtimer_new(srv.base, on_io, c);
+	if (!c->ev_read || !c->ev_write || !c->ev_run || !c->ev_timer || !c->ev_next ||
+	    nbd_hs_greet(c) < 0) {
 		log_warn("nbd: refusing a client: out of memory");
 		if (c->ev_read)
 			event_free(c->ev_read);
@@ -378,6 +396,8 @@ static void conn_accepted(int fd, bool tcp)
 			event_free(c->ev_run);
 		if (c->ev_timer)
 			event_free(c->ev_timer);
+		if (c->ev_next)
+			event_free(c->ev_next);
 		free(c->hs);
 		free(c);
 		close(fd);
