@@ -23,10 +23,13 @@ static struct {
 	bool shutting;
 	void (*done)(void *arg);
 	void *done_arg;
-	/* Refusals over a limit are logged once per second at most: a
-	 * flood must not become a flood of log lines. */
-	uint64_t refused_sec;
-	unsigned refused_quiet;
+	/* Refusals over a limit are logged once per second at most for
+	 * each limit ([0] the total, [1] per peer): a flood must not become
+	 * a flood of log lines, nor hide that the other limit was hit. */
+	struct {
+		uint64_t sec;
+		unsigned quiet;
+	} refused[2];
 } srv;
 
 static uint64_t mono_ms(void)
@@ -330,26 +333,27 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	conn_run(c);
 }
 
-/* A client over a limit: closed at once (so the listen backlog never
- * fills with clients we will not serve), and logged at most once per
- * second, with how many were refused quietly since the last line. The
- * line is written before the close, so the client never sees the close
- * first. */
-static void conn_refuse(int fd, const char *why)
+/* A client over a limit (err from nbd_clients_admit): closed at once (so
+ * the listen backlog never fills with clients we will not serve), and
+ * logged at most once per second for each limit, with how many were
+ * refused quietly since the last line. The line is written before the
+ * close, so the client never sees the close first. */
+static void conn_refuse(int fd, int err, const char *why)
 {
 	uint64_t sec = mono_ms() / 1000;
+	unsigned i = err != -EUSERS;
 
-	if (sec != srv.refused_sec || !srv.refused_quiet) {
-		if (srv.refused_quiet > 1)
+	if (sec != srv.refused[i].sec || !srv.refused[i].quiet) {
+		if (srv.refused[i].quiet > 1)
 			log_notice("nbd: refusing a client: %s (and %u more refused since the "
 				   "last such line)",
-				   why, srv.refused_quiet - 1);
+				   why, srv.refused[i].quiet - 1);
 		else
 			log_notice("nbd: refusing a client: %s", why);
-		srv.refused_sec = sec;
-		srv.refused_quiet = 0;
+		srv.refused[i].sec = sec;
+		srv.refused[i].quiet = 0;
 	}
-	srv.refused_quiet++;
+	srv.refused[i].quiet++;
 	close(fd);
 }
 
@@ -360,10 +364,11 @@ static void conn_accepted(int fd, bool tcp)
 	struct nbd_conn *c;
 	struct nbd_peer peer;
 	char why[128];
+	int err;
 
 	nbd_peer_get(fd, tcp, &peer);
-	if (nbd_clients_admit(&peer, why, sizeof(why)) < 0) {
-		conn_refuse(fd, why);
+	if ((err = nbd_clients_admit(&peer, why, sizeof(why))) < 0) {
+		conn_refuse(fd, err, why);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
