@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -60,8 +61,8 @@ struct options {
 	bool no_mlock;
 	const char *nbd_listen[8]; /* --nbd-listen HOST:PORT, in order */
 	unsigned n_nbd_listen;
-	uint64_t nbd_max_client_bytes;
-	unsigned nbd_max_connections;
+	struct nbd_limits nbd; /* per-peer default: a quarter of max_clients */
+	bool nbd_per_peer_set;
 	struct nbd_tls_config tls;
 	uint64_t poll_us;
 };
@@ -87,6 +88,12 @@ static void usage(FILE *f)
 		"      --nbd-listen HOST:PORT  also serve NBD on TCP (repeatable; [IPV6]:PORT)\n"
 		"      --nbd-max-client-bytes SZ  READ/WRITE bytes in flight per client (32M)\n"
 		"      --nbd-max-connections N NBD connections per tap (default 16)\n"
+		"      --nbd-max-clients N     NBD connections in all (default: from\n"
+		"                              RLIMIT_NOFILE, at most 1024)\n"
+		"      --nbd-max-clients-per-peer N  per client uid or address (default 1/4)\n"
+		"      --nbd-handshake-timeout S  seconds from connect to transmission (10)\n"
+		"      --nbd-write-timeout S   drop a client leaving replies unread this long\n"
+		"                              (default 60, 0 never)\n"
 		"      --tls off|on|require    TLS on the NBD export (default off)\n"
 		"      --tls-certs DIR         X.509: server-cert.pem, server-key.pem, ca-cert.pem\n"
 		"      --tls-psk FILE          PSK: username:hexkey lines (psktool)\n"
@@ -102,6 +109,18 @@ static void usage(FILE *f)
 		"  -V, --version               print the version\n");
 }
 
+/* A decimal count in [min, max]. */
+static int parse_count(const char *s, unsigned long min, unsigned long max, unsigned long *n)
+{
+	char *end;
+
+	errno = 0;
+	*n = strtoul(s, &end, 10);
+	if (!*s || *end || errno || *s == '-' || *n < min || *n > max)
+		return -EINVAL;
+	return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	enum {
@@ -115,6 +134,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_NBD_LISTEN,
 		O_NBD_MAX_BYTES,
 		O_NBD_MAX_CONNS,
+		O_NBD_MAX_CLIENTS,
+		O_NBD_MAX_PER_PEER,
+		O_NBD_HS_TIMEOUT,
+		O_NBD_WRITE_TIMEOUT,
 		O_POLL,
 		O_TLS,
 		O_TLS_CERTS,
@@ -133,6 +156,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "nbd-listen", required_argument, NULL, O_NBD_LISTEN },
 		{ "nbd-max-client-bytes", required_argument, NULL, O_NBD_MAX_BYTES },
 		{ "nbd-max-connections", required_argument, NULL, O_NBD_MAX_CONNS },
+		{ "nbd-max-clients", required_argument, NULL, O_NBD_MAX_CLIENTS },
+		{ "nbd-max-clients-per-peer", required_argument, NULL, O_NBD_MAX_PER_PEER },
+		{ "nbd-handshake-timeout", required_argument, NULL, O_NBD_HS_TIMEOUT },
+		{ "nbd-write-timeout", required_argument, NULL, O_NBD_WRITE_TIMEOUT },
 		{ "poll-us", required_argument, NULL, O_POLL },
 		{ "tls", required_argument, NULL, O_TLS },
 		{ "tls-certs", required_argument, NULL, O_TLS_CERTS },
@@ -190,8 +217,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->nbd_listen[o->n_nbd_listen++] = optarg;
 			break;
 		case O_NBD_MAX_BYTES:
-			if (parse_size(optarg, &o->nbd_max_client_bytes) < 0 ||
-			    o->nbd_max_client_bytes == 0) {
+			if (parse_size(optarg, &o->nbd.max_client_bytes) < 0 ||
+			    o->nbd.max_client_bytes == 0) {
 				fprintf(stderr, "tapd: bad byte limit '%s' (e.g. 32M)\n", optarg);
 				return 2;
 			}
@@ -213,7 +240,35 @@ static int parse_options(int argc, char **argv, struct options *o)
 					optarg);
 				return 2;
 			}
-			o->nbd_max_connections = (unsigned)n;
+			o->nbd.max_connections = (unsigned)n;
+			break;
+		case O_NBD_MAX_CLIENTS:
+		case O_NBD_MAX_PER_PEER:
+			if (parse_count(optarg, 1, 65535, &n) < 0) {
+				fprintf(stderr, "tapd: bad client limit '%s' (1-65535)\n", optarg);
+				return 2;
+			}
+			if (c == O_NBD_MAX_CLIENTS) {
+				o->nbd.max_clients = (unsigned)n;
+			} else {
+				o->nbd.max_clients_per_peer = (unsigned)n;
+				o->nbd_per_peer_set = true;
+			}
+			break;
+		case O_NBD_HS_TIMEOUT:
+			if (parse_count(optarg, 1, 3600, &n) < 0) {
+				fprintf(stderr, "tapd: bad handshake timeout '%s' (1-3600 s)\n",
+					optarg);
+				return 2;
+			}
+			o->nbd.handshake_timeout = (unsigned)n;
+			break;
+		case O_NBD_WRITE_TIMEOUT:
+			if (parse_count(optarg, 0, 86400, &n) < 0) {
+				fprintf(stderr, "tapd: bad write timeout '%s' (0-86400 s)\n", optarg);
+				return 2;
+			}
+			o->nbd.write_timeout = (unsigned)n;
 			break;
 		case O_TLS:
 			level = nbd_tls_parse_mode(optarg);
@@ -249,6 +304,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		usage(stderr);
 		return 2;
 	}
+	if (!o->nbd_per_peer_set)
+		o->nbd.max_clients_per_peer = MAX(o->nbd.max_clients / 4, 1u);
 	return -1;
 }
 
@@ -425,15 +482,24 @@ int main(int argc, char **argv)
 		.state_dir = "/run/tapd",
 		.bus = "system",
 		.default_pool_size = 64u << 20,
-		.nbd_max_client_bytes = NBD_DEFAULT_MAX_CLIENT_BYTES,
-		.nbd_max_connections = NBD_DEFAULT_MAX_CONNECTIONS,
 	};
 	struct errbuf eb = { { 0 } };
 	char sock_buf[4096];
 	struct timeval one_sec = { 1, 0 };
+	struct nbd_limits nbd_def;
+	struct rlimit rl;
 	struct pool *def;
 	int ret;
 
+	/* Every fd the hard limit allows (systemd's advice: the soft limit
+	 * is low only for programs that use select(), and we do not). The
+	 * NBD client limit is sized from the result. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	nbd_server_default_limits(&nbd_def);
+	o.nbd = nbd_def;
 	ret = parse_options(argc, argv, &o);
 	if (ret >= 0)
 		return ret;
@@ -480,7 +546,15 @@ int main(int argc, char **argv)
 		log_err("cannot create the default pool: %s", eb.msg[0] ? eb.msg : strerror(-ret));
 		return 1;
 	}
-	nbd_server_set_limits(o.nbd_max_client_bytes, o.nbd_max_connections);
+	if (o.nbd.max_clients > nbd_def.max_clients && nbd_def.max_clients < NBD_DEFAULT_MAX_CLIENTS)
+		log_warn("--nbd-max-clients %u is more than the open file limit allows for (%u): "
+			 "clients may take the fds images and D-Bus need",
+			 o.nbd.max_clients, nbd_def.max_clients);
+	nbd_server_set_limits(&o.nbd);
+	log_debug("nbd: at most %u clients, %u per peer; handshake timeout %u s, write "
+		  "timeout %u s",
+		  o.nbd.max_clients, o.nbd.max_clients_per_peer, o.nbd.handshake_timeout,
+		  o.nbd.write_timeout);
 	/* Sockets passed by systemd replace the unix socket we would make. */
 	ret = nbd_server_activate(d.base, &eb);
 	if (ret < 0) {

@@ -261,3 +261,80 @@ held_client() {
 
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }
+
+# --- NBD attacks (issue 10: the NBD export's limits) ---
+
+# SLOW is 1 when tapd runs under a wrapper (valgrind: ~20x slower); the
+# attack tests stretch their timeouts and bounds by it.
+SLOW=0
+[ -n "$TAPD_WRAPPER" ] && SLOW=1
+
+# nbd_free_port ADDR: a TCP port free on ADDR now.
+nbd_free_port() {
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+
+# tapd_rss_kb: tapd's resident memory (VmRSS) in KiB.
+tapd_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$TAPD_PID/status"; }
+
+# rss_watch_start NAME: sample tapd's RSS every 0.1 s into $T/NAME.rss
+# until rss_watch_stop NAME, which prints the highest sample (KiB).
+rss_watch_start() {
+	(while kill -0 "$TAPD_PID" 2>/dev/null; do tapd_rss_kb; sleep 0.1; done) \
+		>"$T/$1.rss" 2>/dev/null &
+	eval "RSS_PID_$1=$!"
+	track_pid $!
+}
+rss_watch_stop() {
+	local pid
+	eval "pid=\$RSS_PID_$1"
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
+	sort -n "$T/$1.rss" | tail -n 1
+}
+
+# probe_start NAME URI FILE SECONDS: a second client (nbdsh) that reads
+# random 4k blocks of URI for SECONDS, one at a time, comparing each with
+# FILE (the image's content), and records its latencies; probe_check NAME
+# MS waits for it and fails unless every read returned the right data and
+# the 99th percentile stayed under MS milliseconds (times 5 under SLOW).
+probe_start() {
+	URI=$2 FILE=$3 SECS=$4 nbdsh -c '
+import os, random, time
+h.set_uri_allow_local_file(True)
+h.connect_uri(os.environ["URI"])
+want = open(os.environ["FILE"], "rb").read()
+blocks = min(h.get_size(), len(want)) // 4096
+end = time.monotonic() + float(os.environ["SECS"])
+lat, bad = [], 0
+while time.monotonic() < end:
+    off = random.randrange(blocks) * 4096
+    t0 = time.monotonic()
+    got = h.pread(4096, off)
+    lat.append(time.monotonic() - t0)
+    if got != want[off:off + 4096]:
+        bad += 1
+lat.sort()
+print("reads %d bad %d p99_ms %.2f max_ms %.2f" % (len(lat), bad,
+      lat[int(len(lat) * 0.99)] * 1000, lat[-1] * 1000), flush=True)
+h.shutdown()
+' >"$T/$1.probe" 2>&1 &
+	eval "PROBE_PID_$1=$!"
+	track_pid $!
+}
+probe_check() {
+	local pid rc=0 bound=$2 reads bad p99
+	eval "pid=\$PROBE_PID_$1"
+	wait "$pid" || rc=$?
+	[ $rc = 0 ] || fail "probe $1 failed: $(cat "$T/$1.probe")"
+	read -r _ reads _ bad _ p99 _ < <(grep '^reads ' "$T/$1.probe") ||
+		fail "probe $1 printed nothing: $(cat "$T/$1.probe")"
+	[ "$SLOW" = 1 ] && bound=$((bound * 5))
+	log "probe $1: $(cat "$T/$1.probe")"
+	[ "$reads" -ge 10 ] || fail "probe $1: only $reads reads"
+	[ "$bad" = 0 ] || fail "probe $1: $bad reads returned wrong data"
+	python3 -c 'import sys; sys.exit(float(sys.argv[1]) >= float(sys.argv[2]))' "$p99" "$bound" ||
+		fail "probe $1: p99 $p99 ms, over $bound ms"
+}

@@ -13,6 +13,7 @@
 
 #include "lib/log.h"
 #include "internal.h"
+#include "server.h"
 
 /* ---- transport ----
  * Every byte from the client comes through here (and every byte to it
@@ -373,7 +374,7 @@ static int conn_consume(struct nbd_conn *c)
 	case RS_OPT:
 		return nbd_hs_consume(c);
 	case RS_HDR:
-		if (c->closing || TAILQ_EMPTY(&c->freeq))
+		if (c->closing || !nbd_slot_available(c))
 			return -EAGAIN;
 		if (avail < NBD_REQUEST_LEN)
 			return 0;
@@ -383,7 +384,7 @@ static int conn_consume(struct nbd_conn *c)
 		 * replies drain. One request alone may exceed it, so a big
 		 * request never waits forever. */
 		if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && c->bytes_held &&
-		    c->bytes_held + r.len > nbd_server_max_client_bytes())
+		    c->bytes_held + r.len > nbd_server_limits()->max_client_bytes)
 			return -EAGAIN;
 		c->in_start += NBD_REQUEST_LEN;
 		return handle_request(c, &r) ?: 1;

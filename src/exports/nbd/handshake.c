@@ -2,8 +2,11 @@
  * sends before transmission (EXPORT_NAME, GO, INFO, LIST, ABORT,
  * STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS, and error replies for
  * the rest), and the --tls policy. Replies collect in the connection's hs
- * buffer. A client that must be hung up on is reported (nbd_fail and a
- * negative errno) to the input side, which passes it up to server.c. */
+ * buffer, and no option is read while NBD_HS_OUT_MAX of them wait: a
+ * client that sends options and never reads the replies holds that much
+ * and no more until its handshake deadline. A client that must be hung up
+ * on is reported (nbd_fail and a negative errno) to the input side, which
+ * passes it up to server.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,14 +14,23 @@
 
 #include "lib/log.h"
 #include "internal.h"
+#include "server.h"
 
 /* Room for n more handshake bytes; NULL (the caller fails the connection)
- * if memory is short. Handshake replies are rare and small except
- * LIST, so a growing buffer is fine here. */
+ * if memory is short. Handshake replies are small except LIST's, and
+ * nbd_hs_consume reads no option while NBD_HS_OUT_MAX wait, so the buffer
+ * grows to that and one option's replies at most. */
 static unsigned char *hs_space(struct nbd_conn *c, size_t n)
 {
 	if (c->hs_off == c->hs_len)
 		c->hs_off = c->hs_len = 0;
+	if (c->hs_len + n > c->hs_cap && c->hs_off) {
+		/* A client that reads slowly never empties the buffer: move
+		 * what is left to the front instead of growing. */
+		memmove(c->hs, c->hs + c->hs_off, c->hs_len - c->hs_off);
+		c->hs_len -= c->hs_off;
+		c->hs_off = 0;
+	}
 	if (c->hs_len + n > c->hs_cap) {
 		size_t cap = MAX(c->hs_cap * 2, c->hs_len + n + 256);
 		unsigned char *p = realloc(c->hs, cap);
@@ -56,6 +68,18 @@ static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const char
 	return 0;
 }
 
+/* Options refused are logged for the first NBD_HS_LOG_REFUSALS of each
+ * connection only: a client that loops on them must not flood the log
+ * (nor spend the loop's time writing it). */
+static bool refusal_logged(struct nbd_conn *c)
+{
+	if (c->opt_refusals < NBD_HS_LOG_REFUSALS)
+		return ++c->opt_refusals, true;
+	if (c->opt_refusals++ == NBD_HS_LOG_REFUSALS)
+		log_info("nbd: client %u: more options refused; not logging them", c->id);
+	return false;
+}
+
 int nbd_hs_greet(struct nbd_conn *c)
 {
 	unsigned char *d = hs_space(c, NBD_GREETING_LEN);
@@ -88,9 +112,13 @@ static uint16_t export_flags(struct nbd_conn *c, struct tap *t)
 	return nbd_tx_flags(&caps);
 }
 
-static void enter_transmission(struct nbd_conn *c, struct tap *t)
+/* Returns 0 or a negative errno (c failed). */
+static int enter_transmission(struct nbd_conn *c, struct tap *t)
 {
-	c->tap = t;
+	c->tap = t; /* attached: detached by conn_destroy whatever happens */
+	if (nbd_slots_alloc(c) < 0)
+		return nbd_fail(c, -ENOMEM, "out of memory for the request table");
+	c->tx = true;
 	c->view.size = tap_size(t);
 	c->view.tx_flags = export_flags(c, t);
 	c->view.max_len = TAP_REQ_MAX;
@@ -101,18 +129,20 @@ static void enter_transmission(struct nbd_conn *c, struct tap *t)
 		 (unsigned long long)c->view.size, tap_read_only(t) ? ", read-only" : "",
 		 c->structured ? ", structured replies" : "",
 		 c->view.meta ? ", base:allocation" : "");
+	return 0;
 }
 
 /* The per-tap connection cap. Returns true (after logging and filling msg)
  * when t already has as many NBD clients as allowed. */
 static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)
 {
-	unsigned n = nbd_server_tap_conns(t), max = nbd_server_max_connections();
+	unsigned n = nbd_server_tap_conns(t), max = nbd_server_limits()->max_connections;
 
 	if (n < max)
 		return false;
 	snprintf(msg, len, "tap %s has %u connections (limit %u)", tap_name(t), n, max);
-	log_notice("nbd: client %u refused: %s", c->id, msg);
+	if (refusal_logged(c))
+		log_notice("nbd: client %u refused: %s", c->id, msg);
 	return true;
 }
 
@@ -130,7 +160,8 @@ static int opt_export_name(struct nbd_conn *c, const unsigned char *data, uint32
 		return nbd_fail(c, -EBUSY, NULL);
 	if (tap_attach(t) < 0)
 		return nbd_fail(c, -ESHUTDOWN, "EXPORT_NAME: export is shutting down");
-	enter_transmission(c, t);
+	if (enter_transmission(c, t) < 0)
+		return -ENOMEM;
 	n = nbd_encode_export_name_reply(reply, c->view.size, c->view.tx_flags, c->no_zeroes);
 	return hs_put(c, reply, n);
 }
@@ -183,7 +214,8 @@ static int opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, u
 	if (!t) {
 		snprintf(msg, sizeof(msg), "no such export: %.*s", (int)MIN(go.name_len, 64u),
 			 go.name);
-		log_info("nbd: client %u: %s", c->id, msg);
+		if (refusal_logged(c))
+			log_info("nbd: client %u: %s", c->id, msg);
 		return opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, msg);
 	}
 	if (opt == NBD_OPT_GO) {
@@ -197,7 +229,7 @@ static int opt_go(struct nbd_conn *c, uint32_t opt, const unsigned char *data, u
 	    (ret = opt_reply(c, opt, NBD_REP_ACK, NULL)) < 0)
 		return ret;
 	if (opt == NBD_OPT_GO)
-		enter_transmission(c, t);
+		return enter_transmission(c, t);
 	return 0;
 }
 
@@ -281,8 +313,8 @@ static int opt_starttls(struct nbd_conn *c, uint32_t len)
 	if (c->in_start != c->in_end)
 		return nbd_fail(c, -EPROTO, "data after STARTTLS before its reply");
 	/* The session is the connection's from now on: server.c frees it,
-	 * and runs c when its handshake deadline passes. */
-	c->tls = nbd_tls_new(c->fd, c->id, c->ev_run);
+	 * and the connection's handshake deadline covers TLS's. */
+	c->tls = nbd_tls_new(c->fd, c->id);
 	if (!c->tls)
 		return opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is unavailable now");
 	ret = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL);
@@ -307,7 +339,8 @@ static int tls_required(struct nbd_conn *c, uint32_t opt)
 	if (opt == NBD_OPT_EXPORT_NAME)
 		return nbd_fail(c, -EACCES, "EXPORT_NAME without TLS (TLS is required)");
 	snprintf(msg, sizeof(msg), "TLS is required: send STARTTLS before %s", nbd_opt_name(opt));
-	log_debug("nbd: client %u: %s", c->id, msg);
+	if (refusal_logged(c))
+		log_debug("nbd: client %u: %s", c->id, msg);
 	return opt_reply(c, opt, NBD_REP_ERR_TLS_REQD, msg) ?: 1;
 }
 
@@ -341,7 +374,8 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *
 		return ret;
 	default:
 		snprintf(msg, sizeof(msg), "option %s (%u) not supported", nbd_opt_name(opt), opt);
-		log_debug("nbd: client %u: %s", c->id, msg);
+		if (refusal_logged(c))
+			log_debug("nbd: client %u: %s", c->id, msg);
 		return opt_reply(c, opt, NBD_REP_ERR_UNSUP, msg);
 	}
 }
@@ -372,6 +406,14 @@ int nbd_hs_consume(struct nbd_conn *c)
 	/* RS_OPT */
 	if (c->closing)
 		return -EAGAIN;
+	/* Output cap: wait (not reading) until the client takes replies. */
+	if (c->hs_len - c->hs_off >= NBD_HS_OUT_MAX) {
+		if (!c->hs_full)
+			log_debug("nbd: client %u: %zu bytes of replies unread: not reading", c->id,
+				  c->hs_len - c->hs_off);
+		c->hs_full = true;
+		return -EAGAIN;
+	}
 	if (avail < NBD_OPT_HDR_LEN)
 		return 0;
 	if (nbd_parse_opt_hdr(p, &oh) < 0)

@@ -27,6 +27,7 @@
 #include "lib/util.h"
 
 struct nbd_tls;
+struct nbd_limits;
 
 /* Requests in flight per connection. When all slots are busy we stop
  * reading the socket: TCP-style backpressure instead of queues. */
@@ -34,6 +35,14 @@ struct nbd_tls;
 /* Input buffer: big enough for a whole option (header and data) plus
  * read-ahead; write payloads beyond what it holds go straight to req->buf. */
 #define NBD_IN_BUF (NBD_OPT_HDR_LEN + NBD_OPT_DATA_MAX + 4096)
+/* Handshake replies waiting to be written: at this much, no more options
+ * are read until the client takes some (one option's replies may go
+ * beyond it: a LIST of every tap). A client that takes none is dropped at
+ * the handshake deadline. */
+#define NBD_HS_OUT_MAX (64u << 10)
+/* Refused options logged per connection (then one line says the rest
+ * are not). */
+#define NBD_HS_LOG_REFUSALS 4
 /* Options longer than this are not worth discarding: hang up. */
 #define NBD_OPT_DISCARD_MAX (1u << 20)
 /* recv() calls per wakeup, so one busy client cannot starve the others. */
@@ -80,6 +89,22 @@ struct nbd_tls;
 #define NBD_SPARSE_HDRS_MAX (NBD_READ_CHUNKS * NBD_CHUNK_HOLE_LEN)
 #define NBD_BS_REPLY_MAX (NBD_CHUNK_BS_HDR_LEN + NBD_EXTENTS * NBD_BS_DESC_LEN)
 #define NBD_SLOT_RBUF MAX(NBD_SPARSE_HDRS_MAX, NBD_BS_REPLY_MAX)
+
+/* Who a client is, for the per-peer limit: its uid on the unix socket,
+ * its address on TCP (the /64 of an IPv6 address: one host commonly has a
+ * whole one). */
+enum nbd_peer_kind {
+	NBD_PEER_UID,
+	NBD_PEER_IPV4,
+	NBD_PEER_IPV6,
+	NBD_PEER_UNKNOWN, /* not found out: counts as nobody else */
+};
+
+struct nbd_peer {
+	enum nbd_peer_kind kind;
+	uint32_t uid;
+	unsigned char addr[8]; /* IPv4: 4 bytes; IPv6: the /64 */
+};
 
 enum slot_state {
 	SLOT_FREE,
@@ -174,6 +199,20 @@ struct nbd_conn {
 	bool closing;	 /* close once idle (DISC, ABORT, server shutdown) */
 	bool dead;	 /* socket closed; waiting for in-flight requests */
 	bool running, rerun;
+	/* In transmission (GO or EXPORT_NAME succeeded): the handshake
+	 * deadline is over, slots exist. */
+	bool tx;
+	struct nbd_peer peer;
+	/* server.c's one timer: the handshake deadline until transmission
+	 * (deadline_on), then the check of a write stall (stall_on): replies
+	 * waiting while the socket took nothing since out_stamp (ms,
+	 * CLOCK_MONOTONIC_COARSE). timer_fired: the run that follows acts. */
+	struct event *ev_timer;
+	/* A zero timeout: c runs again on the next turn of the loop, after
+	 * it polled (ev_run, activated, would run it in this turn). */
+	struct event *ev_next;
+	bool deadline_on, stall_on, timer_fired;
+	uint64_t out_stamp;
 	/* A part found the connection unusable (nbd_fail): server.c kills it
 	 * at its first chance, with why ("" for a quiet close). */
 	bool failed;
@@ -222,17 +261,26 @@ struct nbd_conn {
 	uint64_t discard;     /* bytes still to drop */
 	uint32_t discard_opt; /* the too-long option, in the handshake */
 
-	/* Handshake replies, sent before any request reply exists. */
+	/* Handshake replies, sent before any request reply exists. hs_full:
+	 * options wait for NBD_HS_OUT_MAX of them to drain (server.c runs
+	 * the reader again once some are written). */
 	unsigned char *hs;
 	size_t hs_len, hs_cap, hs_off;
+	bool hs_full;
+	unsigned opt_refusals; /* options refused so far (for the log) */
 
 	TAILQ_HEAD(, nbd_slot) outq;
 	TAILQ_HEAD(, nbd_slot) freeq;
 	unsigned busy;
+	/* NBD_SLOTS slots, allocated at transmission (nbd_slots_alloc, freed
+	 * with c) and each set up when first used (slots_used of them so
+	 * far): a connection that is idle, or still in its handshake, costs
+	 * no more than this struct and the pages its few requests touched. */
+	struct nbd_slot *slots;
+	unsigned slots_used;
 
 	size_t in_start, in_end;
 	unsigned char in[NBD_IN_BUF];
-	struct nbd_slot slots[NBD_SLOTS];
 };
 
 /* A part of the server found c unusable: record why for server.c, which
@@ -268,15 +316,12 @@ static inline void nbd_conn_defer(struct nbd_conn *c)
 /* tls.c (the configuration side is in tls.h) */
 
 enum nbd_tls_mode nbd_tls_mode(void);
-/* A session on socket fd for client id, with its handshake deadline
- * running: when it passes, wake is activated and nbd_tls_expired says so.
- * NULL on failure (logged). */
-struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake);
+/* A session on socket fd for client id (its handshake has the
+ * connection's deadline: server.c's). NULL on failure (logged). */
+struct nbd_tls *nbd_tls_new(int fd, unsigned id);
 /* Drive the handshake: 1 done, 0 waiting for the socket (writable when
  * *want_write, else readable), or a negative errno with why filled. */
 int nbd_tls_handshake(struct nbd_tls *t, bool *want_write, char *why, size_t len);
-/* The handshake deadline passed (false for NULL). */
-bool nbd_tls_expired(const struct nbd_tls *t);
 /* recv() and sendmsg() through the session, with their return and errno
  * conventions (0 from recv: the client hung up). */
 ssize_t nbd_tls_recv(struct nbd_tls *t, void *buf, size_t len);
@@ -289,9 +334,8 @@ void nbd_tls_free(struct nbd_tls *t, bool graceful);
 
 /* clients.c */
 
-/* Limits set by nbd_server_set_limits. */
-uint64_t nbd_server_max_client_bytes(void);
-unsigned nbd_server_max_connections(void);
+/* The limits set by nbd_server_set_limits. */
+const struct nbd_limits *nbd_server_limits(void);
 /* Connections attached to tap t (those in transmission, and those still
  * draining after their socket closed). */
 unsigned nbd_server_tap_conns(const struct tap *t);
@@ -299,13 +343,25 @@ unsigned nbd_server_tap_conns(const struct tap *t);
 void nbd_clients_add(struct nbd_conn *c);
 void nbd_clients_remove(struct nbd_conn *c);
 unsigned nbd_clients_count(void);
+/* Who is at the other end of accepted socket fd (kind NBD_PEER_UNKNOWN
+ * when the kernel does not say). */
+void nbd_peer_get(int fd, bool tcp, struct nbd_peer *p);
+/* "uid 1000", "192.0.2.1", "2001:db8::/64" into buf. */
+const char *nbd_peer_name(const struct nbd_peer *p, char *buf, size_t len);
+/* May one more client from p connect? 0, or -EUSERS (the total limit) or
+ * -EMFILE (p's share) with why filled. */
+int nbd_clients_admit(const struct nbd_peer *p, char *why, size_t len);
 /* The first connection; the next is LIST_NEXT(c, link). */
 struct nbd_conn *nbd_clients_first(void);
 
 /* slots.c */
 
-/* Empty queues and every slot on the free list, for a fresh connection. */
+/* Empty queues and no slots yet, for a fresh connection. */
 void nbd_slots_init(struct nbd_conn *c);
+/* The slots, for transmission: 0 or -ENOMEM. */
+int nbd_slots_alloc(struct nbd_conn *c);
+/* Is a slot free for a new request? */
+bool nbd_slot_available(const struct nbd_conn *c);
 /* Take a free slot (there must be one) for request r. */
 struct nbd_slot *nbd_slot_get(struct nbd_conn *c, const struct nbd_request *r);
 /* Count a READ/WRITE's data against the client's cap until s is freed. */

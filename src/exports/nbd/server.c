@@ -1,12 +1,14 @@
-/* The NBD export's owner of connections: each one's life (accept, run,
- * kill, destroy), the graceful server shutdown, and the public calls that
- * open listeners (listen.c hands their clients back here). Every entry
- * point (socket events, the deferred run tap callbacks ask for, a TLS
- * deadline) runs the connection here; the parts below report failures
- * (nbd_fail, a negative errno) and only this file closes or frees a
- * connection. */
+/* The NBD export's owner of connections: each one's life (accept or
+ * refuse at once over a limit, run, kill, destroy), its timer (the
+ * handshake deadline, then the write-stall check), the graceful server
+ * shutdown, and the public calls that open listeners (listen.c hands their
+ * clients back here). Every entry point (socket events, the deferred run
+ * tap callbacks ask for, the timer) runs the connection here; the parts
+ * below report failures (nbd_fail, a negative errno) and only this file
+ * closes or frees a connection. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -21,7 +23,22 @@ static struct {
 	bool shutting;
 	void (*done)(void *arg);
 	void *done_arg;
+	/* Refusals over a limit are logged once per second at most for
+	 * each limit ([0] the total, [1] per peer): a flood must not become
+	 * a flood of log lines, nor hide that the other limit was hit. */
+	struct {
+		uint64_t sec;
+		unsigned quiet;
+	} refused[2];
 } srv;
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* Remember the loop (every listener that starts does this). */
 static void server_init(struct event_base *base)
@@ -67,6 +84,9 @@ static void conn_kill(struct nbd_conn *c, const char *why)
 	c->rs = RS_STOP;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
+	evtimer_del(c->ev_timer);
+	evtimer_del(c->ev_next);
+	c->deadline_on = c->stall_on = false;
 	c->reading = c->writing = false;
 	/* close_notify only when we chose to close (DISC, ABORT, shutdown). */
 	nbd_tls_free(c->tls, c->closing);
@@ -87,7 +107,10 @@ static void conn_destroy(struct nbd_conn *c)
 	event_free(c->ev_read);
 	event_free(c->ev_write);
 	event_free(c->ev_run);
+	event_free(c->ev_timer);
+	event_free(c->ev_next);
 	free(c->hs);
+	free(c->slots);
 	nbd_clients_remove(c);
 	log_debug("nbd: client %u: gone", c->id);
 	free(c);
@@ -103,6 +126,16 @@ static void write_enable(struct nbd_conn *c, bool on)
 	else
 		event_del(c->ev_write);
 	c->writing = on;
+}
+
+/* Run c on the next turn of the loop: after the others had theirs. A
+ * client flooding options gets 64 KiB of replies' worth of the loop per
+ * turn. */
+static void conn_next_turn(struct nbd_conn *c)
+{
+	struct timeval now = {0, 0};
+
+	evtimer_add(c->ev_next, &now);
 }
 
 /* Write as much output as the socket takes; arm EV_WRITE for the rest.
@@ -122,6 +155,14 @@ static int conn_flush(struct nbd_conn *c)
 		}
 		if (w < 0)
 			return nbd_fail(c, (int)w, strerror((int)-w));
+		/* The client takes replies: restart its stall clock, and
+		 * read options again if they waited for room. */
+		if (w > 0 && c->stall_on)
+			c->out_stamp = mono_ms();
+		if (w > 0 && c->hs_full && c->hs_len - c->hs_off < NBD_HS_OUT_MAX) {
+			c->hs_full = false;
+			conn_next_turn(c);
+		}
 		if (!w) {
 			/* Nothing to write; the TLS handshake may wait for
 			 * room to write all the same. */
@@ -150,8 +191,91 @@ static int conn_step(struct nbd_conn *c)
 	return 0;
 }
 
+static void timer_arm(struct nbd_conn *c, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+
+	evtimer_add(c->ev_timer, &tv);
+}
+
+/* Bytes of replies waiting to be written. */
+static size_t out_pending(const struct nbd_conn *c)
+{
+	const struct nbd_slot *s;
+	size_t n = c->hs_len - c->hs_off;
+
+	TAILQ_FOREACH (s, &c->outq, link)
+		n += s->rtotal - s->sent;
+	return n;
+}
+
+/* The timer went off: in the handshake the deadline passed; in
+ * transmission, replies may have waited unread for too long (if they still
+ * wait and the socket took nothing for write_timeout, c is failed; else
+ * the check is set again for what is left, or not at all with nothing
+ * waiting). */
+static void timer_check(struct nbd_conn *c)
+{
+	const struct nbd_limits *lim = nbd_server_limits();
+	uint64_t idle, limit = (uint64_t)lim->write_timeout * 1000;
+	char why[160];
+
+	if (c->deadline_on) {
+		c->deadline_on = false;
+		if (c->rs == RS_TLS)
+			snprintf(why, sizeof(why),
+				 "TLS handshake timed out (%u s after connecting)",
+				 lim->handshake_timeout);
+		else
+			snprintf(why, sizeof(why),
+				 "handshake not finished within %u s (%zu bytes of replies unread)",
+				 lim->handshake_timeout, out_pending(c));
+		nbd_fail(c, -ETIMEDOUT, why);
+		return;
+	}
+	if (!c->stall_on)
+		return;
+	c->stall_on = false;
+	if (!c->writing || !limit)
+		return;
+	idle = mono_ms() - c->out_stamp;
+	if (idle >= limit) {
+		snprintf(why, sizeof(why), "replies unread for %u s (%zu bytes waiting)",
+			 lim->write_timeout, out_pending(c));
+		nbd_fail(c, -ETIMEDOUT, why);
+		return;
+	}
+	c->stall_on = true;
+	timer_arm(c, limit - idle);
+}
+
+/* After a run: the handshake deadline ends with the handshake; in
+ * transmission, replies that wait for the socket start the stall clock. */
+static void timer_update(struct nbd_conn *c)
+{
+	unsigned t = nbd_server_limits()->write_timeout;
+
+	if (c->dead || !c->tx)
+		return;
+	if (c->deadline_on) {
+		evtimer_del(c->ev_timer);
+		c->deadline_on = false;
+	}
+	/* The handshake buffer is not needed again. */
+	if (c->hs && c->hs_off == c->hs_len) {
+		free(c->hs);
+		c->hs = NULL;
+		c->hs_off = c->hs_len = c->hs_cap = 0;
+	}
+	if (c->writing && !c->stall_on && t) {
+		c->stall_on = true;
+		c->out_stamp = mono_ms();
+		timer_arm(c, (uint64_t)t * 1000);
+	}
+}
+
 /* Run the connection until nothing more can happen now. Every entry point
- * (socket events, tap callbacks, the TLS deadline) ends here; re-entry is
+ * (socket events, tap callbacks, the timer) ends here; re-entry is
  * folded into the running loop so that the connection is never freed
  * under a caller. A part that failed c left it to this: c is killed here,
  * and freed here once the tap holds nothing of it. */
@@ -164,9 +288,11 @@ static void conn_run(struct nbd_conn *c)
 		return;
 	}
 	c->running = true;
-	/* tls.c woke us because the handshake took too long. */
-	if (!c->dead && nbd_tls_expired(c->tls))
-		nbd_fail(c, -ETIMEDOUT, "TLS handshake timed out");
+	if (c->timer_fired) {
+		c->timer_fired = false;
+		if (!c->dead)
+			timer_check(c);
+	}
 	do {
 		c->rerun = false;
 		if (!c->dead && conn_step(c) < 0)
@@ -175,6 +301,7 @@ static void conn_run(struct nbd_conn *c)
 	c->running = false;
 	if (c->failed)
 		conn_kill(c, c->why[0] ? c->why : NULL);
+	timer_update(c);
 	if (c->rerun && !c->dead)
 		nbd_conn_defer(c); /* finish on the next turn */
 
@@ -196,11 +323,55 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 	conn_run(c);
 }
 
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->timer_fired = true;
+	conn_run(c);
+}
+
+/* A client over a limit (err from nbd_clients_admit): closed at once (so
+ * the listen backlog never fills with clients we will not serve), and
+ * logged at most once per second for each limit, with how many were
+ * refused quietly since the last line. The line is written before the
+ * close, so the client never sees the close first. */
+static void conn_refuse(int fd, int err, const char *why)
+{
+	uint64_t sec = mono_ms() / 1000;
+	unsigned i = err != -EUSERS;
+
+	if (sec != srv.refused[i].sec || !srv.refused[i].quiet) {
+		if (srv.refused[i].quiet > 1)
+			log_notice("nbd: refusing a client: %s (and %u more refused since the "
+				   "last such line)",
+				   why, srv.refused[i].quiet - 1);
+		else
+			log_notice("nbd: refusing a client: %s", why);
+		srv.refused[i].sec = sec;
+		srv.refused[i].quiet = 0;
+	}
+	srv.refused[i].quiet++;
+	close(fd);
+}
+
 /* A client accepted on a listener (listen.c). */
 static void conn_accepted(int fd, bool tcp)
 {
-	struct nbd_conn *c = calloc(1, sizeof(*c));
+	const struct nbd_limits *lim = nbd_server_limits();
+	struct nbd_conn *c;
+	struct nbd_peer peer;
+	char why[128];
+	int err;
 
+	nbd_peer_get(fd, tcp, &peer);
+	if ((err = nbd_clients_admit(&peer, why, sizeof(why))) < 0) {
+		conn_refuse(fd, err, why);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_warn("nbd: refusing a client: out of memory");
 		close(fd);
@@ -209,6 +380,7 @@ static void conn_accepted(int fd, bool tcp)
 	c->id = ++srv.next_id;
 	c->fd = fd;
 	c->tcp = tcp;
+	c->peer = peer;
 	c->rs = RS_FLAGS;
 	c->pipe_rd = c->pipe_wr = -1;
 	c->wpipe_rd = c->wpipe_wr = -1;
@@ -216,7 +388,10 @@ static void conn_accepted(int fd, bool tcp)
 	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
 	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
 	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
-	if (!c->ev_read || !c->ev_write || !c->ev_run || nbd_hs_greet(c) < 0) {
+	c->ev_timer = evtimer_new(srv.base, on_timer, c);
+	c->ev_next = evtimer_new(srv.base, on_io, c);
+	if (!c->ev_read || !c->ev_write || !c->ev_run || !c->ev_timer || !c->ev_next ||
+	    nbd_hs_greet(c) < 0) {
 		log_warn("nbd: refusing a client: out of memory");
 		if (c->ev_read)
 			event_free(c->ev_read);
@@ -224,13 +399,21 @@ static void conn_accepted(int fd, bool tcp)
 			event_free(c->ev_write);
 		if (c->ev_run)
 			event_free(c->ev_run);
+		if (c->ev_timer)
+			event_free(c->ev_timer);
+		if (c->ev_next)
+			event_free(c->ev_next);
 		free(c->hs);
 		free(c);
 		close(fd);
 		return;
 	}
 	nbd_clients_add(c);
-	log_debug("nbd: client %u: connected%s", c->id, tcp ? " over TCP" : "");
+	/* From accept to transmission, TLS included. */
+	c->deadline_on = true;
+	timer_arm(c, (uint64_t)lim->handshake_timeout * 1000);
+	log_debug("nbd: client %u: connected from %s", c->id,
+		  nbd_peer_name(&peer, why, sizeof(why)));
 	conn_run(c);
 }
 

@@ -11,9 +11,43 @@
 
 struct event_base;
 
-/* Defaults of nbd_server_set_limits. */
+/* Defaults of struct nbd_limits (max_clients and max_clients_per_peer
+ * come from nbd_server_default_limits, which sizes them to the fds). */
 #define NBD_DEFAULT_MAX_CLIENT_BYTES (32ull << 20)
 #define NBD_DEFAULT_MAX_CONNECTIONS 16u
+#define NBD_DEFAULT_HANDSHAKE_TIMEOUT 10u
+#define NBD_DEFAULT_WRITE_TIMEOUT 60u
+/* The most clients the default allows, however many fds there are. */
+#define NBD_DEFAULT_MAX_CLIENTS 1024u
+/* Fds kept out of the clients' share for images, D-Bus, listeners and the
+ * loop's own (eventfds, epoll), and the most one client may hold: its
+ * socket and two splice pipes. */
+#define NBD_FD_RESERVE 256u
+#define NBD_FDS_PER_CLIENT 5u
+
+struct nbd_limits {
+	/* READ/WRITE bytes in flight per client (a single larger request
+	 * still runs when it is alone). */
+	uint64_t max_client_bytes;
+	/* NBD connections per tap. */
+	unsigned max_connections;
+	/* Connections in all, and per peer (a source address, or an IPv6
+	 * /64, on TCP; a uid on the unix socket, where uid 0 is not
+	 * limited); a client beyond either is closed as soon as accepted. */
+	unsigned max_clients, max_clients_per_peer;
+	/* Seconds from accept to transmission (TLS included), and seconds a
+	 * client may leave its replies unread in transmission (0: never
+	 * dropped for that). */
+	unsigned handshake_timeout, write_timeout;
+};
+
+/* The defaults, max_clients sized to RLIMIT_NOFILE: (soft limit -
+ * NBD_FD_RESERVE) / NBD_FDS_PER_CLIENT, between 1 and
+ * NBD_DEFAULT_MAX_CLIENTS; per peer a quarter of that (at least 1). */
+void nbd_server_default_limits(struct nbd_limits *l);
+/* Apply limits (before the listeners start; later they apply to new
+ * connections and requests). */
+void nbd_server_set_limits(const struct nbd_limits *l);
 
 /* Adopt the listening sockets systemd passed (sd_listen_fds): unix ones
  * serve as the NBD socket (never unlinked by us: systemd owns them), inet
@@ -26,9 +60,6 @@ int nbd_server_start(struct event_base *base, const char *path, struct errbuf *e
 /* Listen on TCP at "HOST:PORT", "[IPV6]:PORT" (port 1-65535). Returns 0,
  * -EINVAL for a malformed address, or another negative errno, eb filled. */
 int nbd_server_listen_tcp(struct event_base *base, const char *hostport, struct errbuf *eb);
-/* Per-client cap on READ/WRITE bytes in flight (a single larger request
- * still runs when it is alone) and per-tap cap on NBD connections. */
-void nbd_server_set_limits(uint64_t max_client_bytes, unsigned max_connections);
 /* The unix socket path (given or passed by systemd), or NULL. */
 const char *nbd_server_socket(void);
 /* The first TCP listener as "HOST:PORT" ("[::1]:10809"), for nbd:// URIs,

@@ -11,16 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/event.h>
 #include <gnutls/gnutls.h>
 
 #include "lib/log.h"
 #include "internal.h"
 #include "tls.h"
 
-/* A client that has not finished its handshake by then is closed: a
- * stalled peer must not hold a connection slot forever. */
-#define NBD_TLS_HANDSHAKE_SEC 10
 /* Plaintext per record we build: TLS's maximum record. Small pieces of a
  * reply (headers) are gathered into one record of this size. */
 #define NBD_TLS_STAGE 16384
@@ -50,12 +46,9 @@ static struct {
  * touches the connection. */
 struct nbd_tls {
 	gnutls_session_t s;
-	unsigned id;	     /* the client, for the log */
-	struct event *timer; /* handshake deadline */
-	struct event *wake;  /* activated when the deadline passes */
-	bool ready;	     /* handshake done */
-	bool expired;	     /* the deadline passed before the handshake ended */
-	bool pending;	     /* a record gnutls holds after GNUTLS_E_AGAIN */
+	unsigned id;  /* the client, for the log */
+	bool ready;   /* handshake done */
+	bool pending; /* a record gnutls holds after GNUTLS_E_AGAIN */
 	unsigned char stage[NBD_TLS_STAGE];
 };
 
@@ -334,28 +327,14 @@ void nbd_tls_teardown(void)
 
 /* ---- sessions ---- */
 
-/* The deadline passed: say so, and wake the connection's owner, which
- * closes it (the session never closes anything itself). */
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+struct nbd_tls *nbd_tls_new(int fd, unsigned id)
 {
-	struct nbd_tls *t = arg;
-
-	(void)fd;
-	(void)what;
-	t->expired = true;
-	event_active(t->wake, 0, 0);
-}
-
-struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake)
-{
-	struct timeval tv = {NBD_TLS_HANDSHAKE_SEC, 0};
 	struct nbd_tls *t = calloc(1, sizeof(*t));
 	int ret;
 
 	if (!t)
 		return NULL;
 	t->id = id;
-	t->wake = wake;
 	ret = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
 	if (ret < 0) {
 		free(t);
@@ -367,12 +346,8 @@ struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake)
 		ret = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, tls.x509);
 	if (!ret && tls.psk)
 		ret = gnutls_credentials_set(t->s, GNUTLS_CRD_PSK, tls.psk);
-	t->timer = evtimer_new(event_get_base(wake), on_deadline, t);
-	if (ret < 0 || !t->timer || evtimer_add(t->timer, &tv) < 0) {
-		log_warn("nbd: client %u: cannot set up TLS: %s", id,
-			 ret < 0 ? gnutls_strerror(ret) : "out of memory");
-		if (t->timer)
-			event_free(t->timer);
+	if (ret < 0) {
+		log_warn("nbd: client %u: cannot set up TLS: %s", id, gnutls_strerror(ret));
 		gnutls_deinit(t->s);
 		free(t);
 		return NULL;
@@ -383,8 +358,8 @@ struct nbd_tls *nbd_tls_new(int fd, unsigned id, struct event *wake)
 		 * have no host name to match. */
 		gnutls_session_set_verify_cert(t->s, NULL, 0);
 	}
-	/* Our own deadline covers stalls; GnuTLS's would need calls to
-	 * notice them. */
+	/* The connection's handshake deadline covers stalls; GnuTLS's
+	 * would need calls to notice them. */
 	gnutls_handshake_set_timeout(t->s, 0);
 	gnutls_transport_set_int(t->s, fd);
 	return t;
@@ -413,11 +388,6 @@ static void log_session(struct nbd_tls *t)
 	gnutls_free(desc);
 }
 
-bool nbd_tls_expired(const struct nbd_tls *t)
-{
-	return t && t->expired;
-}
-
 int nbd_tls_handshake(struct nbd_tls *t, bool *want_write, char *why, size_t len)
 {
 	int ret, tries = 0;
@@ -437,7 +407,6 @@ int nbd_tls_handshake(struct nbd_tls *t, bool *want_write, char *why, size_t len
 		return -EPROTO;
 	}
 	t->ready = true;
-	evtimer_del(t->timer);
 	log_session(t);
 	return 1;
 }
@@ -563,6 +532,5 @@ void nbd_tls_free(struct nbd_tls *t, bool graceful)
 	if (graceful && t->ready)
 		gnutls_bye(t->s, GNUTLS_SHUT_WR);
 	gnutls_deinit(t->s);
-	event_free(t->timer);
 	free(t);
 }
