@@ -1,10 +1,12 @@
 /* A test helper: N CreateTap/Destroy cycles over D-Bus from one process,
  * so that tests can run thousands of them in seconds (tapctl costs a
- * process per call). Usage: bus-cycler ADDRESS N IMAGE...; cycle i uses
- * IMAGE number i % count and names its tap cI. Exit 0 when every call
- * succeeded, 1 at the first failure (with the error on stderr). */
+ * process per call). Usage: bus-cycler [--keep] ADDRESS N IMAGE...; cycle
+ * i uses IMAGE number i % count and names its tap cI; with --keep the taps
+ * are created and left. Exit 0 when every call succeeded, 1 at the first
+ * failure (with the error on stderr). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <systemd/sd-bus.h>
 
 #define DEST "org.xenproject.Tapd1"
@@ -12,9 +14,12 @@
 int main(int argc, char **argv)
 {
 	sd_bus *bus = NULL;
+	int keep = argc > 1 && !strcmp(argv[1], "--keep");
 	long n;
 	int r;
 
+	argc -= keep;
+	argv += keep;
 	if (argc < 4 || (n = strtol(argv[2], NULL, 10)) < 0) {
 		fprintf(stderr, "usage: %s ADDRESS N IMAGE...\n", argv[0]);
 		return 2;
@@ -35,7 +40,7 @@ int main(int argc, char **argv)
 				       "CreateTap", &e, &reply, "sa{sv}", image, 1, "name", "s", name);
 		if (r >= 0)
 			r = sd_bus_message_read(reply, "o", &path);
-		if (r >= 0)
+		if (r >= 0 && !keep)
 			r = sd_bus_call_method(bus, DEST, path, DEST ".Tap", "Destroy", &e, NULL, "");
 		sd_bus_message_unref(reply);
 		if (r < 0) {
