@@ -388,6 +388,8 @@ static void stop_done(void *arg)
 {
 	(void)arg;
 	log_info("all taps closed; exiting");
+	/* Pools still being made: answer their callers while the bus is up. */
+	pool_stop();
 	bus_stop();
 	event_base_loopbreak(d.base);
 }
@@ -534,6 +536,9 @@ int main(int argc, char **argv)
 	}
 	pool_setup(d.base);
 	image_set_loop(d.base);
+	/* Pools are locked when the daemon is: otherwise RLIMIT_MEMLOCK is
+	 * no limit to hold them to (--no-mlock, sanitizers, mlockall refused). */
+	pool_set_lock(d.info.memory_locked);
 	/* Two workers: a slow fallocate on one image does not hold up
 	 * block status on another. */
 	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0 ||
@@ -616,8 +621,9 @@ int main(int argc, char **argv)
 	nbd_server_free();
 	nbd_tls_teardown();
 	tap_teardown();
-	pool_teardown();
+	/* Workers first: a pool still being mapped is then freed here. */
 	worker_teardown();
+	pool_teardown();
 	aio_teardown();
 	event_free(d.tick);
 	event_free(d.sig_term);

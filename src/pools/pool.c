@@ -8,17 +8,31 @@
  * Shrinking lowers size at once; arenas are unmapped (or replaced by smaller
  * ones) only when entirely free, which is why mapped can exceed size for a
  * while. Waiters are served strictly FIFO from a libevent event, never from
- * inside pool_put(), so a caller's completion path is never re-entered. */
+ * inside pool_put(), so a caller's completion path is never re-entered.
+ *
+ * Creating or growing a pool maps and locks its arenas on the workers, one
+ * arena (at most POOL_ARENA_MAX) per job so that other workers' jobs are
+ * not held up for long; meanwhile the pool serves at its old size and
+ * drops no arena, so what the plan counted on is still there when the new
+ * arenas are added. A shrink's remap (pool_fit) still maps on the loop:
+ * at most two arenas, and only once the freed arenas are unmapped. */
 #include "pool.h"
 
 #include <errno.h>
 #include <event2/event.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "bucket.h"
 #include "lib/log.h"
+#include "lib/worker.h"
 
 struct arena {
 	TAILQ_ENTRY(arena) link;
@@ -26,6 +40,21 @@ struct arena {
 	size_t pages, free;
 	bool locked, keep; /* keep: scratch for pool_fit() */
 	uint64_t bits[];
+};
+
+/* A create or grow in progress: the workers map big (if not 0) and then
+ * left bytes, one arena a job; done adds them to the pool. */
+struct pool_op {
+	struct worker_job job;
+	struct pool *p;
+	uint64_t size;         /* the pool's size when done */
+	uint64_t big, left;    /* still to map */
+	uint64_t total, added; /* bytes this op maps, and mapped so far */
+	bool lock;             /* pool_lock, read on the worker */
+	struct arena *cur;     /* the worker's result, NULL on failure */
+	TAILQ_HEAD(, arena) fresh;
+	pool_done_fn *done;
+	void *arg;
 };
 
 struct pool {
@@ -36,6 +65,8 @@ struct pool {
 	bool refit;  /* size shrank: fail waiters that no longer fit */
 	bool waking; /* inside pool_wake(): defer freeing */
 	bool dying;
+	enum pool_state state;
+	struct pool_op *op; /* while creating or growing */
 	struct event *wake;
 	struct qos_bucket qos;
 	TAILQ_HEAD(, arena) arenas;
@@ -45,6 +76,9 @@ struct pool {
 static TAILQ_HEAD(, pool) pools = TAILQ_HEAD_INITIALIZER(pools);
 static struct event_base *pool_base;
 static void (*pool_listener)(struct pool *p, enum pool_event ev);
+static bool pool_lock = true;
+static unsigned pool_count;
+static uint64_t pool_pending; /* bytes ops have still to map */
 
 static void pool_notify(struct pool *p, enum pool_event ev)
 {
@@ -69,9 +103,10 @@ static void bits_flip(struct arena *a, size_t start, size_t n)
 		a->bits[i / 64] ^= 1ULL << (i % 64);
 }
 
-static struct arena *arena_map(uint64_t bytes)
+/* Runs on a worker thread (pool_op_run) as well as on the loop: it touches
+ * nothing shared and does not log. */
+static struct arena *arena_map(uint64_t bytes, bool lock)
 {
-	static bool warned;
 	size_t pages = bytes / POOL_PAGE, words = (pages + 63) / 64;
 	struct arena *a = calloc(1, sizeof(*a) + words * sizeof(uint64_t));
 
@@ -87,15 +122,22 @@ static struct arena *arena_map(uint64_t bytes)
 	/* Mark the tail of the last word used so run searches stop there. */
 	if (pages % 64)
 		a->bits[words - 1] = ~0ULL << (pages % 64);
-	a->locked = mlock(a->base, bytes) == 0;
-	if (!a->locked && !warned) {
+	a->locked = lock && mlock(a->base, bytes) == 0;
+	return a;
+}
+
+/* On the loop, after arena_map. */
+static void arena_note(const struct arena *a)
+{
+	static bool warned;
+
+	if (!a->locked && pool_lock && !warned) {
 		/* Pool memory may then be swapped out, and I/O that waits for
 		 * swap-in can deadlock under memory pressure; not fatal. */
-		log_warn("pool: mlock of %llu bytes failed (%m); buffers may be swapped",
-			 (unsigned long long)bytes);
+		log_warn("pool: mlock of %" PRIu64 " bytes failed; buffers may be swapped",
+			 arena_bytes(a));
 		warned = true;
 	}
-	return a;
 }
 
 static void arena_unmap(struct arena *a)
@@ -176,16 +218,15 @@ static void arenas_drop(struct pool *p, bool all)
  * stay; a free one is kept if it can serve the largest request (and is no
  * bigger than needed) or helps cover size; new ones are mapped only for what
  * is missing. Nothing changes unless it fixes an invariant or lowers mapped,
- * so a pool at rest never remaps. New arenas are mapped before old ones are
- * dropped: on failure the pool is left as it was. */
-static int pool_fit(struct pool *p)
+ * so a pool at rest never remaps. The plan marks the arenas to keep and says
+ * what to map: an arena of *big bytes (0: none), then *rest bytes in arenas
+ * of at most POOL_ARENA_MAX. false: nothing to change. */
+static bool pool_plan(struct pool *p, uint64_t *big_out, uint64_t *rest)
 {
-	uint64_t target = pool_limit(p), largest = 0, all_largest = 0, big = 0, adding, total;
+	uint64_t target = pool_limit(p), largest = 0, all_largest = 0, big = 0, total;
 	int64_t deficit = p->size;
-	struct pool fresh = { .mapped = 0 }; /* only its arena list is used */
 	struct arena *a;
 
-	TAILQ_INIT(&fresh.arenas);
 	TAILQ_FOREACH(a, &p->arenas, link) {
 		a->keep = a->free < a->pages;
 		all_largest = MAX(all_largest, arena_bytes(a));
@@ -210,19 +251,38 @@ static int pool_fit(struct pool *p)
 			deficit -= b;
 		}
 	}
-	adding = big + (deficit > 0 ? (uint64_t)deficit : 0);
+	*big_out = big;
+	*rest = deficit > 0 ? (uint64_t)deficit : 0;
 	total = p->size + (deficit < 0 ? (uint64_t)-deficit : 0);
-	if (p->mapped >= p->size && all_largest >= target && total >= p->mapped)
+	return !(p->mapped >= p->size && all_largest >= target && total >= p->mapped);
+}
+
+/* Carry out pool_plan on the calling thread. New arenas are mapped before
+ * old ones are dropped: on failure the pool is left as it was. */
+static int pool_fit(struct pool *p)
+{
+	struct pool fresh = { .mapped = 0 }; /* only its arena list is used */
+	uint64_t big, rest;
+	struct arena *a;
+
+	if (!pool_plan(p, &big, &rest))
 		return 0;
-	for (uint64_t b; adding; adding -= b, big = 0) {
-		b = big ? big : MIN(adding, (uint64_t)POOL_ARENA_MAX);
-		a = arena_map(b);
+	TAILQ_INIT(&fresh.arenas);
+	while (big || rest) {
+		uint64_t b = big ? big : MIN(rest, (uint64_t)POOL_ARENA_MAX);
+
+		a = arena_map(b, pool_lock);
 		if (!a) {
 			arenas_drop(&fresh, true);
 			return -ENOMEM;
 		}
+		arena_note(a);
 		TAILQ_INSERT_TAIL(&fresh.arenas, a, link);
 		fresh.mapped += b;
+		if (big)
+			big = 0;
+		else
+			rest -= b;
 	}
 	arenas_drop(p, false);
 	p->mapped += fresh.mapped;
@@ -291,6 +351,11 @@ void pool_setup(struct event_base *base)
 	pool_base = base;
 }
 
+void pool_set_lock(bool lock)
+{
+	pool_lock = lock;
+}
+
 void pool_set_listener(void (*fn)(struct pool *p, enum pool_event ev))
 {
 	pool_listener = fn;
@@ -309,6 +374,8 @@ static bool pool_name_valid(const char *name)
 
 /* Sizes beyond this are certainly mistakes, and keep the arithmetic safe. */
 #define POOL_SIZE_MAX (1ULL << 48)
+/* Memory left to the rest of the host: min(this, MemTotal / 16). */
+#define POOL_RESERVE_MAX (1ULL << 30)
 
 static int pool_check_size(uint64_t size, struct errbuf *eb)
 {
@@ -320,7 +387,106 @@ static int pool_check_size(uint64_t size, struct errbuf *eb)
 	return 0;
 }
 
-int pool_create(const char *name, uint64_t size, struct pool **out, struct errbuf *eb)
+/* "Key:   123 kB" from a /proc file, in bytes; UINT64_MAX if absent. */
+static uint64_t proc_kb(const char *path, const char *key)
+{
+	uint64_t v = UINT64_MAX;
+	size_t klen = strlen(key);
+	char line[256];
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return v;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long kb;
+
+		if (!strncmp(line, key, klen) && line[klen] == ':' &&
+		    sscanf(line + klen + 1, "%llu", &kb) == 1) {
+			v = (uint64_t)kb * 1024;
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+static bool has_cap_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	return syscall(SYS_capget, &h, d) == 0 && (d[0].effective & (1u << CAP_IPC_LOCK));
+}
+
+/* procfs reads answer from memory: cheap enough for the loop. */
+void pool_mem_read(struct pool_mem *m)
+{
+	struct rlimit rl;
+
+	m->available = proc_kb("/proc/meminfo", "MemAvailable");
+	m->total = proc_kb("/proc/meminfo", "MemTotal");
+	m->locked = proc_kb("/proc/self/status", "VmLck");
+	if (m->locked == UINT64_MAX)
+		m->locked = 0;
+	m->pending = pool_pending;
+	m->lock = pool_lock;
+	m->lock_limit = UINT64_MAX;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    !has_cap_ipc_lock())
+		m->lock_limit = rl.rlim_cur;
+}
+
+int pool_mem_check(const char *name, uint64_t asked, const struct pool_mem *m, struct errbuf *eb)
+{
+	uint64_t reserve =
+		m->total == UINT64_MAX ? POOL_RESERVE_MAX : MIN(POOL_RESERVE_MAX, m->total / 16);
+	const char *verb = m->lock ? "available to lock" : "available";
+	char s1[16], s2[16], s3[16], s4[16], others[48] = "";
+	uint64_t room;
+
+	if (m->pending)
+		snprintf(others, sizeof(others), ", %s being mapped for other pools",
+			 format_size(m->pending, s4, sizeof(s4)));
+	if (m->available != UINT64_MAX) {
+		room = m->available > reserve + m->pending ? m->available - reserve - m->pending
+							   : 0;
+		if (asked > room) {
+			err_set(eb,
+				"pool '%s': %" PRIu64 " bytes asked, %s %s (MemAvailable %s "
+				"less %s reserve%s)",
+				name, asked, format_size(room, s1, sizeof(s1)), verb,
+				format_size(m->available, s2, sizeof(s2)),
+				format_size(reserve, s3, sizeof(s3)), others);
+			return -ENOMEM;
+		}
+	}
+	if (m->lock && m->lock_limit != UINT64_MAX) {
+		uint64_t used = m->locked + m->pending;
+
+		room = m->lock_limit > used ? m->lock_limit - used : 0;
+		if (asked > room) {
+			err_set(eb,
+				"pool '%s': %" PRIu64 " bytes asked, %s %s (RLIMIT_MEMLOCK %s, "
+				"%s locked already%s; raise LimitMEMLOCK or grant CAP_IPC_LOCK)",
+				name, asked, format_size(room, s1, sizeof(s1)), verb,
+				format_size(m->lock_limit, s2, sizeof(s2)),
+				format_size(m->locked, s3, sizeof(s3)), others);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int pool_check_mem(const char *name, uint64_t asked, struct errbuf *eb)
+{
+	struct pool_mem m;
+
+	pool_mem_read(&m);
+	return pool_mem_check(name, asked, &m, eb);
+}
+
+/* Checks shared by both creates, then a pool not yet listed. */
+static int pool_new(const char *name, uint64_t size, struct pool **out, struct errbuf *eb)
 {
 	struct pool *p;
 	int r;
@@ -333,7 +499,7 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
 	r = pool_check_size(size, eb);
 	if (r < 0)
 		return r;
-	if (pool_find(name)) {
+	if (pool_find_any(name)) {
 		err_set(eb, "pool %s already exists", name);
 		return -EEXIST;
 	}
@@ -341,6 +507,14 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
 		err_set(eb, "pools are not set up");
 		return -EINVAL;
 	}
+	if (pool_count >= POOL_COUNT_MAX) {
+		err_set(eb, "pool %s: there are %u pools already, the most tapd keeps", name,
+			pool_count);
+		return -ENOSPC;
+	}
+	r = pool_check_mem(name, ALIGN_UP(size, POOL_PAGE), eb);
+	if (r < 0)
+		return r;
 	p = calloc(1, sizeof(*p));
 	if (!p || !(p->wake = event_new(pool_base, -1, 0, pool_wake, p))) {
 		free(p);
@@ -351,34 +525,210 @@ int pool_create(const char *name, uint64_t size, struct pool **out, struct errbu
 	p->size = ALIGN_UP(size, POOL_PAGE);
 	TAILQ_INIT(&p->arenas);
 	TAILQ_INIT(&p->waiters);
+	*out = p;
+	return 0;
+}
+
+static void pool_list(struct pool *p)
+{
+	TAILQ_INSERT_TAIL(&pools, p, link);
+	pool_count++;
+	pool_notify(p, POOL_ADDED);
+}
+
+int pool_create(const char *name, uint64_t size, struct pool **out, struct errbuf *eb)
+{
+	struct pool *p;
+	int r;
+
+	r = pool_new(name, size, &p, eb);
+	if (r < 0)
+		return r;
 	r = pool_fit(p);
 	if (r < 0) {
 		pool_free(p);
 		err_set(eb, "cannot map %llu bytes for pool %s", (unsigned long long)size, name);
 		return r;
 	}
-	TAILQ_INSERT_TAIL(&pools, p, link);
+	pool_list(p);
 	if (out)
 		*out = p;
-	pool_notify(p, POOL_ADDED);
 	return 0;
 }
 
-int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb)
+static void pool_kill(struct pool *p);
+
+static void pool_op_run(struct worker_job *job)
 {
-	uint64_t old = p->size;
+	struct pool_op *op = container_of(job, struct pool_op, job);
+
+	op->cur = arena_map(op->big ? op->big : MIN(op->left, (uint64_t)POOL_ARENA_MAX), op->lock);
+}
+
+static void arena_list_free(struct pool_op *op)
+{
+	struct arena *a;
+
+	while ((a = TAILQ_FIRST(&op->fresh))) {
+		TAILQ_REMOVE(&op->fresh, a, link);
+		arena_unmap(a);
+	}
+	if (op->cur)
+		arena_unmap(op->cur);
+	op->cur = NULL;
+}
+
+/* The op is over: give the pool its memory and size, or undo. The caller
+ * is told last, once the pool is consistent, and op is gone by then. */
+static void pool_op_finish(struct pool_op *op, int err, const char *msg)
+{
+	pool_done_fn *done = op->done;
+	struct pool *p = op->p;
+	bool creating = p->state == POOL_CREATING;
+	void *arg = op->arg;
+
+	if (err == 0 && !done)
+		err = -ESHUTDOWN; /* pool_stop() answered it: undo */
+	pool_pending -= op->total - op->added;
+	p->op = NULL;
+	p->state = POOL_READY;
+	if (err == 0) {
+		TAILQ_CONCAT(&p->arenas, &op->fresh, link);
+		p->mapped += op->added;
+		p->size = op->size;
+		free(op);
+		pool_kick(p);
+		pool_notify(p, POOL_CHANGED);
+		done(arg, p, 0, NULL);
+		return;
+	}
+	arena_list_free(op);
+	free(op);
+	if (p->dying) {
+		p = NULL; /* pool_kill() is calling */
+	} else if (creating) {
+		pool_kill(p);
+		p = NULL;
+	} else {
+		pool_notify(p, POOL_CHANGED);
+	}
+	if (done)
+		done(arg, p, err, msg);
+}
+
+static void pool_op_done(struct worker_job *job)
+{
+	struct pool_op *op = container_of(job, struct pool_op, job);
+	uint64_t b = op->big ? op->big : MIN(op->left, (uint64_t)POOL_ARENA_MAX);
+	struct errbuf eb = { { 0 } };
+
+	if (!op->cur) {
+		err_set(&eb,
+			"pool %s: cannot map %" PRIu64 " bytes (%" PRIu64 " of %" PRIu64
+			" mapped): out of memory",
+			op->p->name, b, op->added, op->total);
+		pool_op_finish(op, -ENOMEM, eb.msg);
+		return;
+	}
+	arena_note(op->cur);
+	TAILQ_INSERT_TAIL(&op->fresh, op->cur, link);
+	op->cur = NULL;
+	op->added += b;
+	pool_pending -= b;
+	if (op->big)
+		op->big = 0;
+	else
+		op->left -= b;
+	if (!op->done) {
+		pool_op_finish(op, -ESHUTDOWN, NULL);
+		return;
+	}
+	if (op->big || op->left) {
+		/* One arena a job: jobs of other modules queued meanwhile
+		 * run in between. */
+		worker_submit(&op->job);
+		pool_notify(op->p, POOL_CHANGED);
+		return;
+	}
+	pool_op_finish(op, 0, NULL);
+}
+
+static int pool_op_start(struct pool *p, uint64_t size, uint64_t big, uint64_t rest,
+			 pool_done_fn *done, void *arg, struct errbuf *eb)
+{
+	struct pool_op *op = calloc(1, sizeof(*op));
+
+	if (!op) {
+		err_set(eb, "out of memory");
+		return -ENOMEM;
+	}
+	op->job.run = pool_op_run;
+	op->job.done = pool_op_done;
+	op->p = p;
+	op->size = size;
+	op->big = big;
+	op->left = rest;
+	op->total = big + rest;
+	op->lock = pool_lock;
+	op->done = done;
+	op->arg = arg;
+	TAILQ_INIT(&op->fresh);
+	p->op = op;
+	pool_pending += op->total;
+	worker_submit(&op->job);
+	return 1;
+}
+
+int pool_create_async(const char *name, uint64_t size, pool_done_fn *done, void *arg,
+		      struct errbuf *eb)
+{
+	struct pool *p;
+	uint64_t target;
+	int r;
+
+	r = pool_new(name, size, &p, eb);
+	if (r < 0)
+		return r;
+	/* What pool_plan() says for an empty pool. */
+	target = pool_limit(p);
+	r = pool_op_start(p, p->size, target, p->size - target, done, arg, eb);
+	if (r < 0) {
+		pool_free(p);
+		return r;
+	}
+	p->state = POOL_CREATING;
+	pool_list(p);
+	return 1;
+}
+
+/* Checks shared by both resizes; 1: go on. */
+static int pool_resize_check(struct pool *p, uint64_t size, struct errbuf *eb)
+{
 	int r = pool_check_size(size, eb);
 
 	if (r < 0)
 		return r;
-	p->size = ALIGN_UP(size, POOL_PAGE);
-	r = pool_fit(p);
-	if (r < 0 && p->size > old) {
-		p->size = old;
-		err_set(eb, "cannot map %llu bytes to grow pool %s",
-			(unsigned long long)(size - old), p->name);
-		return r;
+	if (p->dying)
+		return -ESHUTDOWN;
+	if (p->op) {
+		err_set(eb,
+			"pool %s: a %s is in progress (%" PRIu64 " of %" PRIu64
+			" bytes mapped); try again once it has answered",
+			p->name, p->state == POOL_CREATING ? "create" : "resize", p->op->added,
+			p->op->total);
+		return -EBUSY;
 	}
+	return 1;
+}
+
+/* Shrinks, and grows with nothing to map: at once. */
+static int pool_resize_now(struct pool *p, uint64_t size)
+{
+	uint64_t old = p->size;
+
+	p->size = size;
+	if (pool_fit(p) < 0)
+		log_debug("pool %s: cannot remap smaller arenas yet", p->name);
 	/* A failed shrink-remap is harmless: the old arenas still cover it. */
 	if (p->size < old)
 		p->refit = true;
@@ -387,17 +737,77 @@ int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb)
 	return 0;
 }
 
-/* Unlink, fail the waiters and free (deferred while pool_wake() runs). */
+int pool_resize_async(struct pool *p, uint64_t size, pool_done_fn *done, void *arg,
+		      struct errbuf *eb)
+{
+	uint64_t old = p->size, big, rest;
+	int r = pool_resize_check(p, size, eb);
+
+	if (r <= 0)
+		return r;
+	size = ALIGN_UP(size, POOL_PAGE);
+	if (size <= old)
+		return pool_resize_now(p, size);
+	/* Plan at the new size, serve at the old one until it is mapped. */
+	p->size = size;
+	if (!pool_plan(p, &big, &rest))
+		big = rest = 0;
+	p->size = old;
+	if (!big && !rest)
+		return pool_resize_now(p, size);
+	r = pool_check_mem(p->name, big + rest, eb);
+	if (r < 0)
+		return r;
+	r = pool_op_start(p, size, big, rest, done, arg, eb);
+	if (r > 0) {
+		p->state = POOL_GROWING;
+		pool_notify(p, POOL_CHANGED);
+	}
+	return r;
+}
+
+int pool_resize(struct pool *p, uint64_t size, struct errbuf *eb)
+{
+	uint64_t old = p->size, big, rest;
+	int r = pool_resize_check(p, size, eb);
+
+	if (r <= 0)
+		return r;
+	size = ALIGN_UP(size, POOL_PAGE);
+	if (size > old) {
+		p->size = size;
+		r = pool_plan(p, &big, &rest) ? pool_check_mem(p->name, big + rest, eb) : 0;
+		p->size = old;
+		if (r < 0)
+			return r;
+		p->size = size;
+		r = pool_fit(p);
+		if (r < 0) {
+			p->size = old;
+			err_set(eb, "cannot map %llu bytes to grow pool %s",
+				(unsigned long long)(size - old), p->name);
+			return r;
+		}
+		p->size = old;
+	}
+	return pool_resize_now(p, size);
+}
+
+/* Unlink, fail the waiters and free (deferred while pool_wake() runs). An
+ * op still here is one the stopped workers will not finish (teardown). */
 static void pool_kill(struct pool *p)
 {
 	struct pool_waiter *w;
 
 	p->dying = true;
 	TAILQ_REMOVE(&pools, p, link);
+	pool_count--;
 	while ((w = TAILQ_FIRST(&p->waiters))) {
 		pool_dequeue(p, w);
 		w->ready(w, NULL, -ESHUTDOWN);
 	}
+	if (p->op)
+		pool_op_finish(p->op, -ESHUTDOWN, "tapd is stopping");
 	pool_notify(p, POOL_REMOVED);
 	if (!p->waking)
 		pool_free(p);
@@ -409,6 +819,15 @@ int pool_destroy(struct pool *p, struct errbuf *eb)
 		return -ESHUTDOWN;
 	if (!strcmp(p->name, POOL_DEFAULT)) {
 		err_set(eb, "the default pool cannot be destroyed");
+		return -EBUSY;
+	}
+	/* Its arenas are being mapped on a worker: answer, do not wait. */
+	if (p->op) {
+		err_set(eb,
+			"pool %s is being %s (%" PRIu64 " of %" PRIu64
+			" bytes mapped); destroy it once that call has answered",
+			p->name, p->state == POOL_CREATING ? "created" : "grown", p->op->added,
+			p->op->total);
 		return -EBUSY;
 	}
 	if (p->refs) {
@@ -425,6 +844,24 @@ int pool_destroy(struct pool *p, struct errbuf *eb)
 	return 0;
 }
 
+void pool_stop(void)
+{
+	struct errbuf eb = { { 0 } };
+	struct pool *p;
+
+	for (p = pool_first(); p; p = pool_next(p)) {
+		pool_done_fn *done = p->op ? p->op->done : NULL;
+
+		if (!done)
+			continue;
+		p->op->done = NULL;
+		memset(&eb, 0, sizeof(eb));
+		err_set(&eb, "tapd is stopping: pool %s was not %s", p->name,
+			p->state == POOL_CREATING ? "created" : "grown");
+		done(p->op->arg, NULL, -ESHUTDOWN, eb.msg);
+	}
+}
+
 void pool_teardown(void)
 {
 	struct pool *p;
@@ -433,7 +870,7 @@ void pool_teardown(void)
 		pool_kill(p);
 }
 
-struct pool *pool_find(const char *name)
+struct pool *pool_find_any(const char *name)
 {
 	struct pool *p;
 
@@ -441,6 +878,26 @@ struct pool *pool_find(const char *name)
 		if (!strcmp(p->name, name))
 			return p;
 	return NULL;
+}
+
+struct pool *pool_find(const char *name)
+{
+	struct pool *p = pool_find_any(name);
+
+	return p && p->state != POOL_CREATING ? p : NULL;
+}
+
+const char *pool_state_name(enum pool_state s)
+{
+	switch (s) {
+	case POOL_READY:
+		return "ready";
+	case POOL_CREATING:
+		return "creating";
+	case POOL_GROWING:
+		return "growing";
+	}
+	return "?";
 }
 
 struct pool *pool_first(void)
@@ -484,6 +941,11 @@ void pool_get_stats(const struct pool *p, struct pool_stats *st)
 	st->locked = !TAILQ_EMPTY(&p->arenas);
 	TAILQ_FOREACH(a, &p->arenas, link)
 		st->locked = st->locked && a->locked;
+	st->state = p->state;
+	st->target = p->op ? p->op->size : p->size;
+	/* Progress of a create or grow: what the workers mapped so far. */
+	if (p->op)
+		st->mapped += p->op->added;
 }
 
 struct qos_bucket *pool_qos(struct pool *p)
@@ -547,7 +1009,8 @@ void pool_put(struct pool *p, void *buf, size_t len)
 	bits_flip(a, start, n);
 	a->free += n;
 	p->in_use -= (uint64_t)n * POOL_PAGE;
-	if (p->mapped > p->size && a->free == a->pages && pool_fit(p) < 0)
+	/* Not while an op runs: its plan counts on the arenas there now. */
+	if (!p->op && p->mapped > p->size && a->free == a->pages && pool_fit(p) < 0)
 		log_debug("pool %s: cannot remap smaller arenas yet", p->name);
 	pool_kick(p);
 	pool_notify(p, POOL_CHANGED);

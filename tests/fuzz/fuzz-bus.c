@@ -197,10 +197,12 @@ static int append_basic(sd_bus_message *m, char t, struct in *in)
 	case 's':
 		return sd_bus_message_append_basic(m, 's', str(in, buf, sizeof(buf)));
 	case 't':
-		/* Sizes and rates below 4 MiB: a pool's memory is populated
-		 * and locked, and sizes beyond the machine are to be refused
-		 * (issue 10, defect 4) before huge values join the mix. */
-		v = u64(in) & ((4u << 20) - 1);
+		/* Sizes and rates below 4 MiB, or of a TiB and more: a pool's
+		 * memory is populated and locked, so what lies between would
+		 * only fill this machine, and what is beyond it must be
+		 * refused with the numbers. */
+		v = u64(in);
+		v = v & 1 ? v | 1ull << 40 : v & ((4u << 20) - 1);
 		return sd_bus_message_append_basic(m, 't', &v);
 	case 'u': {
 		uint32_t u = (uint32_t)u64(in);

@@ -1,10 +1,13 @@
 /* Unit tests for buffer pools: accounting, strict FIFO wake-up from the event
- * loop, resize in both directions while buffers are out, and destruction. */
+ * loop, resize in both directions while buffers are out, and destruction;
+ * the memory limits (with made-up /proc numbers), the count limit, and
+ * creates and grows mapped on the workers. */
 #include <check.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <linux/capability.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -13,6 +16,7 @@
 #include <unistd.h>
 
 #include "check-run.h"
+#include "lib/worker.h"
 #include "pools/pool.h"
 
 #define K 1024u
@@ -501,28 +505,31 @@ static void ipc_lock_cap(bool on)
 	ck_assert_int_eq(syscall(SYS_capset, &h, d), 0);
 }
 
-/* Without the right to lock memory a pool still works, and says so. */
+/* Without the right to lock memory a locking daemon refuses a pool it
+ * could not lock, with the numbers; one that does not lock makes it, and
+ * says it is not locked. */
 START_TEST(test_mlock_denied)
 {
 	struct rlimit old, none;
+	struct errbuf eb = { "" };
 	struct pool *p;
 	void *buf;
-	bool enforced;
 
 	ck_assert_int_eq(getrlimit(RLIMIT_MEMLOCK, &old), 0);
 	none = old;
 	none.rlim_cur = 0;
 	ck_assert_int_eq(setrlimit(RLIMIT_MEMLOCK, &none), 0);
 	ipc_lock_cap(false);
-	/* ASan replaces mlock() with a no-op that succeeds. */
-	buf = mmap(NULL, POOL_PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert(buf != MAP_FAILED);
-	enforced = mlock(buf, POOL_PAGE) < 0;
-	munmap(buf, POOL_PAGE);
+	ck_assert_int_eq(pool_create("unlocked", 64 * K, &p, &eb), -ENOMEM);
+	ck_assert_msg(strstr(eb.msg, "65536 bytes asked, 0 available to lock (RLIMIT_MEMLOCK 0"),
+		      "%s", eb.msg);
+	/* Not locking (--no-mlock, or a daemon that could not lock). */
+	pool_set_lock(false);
 	p = mkpool("unlocked", 64 * K);
+	pool_set_lock(true);
 	ipc_lock_cap(true);
 	ck_assert_int_eq(setrlimit(RLIMIT_MEMLOCK, &old), 0);
-	ck_assert(!enforced || !stats(p).locked);
+	ck_assert(!stats(p).locked);
 	buf = get_now(p, 64 * K);
 	memset(buf, 4, 64 * K);
 	pool_put(p, buf, 64 * K);
@@ -640,6 +647,254 @@ START_TEST(test_stress)
 }
 END_TEST
 
+#define G (1024ull * M)
+
+/* A made-up host: 32 GiB, 23.4 GiB available, locking unlimited. */
+static struct pool_mem fake_mem(void)
+{
+	return (struct pool_mem){
+		.available = 234 * G / 10, .total = 32 * G, .lock_limit = UINT64_MAX, .lock = true};
+}
+
+START_TEST(test_mem_check)
+{
+	struct pool_mem m = fake_mem();
+	struct errbuf eb = { "" };
+
+	/* 1 GiB reserve: 22.4 GiB may be taken. */
+	ck_assert_int_eq(pool_mem_check("x", 22 * G, &m, &eb), 0);
+	ck_assert_int_eq(pool_mem_check("x", 1ull << 40, &m, &eb), -ENOMEM);
+	ck_assert_str_eq(eb.msg, "pool 'x': 1099511627776 bytes asked, 22.4G available to lock "
+				 "(MemAvailable 23.4G less 1G reserve)");
+	ck_assert_int_eq(pool_mem_check("x", 224 * G / 10 + POOL_PAGE, &m, NULL), -ENOMEM);
+	/* What other creates have still to map counts. */
+	m.pending = 20 * G;
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_mem_check("y", 3 * G, &m, &eb), -ENOMEM);
+	ck_assert_msg(strstr(eb.msg, ", 20G being mapped for other pools)"), "%s", eb.msg);
+	ck_assert_int_eq(pool_mem_check("y", 2 * G, &m, NULL), 0);
+	/* A small host keeps a sixteenth. */
+	m = fake_mem();
+	m.total = 2 * G;
+	m.available = 1 * G;
+	ck_assert_int_eq(pool_mem_check("s", 896 * M, &m, NULL), 0);
+	ck_assert_int_eq(pool_mem_check("s", 896 * M + POOL_PAGE, &m, NULL), -ENOMEM);
+	/* Unknown MemAvailable: no such limit. */
+	m.available = UINT64_MAX;
+	ck_assert_int_eq(pool_mem_check("s", 1ull << 40, &m, NULL), 0);
+
+	/* RLIMIT_MEMLOCK counts what is locked already, when pools lock. */
+	m = fake_mem();
+	m.lock_limit = 64 * M;
+	m.locked = 16 * M;
+	ck_assert_int_eq(pool_mem_check("r", 48 * M, &m, NULL), 0);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_mem_check("r", 48 * M + POOL_PAGE, &m, &eb), -ENOMEM);
+	ck_assert_msg(strstr(eb.msg, "pool 'r': 50335744 bytes asked, 48M available to lock "
+				     "(RLIMIT_MEMLOCK 64M, 16M locked already"),
+		      "%s", eb.msg);
+	m.pending = 40 * M;
+	ck_assert_int_eq(pool_mem_check("r", 16 * M, &m, NULL), -ENOMEM);
+	/* Not locking (--no-mlock): only MemAvailable counts. */
+	m.lock = false;
+	ck_assert_int_eq(pool_mem_check("r", 1 * G, &m, NULL), 0);
+	/* The real numbers of this host refuse an absurd size. */
+	pool_mem_read(&m);
+	if (m.available != UINT64_MAX)
+		ck_assert_int_eq(pool_mem_check("z", m.available, &m, NULL), -ENOMEM);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_create("z", 1ull << 46, NULL, &eb), -ENOMEM);
+	ck_assert_msg(strstr(eb.msg, "70368744177664 bytes asked"), "%s", eb.msg);
+	ck_assert_ptr_null(pool_find_any("z"));
+}
+END_TEST
+
+START_TEST(test_count_limit)
+{
+	struct errbuf eb = { "" };
+	char name[16];
+	struct pool *p;
+
+	for (unsigned i = 0; i < POOL_COUNT_MAX; i++) {
+		snprintf(name, sizeof(name), "p%u", i);
+		mkpool(name, POOL_PAGE);
+	}
+	ck_assert_int_eq(pool_create("one-more", POOL_PAGE, &p, &eb), -ENOSPC);
+	ck_assert_str_eq(eb.msg, "pool one-more: there are 256 pools already, the most tapd keeps");
+	ck_assert_int_eq(pool_create_async("one-more", POOL_PAGE, NULL, NULL, NULL), -ENOSPC);
+	ck_assert_ptr_null(pool_find_any("one-more"));
+	ck_assert_int_eq(pool_destroy(pool_find("p7"), NULL), 0);
+	mkpool("one-more", POOL_PAGE);
+}
+END_TEST
+
+/* What a pool_done_fn was told. */
+struct done_rec {
+	int calls, err;
+	struct pool *p;
+	char msg[256];
+};
+
+static void rec_done(void *arg, struct pool *p, int err, const char *msg)
+{
+	struct done_rec *d = arg;
+
+	d->calls++;
+	d->p = p;
+	d->err = err;
+	snprintf(d->msg, sizeof(d->msg), "%s", msg ? msg : "");
+}
+
+/* Run the loop until d is told, at most about 60 s. */
+static void wait_done(struct done_rec *d)
+{
+	static const struct timeval tick = { 0, 10000 };
+
+	for (int i = 0; i < 6000 && !d->calls; i++) {
+		event_base_loopexit(base, &tick);
+		ck_assert_int_ge(event_base_loop(base, 0), 0);
+	}
+	ck_assert_int_eq(d->calls, 1);
+}
+
+START_TEST(test_async_create)
+{
+	struct done_rec d = { 0 };
+	struct errbuf eb = { "" };
+	struct pool *p;
+	void *buf;
+
+	ck_assert_int_eq(worker_setup(base, 1), 0);
+	ck_assert_int_eq(pool_create_async("big", 80 * M, rec_done, &d, &eb), 1);
+	ck_assert_int_eq(d.calls, 0); /* never from inside the call */
+	/* Listed, not usable by taps, refuses what would race the workers. */
+	ck_assert_ptr_null(pool_find("big"));
+	p = pool_find_any("big");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(stats(p).state, POOL_CREATING);
+	ck_assert_uint_eq(stats(p).target, 80 * M);
+	ck_assert_int_eq(pool_create_async("big", 4 * K, rec_done, &d, &eb), -EEXIST);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_destroy(p, &eb), -EBUSY);
+	ck_assert_msg(strstr(eb.msg, "pool big is being created ("), "%s", eb.msg);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_resize_async(p, 96 * M, rec_done, &d, &eb), -EBUSY);
+	ck_assert_msg(strstr(eb.msg, "a create is in progress"), "%s", eb.msg);
+	wait_done(&d);
+	ck_assert_int_eq(d.err, 0);
+	ck_assert_ptr_eq(d.p, p);
+	ck_assert_ptr_eq(pool_find("big"), p);
+	ck_assert_int_eq(stats(p).state, POOL_READY);
+	ck_assert_uint_eq(stats(p).size, 80 * M);
+	ck_assert_uint_eq(stats(p).mapped, 80 * M);
+	buf = get_now(p, POOL_ARENA_MAX);
+	memset(buf, 5, POOL_ARENA_MAX);
+	pool_put(p, buf, POOL_ARENA_MAX);
+	ck_assert_int_eq(pool_destroy(p, NULL), 0);
+	worker_teardown();
+}
+END_TEST
+
+START_TEST(test_async_grow)
+{
+	struct pool *p = mkpool("g", 64 * K);
+	void *all = get_now(p, 64 * K), *buf;
+	struct done_rec d = { 0 };
+	struct errbuf eb = { "" };
+	struct rec r;
+
+	ck_assert_int_eq(worker_setup(base, 2), 0);
+	rec_init(&r);
+	ck_assert_int_eq(pool_get(p, 32 * K, &r.w, &buf), 1);
+	ck_assert_int_eq(pool_resize_async(p, 70 * M, rec_done, &d, &eb), 1);
+	/* Serves at its old size until the new memory is all there. */
+	ck_assert_int_eq(stats(p).state, POOL_GROWING);
+	ck_assert_uint_eq(stats(p).size, 64 * K);
+	ck_assert_int_eq(pool_get(p, 1 * M, NULL, &buf), -EINVAL);
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_resize_async(p, 8 * M, rec_done, &d, &eb), -EBUSY);
+	ck_assert_msg(strstr(eb.msg, "pool g: a resize is in progress"), "%s", eb.msg);
+	ck_assert_int_eq(pool_resize(p, 8 * M, NULL), -EBUSY);
+	ck_assert_int_eq(pool_destroy(p, NULL), -EBUSY);
+	/* Buffers come and go meanwhile. */
+	pool_put(p, all, 64 * K);
+	wait_done(&d);
+	ck_assert_int_eq(d.err, 0);
+	ck_assert_ptr_eq(d.p, p);
+	ck_assert_uint_eq(stats(p).size, 70 * M);
+	ck_assert_uint_ge(stats(p).mapped, 70 * M);
+	ck_assert_int_eq(stats(p).state, POOL_READY);
+	run_loop();
+	ck_assert_int_eq(r.calls, 1);
+	pool_put(p, r.buf, 32 * K);
+	buf = get_now(p, POOL_ARENA_MAX);
+	memset(buf, 6, POOL_ARENA_MAX);
+	pool_put(p, buf, POOL_ARENA_MAX);
+	/* A shrink is done at once: 0, and done is not called. */
+	ck_assert_int_eq(pool_resize_async(p, 1 * M, rec_done, &d, &eb), 0);
+	ck_assert_uint_eq(stats(p).size, 1 * M);
+	ck_assert_int_eq(d.calls, 1);
+	/* Over the limits: refused at once, with the numbers. */
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(pool_resize_async(p, 1ull << 46, rec_done, &d, &eb), -ENOMEM);
+	ck_assert_msg(strstr(eb.msg, "bytes asked"), "%s", eb.msg);
+	ck_assert_int_eq(stats(p).state, POOL_READY);
+	worker_teardown();
+}
+END_TEST
+
+/* The daemon stops while a create and a grow are mapped: both are
+ * answered -ESHUTDOWN and nothing leaks (valgrind). */
+START_TEST(test_async_teardown)
+{
+	struct pool *p = mkpool("g2", 64 * K);
+	struct done_rec c = { 0 }, g = { 0 };
+
+	ck_assert_int_eq(worker_setup(base, 1), 0);
+	ck_assert_int_eq(pool_create_async("c", 200 * M, rec_done, &c, NULL), 1);
+	ck_assert_int_eq(pool_resize_async(p, 200 * M, rec_done, &g, NULL), 1);
+	worker_teardown();
+	pool_teardown();
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_int_eq(c.err, -ESHUTDOWN);
+	ck_assert_ptr_null(c.p);
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_int_eq(g.err, -ESHUTDOWN);
+	ck_assert_ptr_null(pool_first());
+}
+END_TEST
+
+/* The daemon begins to stop: callers are answered at once, and the memory
+ * being mapped is let go when the workers are done with it. */
+START_TEST(test_async_stop)
+{
+	struct pool *p = mkpool("g3", 64 * K);
+	struct done_rec c = { 0 }, g = { 0 };
+
+	ck_assert_int_eq(worker_setup(base, 2), 0);
+	ck_assert_int_eq(pool_create_async("c", 100 * M, rec_done, &c, NULL), 1);
+	ck_assert_int_eq(pool_resize_async(p, 100 * M, rec_done, &g, NULL), 1);
+	pool_stop();
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_int_eq(c.err, -ESHUTDOWN);
+	ck_assert_str_eq(c.msg, "tapd is stopping: pool c was not created");
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_str_eq(g.msg, "tapd is stopping: pool g3 was not grown");
+	for (int i = 0; i < 6000 && (pool_find_any("c") || stats(p).state != POOL_READY); i++) {
+		static const struct timeval tick = { 0, 10000 };
+
+		event_base_loopexit(base, &tick);
+		ck_assert_int_ge(event_base_loop(base, 0), 0);
+	}
+	ck_assert_ptr_null(pool_find_any("c"));
+	ck_assert_uint_eq(stats(p).size, 64 * K);
+	ck_assert_uint_eq(stats(p).mapped, 64 * K);
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_int_eq(g.calls, 1);
+	worker_teardown();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -664,5 +919,11 @@ int main(void)
 	tcase_add_test(tc, test_listener);
 	tcase_add_test(tc, test_mlock_denied);
 	tcase_add_test(tc, test_stress);
+	tcase_add_test(tc, test_mem_check);
+	tcase_add_test(tc, test_count_limit);
+	tcase_add_test(tc, test_async_create);
+	tcase_add_test(tc, test_async_grow);
+	tcase_add_test(tc, test_async_teardown);
+	tcase_add_test(tc, test_async_stop);
 	return check_run(s, tc);
 }

@@ -105,6 +105,20 @@ char *bus_pool_path(const struct pool *p);
 int bus_pool_objects_add(sd_bus *bus);
 /* Announce a pool event (POOL_CHANGED: its counters changed). */
 void bus_pool_emit(sd_bus *bus, struct pool *p, enum pool_event ev);
+/* A CreatePool or Resize call held until the workers have mapped the
+ * pool's memory (pool_done_fn); it holds the call, not the pool. */
+struct bus_pool_call {
+	sd_bus_message *call;
+	char name[POOL_NAME_MAX];
+	uint64_t size;
+	bool create;
+};
+struct bus_pool_call *bus_pool_call_new(sd_bus_message *m, const char *name, uint64_t size,
+					bool create);
+/* Free a call that was not handed to the pools (refused at once). */
+void bus_pool_call_free(struct bus_pool_call *c);
+/* The pool_done_fn: answers the call and frees it. */
+void bus_pool_call_done(void *arg, struct pool *p, int err, const char *msg);
 
 /* ---- manager.c ---------------------------------------------------------- */
 

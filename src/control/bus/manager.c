@@ -172,12 +172,13 @@ static int mgr_list_taps(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	return sd_bus_send(NULL, reply, NULL);
 }
 
+/* Answered once the workers have mapped and locked the memory
+ * (bus_pool_call_done); the pool is listed as "creating" meanwhile. */
 static int mgr_create_pool(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
-	_cleanup_free_ char *path = NULL;
+	struct bus_pool_call *c;
 	const char *name;
-	struct pool *p;
 	uint64_t size;
 	int r;
 
@@ -190,14 +191,17 @@ static int mgr_create_pool(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (size == 0)
 		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
 					 "pool size must be greater than 0");
-	r = pool_create(name, size, &p, &eb);
-	if (r < 0)
-		return bus_core_error(e, r, &eb, BUS_OP_POOL_CREATE);
-	path = bus_pool_path(p);
-	if (!path)
+	c = bus_pool_call_new(m, name, size, true);
+	if (!c)
 		return -ENOMEM;
-	log_info("pool %s created (%llu bytes)", name, (unsigned long long)size);
-	return sd_bus_reply_method_return(m, "o", path);
+	r = pool_create_async(name, size, bus_pool_call_done, c, &eb);
+	if (r < 0) {
+		bus_pool_call_free(c);
+		log_info("CreatePool %s (%llu bytes) refused: %s", name, (unsigned long long)size,
+			 eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r, &eb, BUS_OP_POOL_CREATE);
+	}
+	return 1;
 }
 
 static int mgr_list_pools(sd_bus_message *m, void *userdata, sd_bus_error *e)

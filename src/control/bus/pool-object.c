@@ -1,6 +1,7 @@
 /* The pool objects, /org/xenproject/Tapd1/pool/<escaped name>: their
- * methods and properties, how a path finds its pool, and the signals that
- * announce a pool's arrival, changes and departure. */
+ * methods and properties, how a path finds its pool, the signals that
+ * announce a pool's arrival, changes and departure, and the CreatePool and
+ * Resize calls answered once the workers have mapped the pool's memory. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +31,9 @@ static void *pool_lookup(const char *path)
 		return NULL;
 	if (pool_in_flight && strcmp(pool_name(pool_in_flight), name) == 0)
 		return pool_in_flight;
-	p = pool_find(name);
+	/* Pools being created too: they are listed, and answer Destroy
+	 * or Resize with PoolBusy. */
+	p = pool_find_any(name);
 	return p;
 }
 
@@ -43,9 +46,65 @@ static int pool_missing(sd_bus_error *e, const char *path)
 	return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_POOL, "no such pool: %s", path);
 }
 
+struct bus_pool_call *bus_pool_call_new(sd_bus_message *m, const char *name, uint64_t size,
+					bool create)
+{
+	struct bus_pool_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->call = sd_bus_message_ref(m);
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->size = size;
+	c->create = create;
+	return c;
+}
+
+void bus_pool_call_free(struct bus_pool_call *c)
+{
+	sd_bus_message_unref(c->call);
+	free(c);
+}
+
+/* From the pools, on the loop (or from pool_teardown() at exit): the
+ * memory is mapped, or will not be. Reply now and push the reply out, as we
+ * are not inside sd_bus_process(). */
+void bus_pool_call_done(void *arg, struct pool *p, int err, const char *msg)
+{
+	struct bus_pool_call *c = arg;
+	const char *what = c->create ? "CreatePool" : "Resize";
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	struct errbuf eb = { { 0 } };
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	if (err < 0) {
+		log_info("%s %s (%llu bytes) failed: %s", what, c->name,
+			 (unsigned long long)c->size, msg ? msg : strerror(-err));
+		if (msg)
+			err_set(&eb, "%s", msg);
+		bus_core_error(&e, err, &eb, c->create ? BUS_OP_POOL_CREATE : BUS_OP_POOL);
+		r = sd_bus_reply_method_error(c->call, &e);
+		sd_bus_error_free(&e);
+	} else if (c->create) {
+		log_info("pool %s created (%llu bytes)", c->name, (unsigned long long)c->size);
+		path = bus_pool_path(p);
+		r = path ? sd_bus_reply_method_return(c->call, "o", path) : -ENOMEM;
+	} else {
+		log_info("pool %s resized to %llu bytes", c->name, (unsigned long long)c->size);
+		r = sd_bus_reply_method_return(c->call, "");
+	}
+	/* The caller may have gone, or the connection: nothing to undo. */
+	if (r < 0)
+		log_debug("%s %s: cannot reply: %s", what, c->name, strerror(-r));
+	bus_pool_call_free(c);
+	bus_kick();
+}
+
 static int pool_resize_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
+	struct bus_pool_call *c;
 	uint64_t size;
 	int r;
 
@@ -55,9 +114,19 @@ static int pool_resize_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (size == 0)
 		return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
 					 "pool size must be greater than 0");
-	r = pool_resize(userdata, size, &eb);
-	if (r < 0)
+	c = bus_pool_call_new(m, pool_name(userdata), size, false);
+	if (!c)
+		return -ENOMEM;
+	/* A second Resize, or one on a pool being created: PoolBusy. */
+	r = pool_resize_async(userdata, size, bus_pool_call_done, c, &eb);
+	if (r > 0)
+		return 1; /* answered by bus_pool_call_done() */
+	bus_pool_call_free(c);
+	if (r < 0) {
+		log_info("Resize %s to %llu bytes refused: %s", pool_name(userdata),
+			 (unsigned long long)size, eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_POOL);
+	}
 	log_info("pool %s resized to %llu bytes", pool_name(userdata), (unsigned long long)size);
 	return sd_bus_reply_method_return(m, "");
 }
@@ -89,6 +158,8 @@ static int pool_get_prop(sd_bus *bus, const char *path, const char *iface, const
 	if (strcmp(prop, "Name") == 0)
 		return sd_bus_message_append(reply, "s", pool_name(userdata));
 	pool_get_stats(userdata, &st);
+	if (strcmp(prop, "State") == 0)
+		return sd_bus_message_append(reply, "s", pool_state_name(st.state));
 	if (strcmp(prop, "Size") == 0)
 		return sd_bus_message_append(reply, "t", st.size);
 	if (strcmp(prop, "InUse") == 0)
@@ -141,6 +212,7 @@ static const sd_bus_vtable pool_vtable[] = {
 	SD_BUS_PROPERTY("Mapped", "t", pool_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("Taps", "u", pool_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("Locked", "b", pool_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("State", "s", pool_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("QosIops", "t", pool_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("QosBps", "t", pool_get_prop, 0, BUS_CHANGES),
 	SD_BUS_VTABLE_END
@@ -185,7 +257,7 @@ void bus_pool_emit(sd_bus *bus, struct pool *p, enum pool_event ev)
 	case POOL_CHANGED:
 		sd_bus_emit_properties_changed(bus, path, BUS_IFACE_POOL, "Size", "InUse",
 					       "Waiters", "HighWater", "Mapped", "Taps", "Locked",
-					       NULL);
+					       "State", NULL);
 		break;
 	case POOL_REMOVED:
 		sd_bus_emit_object_removed(bus, path);
