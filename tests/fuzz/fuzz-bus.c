@@ -31,12 +31,7 @@
 #include <unistd.h>
 
 #include "control/bus/bus.h"
-#include "core/tap.h"
-#include "exports/nbd/server.h"
-#include "lib/aio.h"
-#include "lib/log.h"
-#include "lib/worker.h"
-#include "pools/pool.h"
+#include "fuzz-daemon.h"
 
 extern char **environ;
 
@@ -99,10 +94,8 @@ static void setup(void)
 	static struct daemon_info info = { .version = "fuzz" };
 	struct errbuf eb = { "" };
 	char address[160], sock[160];
-	struct pool *def;
 	FILE *f;
 
-	log_set_level(getenv("FUZZ_LOG") ? 7 : 0);
 	if (!mkdtemp(dir))
 		die("mkdtemp", NULL);
 	snprintf(img_path, sizeof(img_path), "%s/disk.img", dir);
@@ -114,16 +107,7 @@ static void setup(void)
 	snprintf(sock, sizeof(sock), "%s/nbd.sock", dir);
 	info.state_dir = dir;
 	info.nbd_socket = sock;
-	base = event_base_new();
-	if (!base)
-		die("event_base_new", NULL);
-	pool_setup(base);
-	if (tap_setup(base) < 0 || aio_setup(base) < 0 || worker_setup(base, 1) < 0)
-		die("setup", NULL);
-	if (pool_create(POOL_DEFAULT, 8u << 20, &def, &eb) < 0)
-		die("default pool", eb.msg);
-	if (nbd_server_start(base, sock, &eb) < 0)
-		die("nbd server", eb.msg);
+	base = fuzz_daemon_start(sock, 8u << 20);
 	if (bus_start(base, address, &info, &eb) < 0)
 		die("bus", eb.msg);
 	if (sd_bus_new(&client) < 0 || sd_bus_set_address(client, address) < 0 ||
@@ -222,6 +206,17 @@ static int append_basic(sd_bus_message *m, char t, struct in *in)
 	}
 }
 
+/* A variant holding one value of the basic type t. */
+static int append_variant(sd_bus_message *m, char t, struct in *in)
+{
+	char sig[2] = { t, 0 };
+	int r = sd_bus_message_open_container(m, 'v', sig);
+
+	if (r >= 0)
+		r = append_basic(m, t, in);
+	return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
 static int append_options(sd_bus_message *m, struct in *in)
 {
 	static const char types[] = "stbui";
@@ -231,17 +226,13 @@ static int append_options(sd_bus_message *m, struct in *in)
 
 	r = sd_bus_message_open_container(m, 'a', "{sv}");
 	for (unsigned i = 0; r >= 0 && i < n; i++) {
-		char t = types[byte(in) % 5], sig[2] = { t, 0 };
+		char t = types[byte(in) % 5];
 
 		r = sd_bus_message_open_container(m, 'e', "sv");
 		if (r >= 0)
 			r = sd_bus_message_append_basic(m, 's', str(in, key, sizeof(key)));
 		if (r >= 0)
-			r = sd_bus_message_open_container(m, 'v', sig);
-		if (r >= 0)
-			r = append_basic(m, t, in);
-		if (r >= 0)
-			r = sd_bus_message_close_container(m);
+			r = append_variant(m, t, in);
 		if (r >= 0)
 			r = sd_bus_message_close_container(m);
 	}
@@ -360,16 +351,12 @@ static void one_call(struct in *in)
 	if (!wrong_sig) {
 		r = append_args(m, meth->sig, in);
 	} else if (meth == &any_methods[2]) {
-		char t = "stbu"[byte(in) % 4], sig[2] = { t, 0 };
+		char t = "stbu"[byte(in) % 4];
 
 		r = sd_bus_message_append(m, "ss", byte(in) & 1 ? DEST ".Tap" : DEST ".Pool",
 					  str(in, buf, sizeof(buf)));
 		if (r >= 0)
-			r = sd_bus_message_open_container(m, 'v', sig);
-		if (r >= 0)
-			r = append_basic(m, t, in);
-		if (r >= 0)
-			r = sd_bus_message_close_container(m);
+			r = append_variant(m, t, in);
 	} else {
 		static const char *const sigs[] = { "", "s", "t", "ss", "tt", "st", "sa{sv}", "u", "b" };
 

@@ -25,12 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/tap.h"
-#include "exports/nbd/server.h"
-#include "lib/aio.h"
-#include "lib/log.h"
-#include "lib/worker.h"
-#include "pools/pool.h"
+#include "fuzz-daemon.h"
 
 static struct event_base *base;
 static char sock_path[108];
@@ -47,23 +42,12 @@ static void setup(void)
 	static const char *const images[2] = { "null:64M", "ram:4M" };
 	static const char *const names[2] = { "n", "r" };
 	struct errbuf eb = { "" };
-	struct pool *def;
 	char dir[] = "/tmp/fuzz-nbd.XXXXXX";
 
-	log_set_level(getenv("FUZZ_LOG") ? 7 : 0);
 	if (!mkdtemp(dir))
 		die("mkdtemp", NULL);
 	snprintf(sock_path, sizeof(sock_path), "%s/nbd.sock", dir);
-	base = event_base_new();
-	if (!base)
-		die("event_base_new", NULL);
-	pool_setup(base);
-	if (tap_setup(base) < 0 || aio_setup(base) < 0 || worker_setup(base, 1) < 0)
-		die("setup", NULL);
-	if (pool_create(POOL_DEFAULT, 16u << 20, &def, &eb) < 0)
-		die("default pool", &eb);
-	if (nbd_server_start(base, sock_path, &eb) < 0)
-		die("nbd server", &eb);
+	base = fuzz_daemon_start(sock_path, 16u << 20);
 	for (int i = 0; i < 2; i++) {
 		struct tap_config cfg = { .name = names[i], .image = images[i] };
 
