@@ -102,6 +102,61 @@ h.shutdown()
 EOF
 tapctl pool-resize big 16M || fail "pool-resize big 16M"
 
+# ---- a piece that fails after part of a READ went out ----------------------
+# A 60k READ (too short for a hole probe, which would pay for all of it at
+# once) through a 4K pool, its pieces paced by a 16K/s limit; once the
+# first pieces are on their way, reads start failing. With structured replies
+# the client hears EIO and the connection goes on; a simple reply said "no
+# error" in its header already, so the connection is closed instead.
+tapctl pool-create ep 4K
+truncate -s 16M "$T/e.raw"
+tapctl create --name e --pool ep --qos-bps 16K \
+	"error,errno=EIO,ops=read,trigger=$T/trig:raw:$T/e.raw" >/dev/null || fail "create e"
+# read_bytes: the bytes e's reads have been dispatched for.
+read_bytes() { tapctl stats e | awk '$1 == "read_bytes" { print $2 }'; }
+cat >"$T/midfail.py" <<'PY'
+import sys, nbd
+uri, sr = sys.argv[1], sys.argv[2] == "1"
+h = nbd.NBD()
+h.set_request_structured_replies(sr)
+h.connect_uri(uri)
+try:
+    h.pread(60 << 10, 0)
+    print("read succeeded")
+except nbd.Error as e:
+    print("read failed:", e)
+try:
+    h.pwrite(b"z" * 4096, 0)  # a write: reads still fail
+    print("connection usable")
+except nbd.Error as e:
+    print("connection dead:", e)
+PY
+for sr in 1 0; do
+	rm -f "$T/trig"
+	before=$(read_bytes)
+	/usr/bin/python3 "$T/midfail.py" "$(nbd_uri e)" $sr >"$T/out" 2>&1 &
+	PY=$!
+	track_pid $PY
+	for _ in $(seq 1 400); do
+		[ "$(read_bytes)" -gt "$before" ] && break
+		sleep 0.02
+	done
+	touch "$T/trig"
+	wait $PY || fail "client (structured=$sr): $(cat "$T/out")"
+	rm -f "$T/trig"
+	if [ $sr = 1 ]; then
+		grep -q "read failed:.*EIO" "$T/out" || fail "structured: $(cat "$T/out")"
+		grep -q "connection usable" "$T/out" || fail "structured: $(cat "$T/out")"
+	else
+		grep -q "read failed:.*disconnected" "$T/out" || fail "simple: $(cat "$T/out")"
+		grep -q "connection dead" "$T/out" || fail "simple: $(cat "$T/out")"
+		grep -q "a READ failed after its reply began" "$TAPD_LOG" ||
+			fail "no log of the closed connection"
+	fi
+done
+[ "$(pool_get ep in_use)" = 0 ] || fail "ep still has buffers out: $(tapctl pool-list)"
+log "a READ failing in a later piece: EIO, or a closed simple-reply connection"
+
 # ---- fio while its pool shrinks to 4K and set-pool moves it to a 4K pool ----
 fio_job() { # NAME TAP ARGS...
 	local name=$1 tap=$2
