@@ -95,6 +95,14 @@ void tap_io_resume(struct tap *t);
 /* t's or its pool's limits changed: judge what waits by the new ones. */
 void tap_io_qos_changed(struct tap *t);
 
+/* Pieces (tap-io.c; exposed for the unit tests). The pool buffer a READ
+ * or WRITE of [p, e) needs: the pages around it, and two of scratch for
+ * a write with a partial page at either end. */
+uint64_t tap_piece_need(enum image_op op, uint64_t p, uint64_t e);
+/* The longest piece of [p, end) whose buffer fits in cap bytes: all of it
+ * if it fits, else one that ends on a page; 0 if none does. */
+uint32_t tap_piece_len(enum image_op op, uint64_t p, uint64_t end, uint64_t cap);
+
 /* tap.c, for setup.c */
 int tap_registry_setup(struct event_base *base);
 void tap_registry_teardown(void);

@@ -31,7 +31,8 @@ static uint64_t req_bytes(const struct tap_req *req)
 {
 	if (req->op == IMAGE_OP_BLOCK_STATUS)
 		return req->len;
-	return req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE ? req->len : 0;
+	/* A request in pieces pays for each as it goes. */
+	return req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE ? req->piece_len : 0;
 }
 
 double tap_qos_admit(struct tap *t, const struct tap_req *req, bool force)

@@ -143,8 +143,16 @@ static void tapdev_done(struct tap_req *req)
 	struct image_io *io = s->io;
 	int err = req->error;
 
-	if (!err && io->op == IMAGE_OP_READ)
-		memcpy(io->buf, req->buf, io->len);
+	if (!err && io->op == IMAGE_OP_READ) {
+		/* The parent's pool may be smaller than the read: it goes
+		 * in pieces through one buffer. */
+		memcpy((char *)io->buf + (req->piece_off - req->off), req->buf, req->piece_len);
+		if (tap_req_more(req)) {
+			tap_req_next(req);
+			tap_req_submit(req);
+			return;
+		}
+	}
 	if (!err && io->op == IMAGE_OP_BLOCK_STATUS)
 		io->ext_count = req->ext_count;
 	tap_req_release(req);

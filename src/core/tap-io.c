@@ -218,7 +218,8 @@ static char *tap_scratch(const struct tap_req *req)
 {
 	if (req->op == IMAGE_OP_WRITE_ZEROES)
 		return req->base;
-	return (char *)req->base + (ALIGN_UP(req->off + req->len, (uint64_t)POOL_PAGE) - req->buf_off);
+	return (char *)req->base +
+	       (ALIGN_UP(req->piece_off + req->piece_len, (uint64_t)POOL_PAGE) - req->buf_off);
 }
 
 static void tap_io_set(struct image_io *iop, enum image_op op, uint32_t flags, uint64_t off,
@@ -248,7 +249,7 @@ static void tap_rmw_done(struct image_io *iop, int err)
 	uint32_t a = req->tap->img->align;
 	char *env = tap_env_buf(req);
 	char *scratch = tap_scratch(req);
-	uint64_t end = req->off + req->len;
+	uint64_t end = req->piece_off + req->piece_len;
 	uint64_t env_end = req->env_off + req->env_len;
 
 	if (err) {
@@ -257,7 +258,7 @@ static void tap_rmw_done(struct image_io *iop, int err)
 	}
 	switch (req->stage) {
 	case RMW_HEAD:
-		memcpy(env, scratch, req->off - req->env_off);
+		memcpy(env, scratch, req->piece_off - req->env_off);
 		if (req->env_len == a && end != env_end) {
 			/* Head and tail are the same block. */
 			memcpy(env + (end - req->env_off), scratch + (end - req->env_off),
@@ -284,9 +285,10 @@ static void tap_rmw_step(struct tap_req *req)
 	uint32_t a = t->img->align;
 	char *scratch = tap_scratch(req);
 
-	if (req->stage == RMW_HEAD && req->off == req->env_off)
+	if (req->stage == RMW_HEAD && req->piece_off == req->env_off)
 		req->stage = RMW_TAIL;
-	if (req->stage == RMW_TAIL && req->off + req->len == req->env_off + req->env_len)
+	if (req->stage == RMW_TAIL &&
+	    req->piece_off + req->piece_len == req->env_off + req->env_len)
 		req->stage = RMW_WRITE;
 
 	switch (req->stage) {
@@ -442,17 +444,46 @@ static void tap_write_go(struct tap_req *req)
 	image_submit(t->img, &req->io);
 }
 
+static int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need);
+static void tap_buf_ready(struct pool_waiter *w, void *buf, int err);
+
+/* Take req's buffer from its pool now (0), queue for it (1), or fail. */
+static int tap_req_get(struct tap_req *req)
+{
+	size_t need;
+	int ret = tap_req_need(req, pool_max_get(req->pool), &need);
+
+	if (ret < 0 || !need)
+		return ret;
+	req->base_len = need;
+	req->wait.len = need;
+	req->wait.ready = tap_buf_ready;
+	ret = pool_get(req->pool, need, &req->wait, &req->base);
+	if (ret < 0)
+		req->base_len = 0;
+	return ret;
+}
+
 static void tap_buf_ready(struct pool_waiter *w, void *buf, int err)
 {
 	struct tap_req *req = container_of(w, struct tap_req, wait);
 
+	if (err == -EINVAL) {
+		/* The pool shrank below the buffer we waited for: wait
+		 * again, at the back, for one the pool can still give,
+		 * and go in pieces. */
+		err = tap_req_get(req);
+		if (err == 1)
+			return;
+		buf = req->base;
+	}
 	req->tap->st.waiting--;
 	if (err) {
 		req->tap->held--;
 	} else {
 		req->base = buf;
 		if (req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE)
-			req->buf = (char *)buf + (req->off - req->buf_off);
+			req->buf = (char *)buf + (req->piece_off - req->buf_off);
 	}
 	req->ready(req, err);
 }
@@ -463,57 +494,121 @@ static bool op_writes(enum image_op op)
 }
 
 /* The buffer is laid out by pages, whatever the image's alignment (a
- * power of two up to a page): whole pages around the data, then for an
- * unaligned write two pages of scratch for the partial blocks. The image's
- * own envelope, known only when the request runs, always fits inside, so a
- * request prepared before a pause still fits the image after it. Returns
- * the bytes of buffer needed, 0 for none. */
-static size_t tap_req_need(struct tap_req *req)
+ * power of two up to a page): whole pages around the data, then for a
+ * write that does not begin and end on a page two pages of scratch for the
+ * partial blocks. The image's own envelope, known only when the request
+ * runs, always fits inside, so a request prepared before a pause still
+ * fits the image after it. */
+uint64_t tap_piece_need(enum image_op op, uint64_t p, uint64_t e)
+{
+	bool unaligned = p % POOL_PAGE || e % POOL_PAGE;
+
+	return ALIGN_UP(e, (uint64_t)POOL_PAGE) - ALIGN_DOWN(p, (uint64_t)POOL_PAGE) +
+	       (op == IMAGE_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
+}
+
+uint32_t tap_piece_len(enum image_op op, uint64_t p, uint64_t end, uint64_t cap)
+{
+	uint64_t e;
+
+	if (p >= end)
+		return 0;
+	if (tap_piece_need(op, p, end) <= cap)
+		return (uint32_t)(end - p);
+	/* A piece that ends on a page boundary: only the first one can
+	 * begin inside a page, and then a write needs its scratch. */
+	e = ALIGN_DOWN(p, (uint64_t)POOL_PAGE) + ALIGN_DOWN(cap, (uint64_t)POOL_PAGE);
+	if (op == IMAGE_OP_WRITE && p % POOL_PAGE)
+		e = e > 2 * POOL_PAGE ? e - 2 * POOL_PAGE : 0;
+	e = MIN(e, ALIGN_DOWN(end, (uint64_t)POOL_PAGE));
+	return e > p ? (uint32_t)(e - p) : 0;
+}
+
+/* Plan req's buffer for a pool that gives at most cap bytes: the first
+ * piece (all of the request where it fits) and the buffer's length in
+ * *need (0: none). A READ or WRITE whose buffer would not fit is served in
+ * pieces through the largest buffer the pool gives, kept for all of them.
+ * -ENOMEM only for a write with a partial page at either end in a pool of
+ * less than three pages: its last piece would need a data page and two of
+ * scratch, and such a pool can never give them. */
+static int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need)
 {
 	uint64_t end = req->off + req->len;
-	bool unaligned = req->off % POOL_PAGE || end % POOL_PAGE;
+	uint64_t whole;
 
+	req->piece_off = req->off;
+	req->piece_len = req->len;
 	req->buf_off = ALIGN_DOWN(req->off, (uint64_t)POOL_PAGE);
+	*need = 0;
 	switch (req->op) {
 	case IMAGE_OP_READ:
 	case IMAGE_OP_WRITE:
 		if (req->len == 0)
 			return 0;
-		return ALIGN_UP(end, (uint64_t)POOL_PAGE) - req->buf_off +
-		       (req->op == IMAGE_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
+		whole = tap_piece_need(req->op, req->off, end);
+		if (whole <= cap) {
+			*need = whole;
+			return 0;
+		}
+		if (req->op == IMAGE_OP_WRITE && (req->off % POOL_PAGE || end % POOL_PAGE) &&
+		    cap < 3 * POOL_PAGE)
+			return -ENOMEM;
+		req->piece_len = tap_piece_len(req->op, req->off, end, cap);
+		if (!req->piece_len)
+			return -ENOMEM;
+		*need = ALIGN_DOWN(cap, (uint64_t)POOL_PAGE);
+		return 0;
 	case IMAGE_OP_WRITE_ZEROES:
 		/* One block of scratch for partial edges. */
-		return req->len && unaligned ? POOL_PAGE : 0;
+		if (req->len && (req->off % POOL_PAGE || end % POOL_PAGE))
+			*need = POOL_PAGE;
+		return 0;
 	default:
 		return 0;
 	}
+}
+
+bool tap_req_more(const struct tap_req *req)
+{
+	return req->piece_off + req->piece_len < req->off + req->len;
+}
+
+void tap_req_next(struct tap_req *req)
+{
+	req->piece_off += req->piece_len;
+	req->buf_off = ALIGN_DOWN(req->piece_off, (uint64_t)POOL_PAGE);
+	/* tap_req_need made sure every piece fits the buffer. */
+	req->piece_len = tap_piece_len(req->op, req->piece_off, req->off + req->len, req->base_len);
+	req->buf = (char *)req->base + (req->piece_off - req->buf_off);
+	req->error = 0;
 }
 
 /* The envelope in the image's alignment, when the request runs. */
 static void tap_req_plan(struct tap *t, struct tap_req *req)
 {
 	uint32_t a = t->img->align;
-	uint64_t end = req->off + req->len;
+	uint64_t end = req->piece_off + req->piece_len;
 
-	req->env_off = ALIGN_DOWN(req->off, a);
+	req->env_off = ALIGN_DOWN(req->piece_off, a);
 	req->env_len = ALIGN_UP(end, (uint64_t)a) - req->env_off;
-	req->rmw = req->env_off != req->off || req->env_len != req->len;
+	req->rmw = req->env_off != req->piece_off || req->env_len != req->piece_len;
 	if (req->op == IMAGE_OP_TRIM) {
 		/* Advisory: only whole blocks inside the range are freed. */
 		req->rmw = false;
-		req->env_off = ALIGN_UP(req->off, (uint64_t)a);
+		req->env_off = ALIGN_UP(req->piece_off, (uint64_t)a);
 		req->env_len = end > req->env_off ? ALIGN_DOWN(end, (uint64_t)a) - req->env_off : 0;
 	}
 }
 
 int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap_req *req, int err))
 {
-	size_t need;
 	int ret;
 
 	req->tap = t;
 	req->ready = ready;
 	req->buf = NULL;
+	req->piece_off = req->off;
+	req->piece_len = req->len;
 	req->base = NULL;
 	req->base_len = 0;
 	req->error = 0;
@@ -534,39 +629,31 @@ int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap
 	if (req->off > t->size || req->len > t->size - req->off)
 		return op_writes(req->op) ? -ENOSPC : -EINVAL;
 
-	need = tap_req_need(req);
-	if (!need)
-		return 0;
-	req->base_len = need;
-	req->wait.len = need;
-	req->wait.ready = tap_buf_ready;
 	req->pool = t->pool;
-	ret = pool_get(req->pool, need, &req->wait, &req->base);
-	if (ret >= 0)
-		t->held++;
+	ret = tap_req_get(req);
+	if (ret < 0 || (ret == 0 && !req->base))
+		return ret;
+	t->held++;
 	if (ret == 1) {
 		t->st.waiting++;
 		return 1;
 	}
-	if (ret < 0) {
-		req->base_len = 0;
-		return ret;
-	}
 	if (req->op == IMAGE_OP_READ || req->op == IMAGE_OP_WRITE)
-		req->buf = (char *)req->base + (req->off - req->buf_off);
+		req->buf = (char *)req->base + (req->piece_off - req->buf_off);
 	return 0;
 }
 
 static void tap_count_op(struct tap *t, const struct tap_req *req)
 {
 	switch (req->op) {
+	/* A request in pieces counts once, its bytes as they go. */
 	case IMAGE_OP_READ:
-		t->st.reads++;
-		t->st.read_bytes += req->len;
+		t->st.reads += req->piece_off == req->off;
+		t->st.read_bytes += req->piece_len;
 		break;
 	case IMAGE_OP_WRITE:
-		t->st.writes++;
-		t->st.write_bytes += req->len;
+		t->st.writes += req->piece_off == req->off;
+		t->st.write_bytes += req->piece_len;
 		break;
 	case IMAGE_OP_FLUSH:
 		t->st.flushes++;

@@ -57,8 +57,13 @@ struct tap_req {
 	void (*done)(struct tap_req *req);
 
 	/* Set by the tap. */
-	void *buf;  /* len bytes of data for READ and WRITE */
+	void *buf;  /* READ, WRITE: the data of the current piece */
 	int error;  /* 0 or a negative errno */
+	/* READ, WRITE: the piece buf holds, [piece_off, piece_off +
+	 * piece_len) of the image; all of [off, off + len) unless the
+	 * request goes in pieces (see tap_req_next). */
+	uint64_t piece_off;
+	uint32_t piece_len;
 
 	/* Private to the request path (core/tap-io.c). */
 	struct tap *tap;
@@ -207,12 +212,15 @@ uint32_t tap_align(const struct tap *t);
 int tap_attach(struct tap *t);
 void tap_detach(struct tap *t);
 
-/* Validate req and get its buffer. Returns 0 when req->buf is ready (for
- * WRITE the export fills it, then submits), 1 when ready(req, 0) will be
- * called later, or a negative errno: -EINVAL (read or block status past
- * the end, bad length), -ENOSPC (write, trim or zeroes past the end),
- * -EPERM (write, trim or zeroes to a read-only tap), -ESHUTDOWN (tap
- * closing). ready may also be called with an error.
+/* Validate req and get its buffer (for its first piece: see below).
+ * Returns 0 when req->buf is ready (for WRITE the export fills it, then
+ * submits), 1 when ready(req, 0) will be called later, or a negative
+ * errno: -EINVAL (read or block status past the end, bad length), -ENOSPC
+ * (write, trim or zeroes past the end), -EPERM (write, trim or zeroes to a
+ * read-only tap), -ESHUTDOWN (tap closing), -ENOMEM (a write with a
+ * partial page at an end, too big for a pool of less than three pages).
+ * ready may also be called with an error. The pool's size never fails a
+ * READ or WRITE up to TAP_REQ_MAX otherwise.
  *
  * Every op works on every tap, whatever the image can do: TRIM is a no-op
  * where storage cannot be freed, WRITE_ZEROES writes zeros where the image
@@ -222,8 +230,39 @@ void tap_detach(struct tap *t);
  * READ and WRITE at most TAP_REQ_MAX. */
 int tap_req_prepare(struct tap *t, struct tap_req *req,
 		    void (*ready)(struct tap_req *req, int err));
-/* Run a prepared request; req->done is called later. */
+/* Run a prepared request (its current piece); req->done is called later. */
 void tap_req_submit(struct tap_req *req);
+
+/* Requests in pieces. A pool bounds memory, not the size of a request: a
+ * READ or WRITE whose buffer the tap's pool can never give (larger than
+ * pool_max_get, or larger than the pool became while it waited: a
+ * shrink, and tap_set_pool does not move it) is served in pieces through
+ * one buffer of the largest size the pool gives, taken once (waiting like
+ * any other) and kept until tap_req_release. req->buf then holds only the
+ * piece [piece_off, piece_off + piece_len); pieces follow in order, each a
+ * whole number of pages but the first and the last, so only those two may
+ * need a read-modify-write. The export moves the data piece by piece:
+ *
+ *   prepare (ready) -> WRITE: fill piece -> submit -> done
+ *     -> error: the request failed (earlier pieces may have landed, as
+ *        with any write not acknowledged; an export that sent part of a
+ *        READ must tell its client or hang up)
+ *     -> tap_req_more: tap_req_next, then READ: submit (after the last
+ *        piece's data left: buf is reused), WRITE: fill, submit
+ *     -> else the request is complete.
+ *
+ * Every piece goes through the gate on its own: it parks while the tap is
+ * paused (a WRITE a pause interrupts lands partly before and partly after
+ * it), QoS charges it its bytes, a FUA WRITE makes each piece durable
+ * before the next (so all of it is when the last is done), and the stats
+ * count the request once. Holding the buffer from piece to piece means a
+ * request in pieces never waits for memory after its first piece, so an
+ * export may hold its later replies behind it without risk of a deadlock.
+ * An export that takes only what fits checks piece_len == len. */
+bool tap_req_more(const struct tap_req *req);
+/* After a piece's done with req->error == 0 and tap_req_more: the next
+ * piece, in the same buffer. */
+void tap_req_next(struct tap_req *req);
 /* Give back the buffer (after the reply was sent), or cancel a request
  * still waiting for memory. Safe to call on a request without buffer. */
 void tap_req_release(struct tap_req *req);

@@ -14,6 +14,7 @@
 #include "check-run.h"
 #include "lib/aio.h"
 #include "lib/log.h"
+#include "core/internal.h"
 #include "core/tap.h"
 #include "formats/vhd/format.h"
 #include "lib/worker.h"
@@ -259,9 +260,232 @@ START_TEST(test_wait_for_memory)
 	tap_get_stats(t, &st);
 	ck_assert_uint_eq(st.waiting, 0);
 	tap_req_release(&b);
-	/* Larger than the whole pool: refused, never queued. */
+	/* Larger than the whole pool: served in pieces, never refused. */
 	a.len = 16384;
-	ck_assert_int_eq(tap_req_prepare(t, &a, on_ready), -EINVAL);
+	ck_assert_int_eq(tap_req_prepare(t, &a, on_ready), 0);
+	ck_assert_uint_eq(a.piece_len, 8192);
+	ck_assert(tap_req_more(&a));
+	tap_req_release(&a);
+}
+END_TEST
+
+/* Walk the pieces of [off, off + len) for a buffer of cap bytes: they
+ * follow each other, cover it all, fit the buffer, and only the first
+ * begins and only the last ends inside a page. Returns how many. */
+static unsigned check_pieces(enum image_op op, uint64_t off, uint64_t len, uint64_t cap)
+{
+	uint64_t p = off, end = off + len;
+	unsigned n = 0;
+
+	while (p < end) {
+		uint32_t l = tap_piece_len(op, p, end, cap);
+
+		ck_assert_msg(l > 0, "no piece at %llu of [%llu, %llu) in %llu",
+			      (unsigned long long)p, (unsigned long long)off,
+			      (unsigned long long)end, (unsigned long long)cap);
+		ck_assert_uint_le(tap_piece_need(op, p, p + l), cap);
+		if (p != off)
+			ck_assert_uint_eq(p % POOL_PAGE, 0);
+		if (p + l != end)
+			ck_assert_uint_eq((p + l) % POOL_PAGE, 0);
+		p += l;
+		n++;
+	}
+	ck_assert_uint_eq(p, end);
+	return n;
+}
+
+START_TEST(test_piece_plan)
+{
+	static const uint64_t offs[] = {0, 1, 511, 4096, 4097, 12288 - 7};
+	static const uint64_t lens[] = {1, 4095, 4096, 65536, 65536 + 513, 24u << 20};
+	static const uint64_t caps[] = {3 * 4096, 5 * 4096 + 100, 16384, 1u << 20, 16u << 20};
+
+	/* What fits goes whole, with scratch only for a write that is
+	 * not on pages. */
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_READ, 0, 16384, 16384), 16384);
+	ck_assert_uint_eq(tap_piece_need(IMAGE_OP_WRITE, 0, 16384), 16384);
+	ck_assert_uint_eq(tap_piece_need(IMAGE_OP_WRITE, 1, 16384), 16384 + 8192);
+	ck_assert_uint_eq(tap_piece_need(IMAGE_OP_READ, 1, 16384), 16384);
+	/* 24 MiB through 16 MiB: 16 then 8. */
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_READ, 0, 24u << 20, 16u << 20), 16u << 20);
+	ck_assert_uint_eq(check_pieces(IMAGE_OP_WRITE, 0, 24u << 20, 16u << 20), 2);
+	/* An unaligned write's first piece leaves room for its scratch. */
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_WRITE, 100, 24u << 20, 16u << 20),
+			  (16u << 20) - 2 * 4096 - 100);
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_READ, 100, 24u << 20, 16u << 20),
+			  (16u << 20) - 100);
+	/* A 64k write through a one-page pool: sixteen pages. */
+	ck_assert_uint_eq(check_pieces(IMAGE_OP_WRITE, 65536, 65536, 4096), 16);
+	ck_assert_uint_eq(check_pieces(IMAGE_OP_READ, 100, 65536, 4096), 17);
+	/* A partial last page of a write needs three pages; two are not
+	 * enough for it, whatever comes before. */
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_WRITE, 8192, 8192 + 100, 3 * 4096), 100);
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_WRITE, 8192, 8192 + 100, 2 * 4096), 0);
+	ck_assert_uint_eq(tap_piece_len(IMAGE_OP_WRITE, 0, 0, 4096), 0);
+	for (unsigned i = 0; i < ARRAY_SIZE(offs); i++)
+		for (unsigned j = 0; j < ARRAY_SIZE(lens); j++)
+			for (unsigned k = 0; k < ARRAY_SIZE(caps); k++) {
+				check_pieces(IMAGE_OP_READ, offs[i], lens[j], caps[k]);
+				check_pieces(IMAGE_OP_WRITE, offs[i], lens[j], caps[k]);
+			}
+}
+END_TEST
+
+/* Run req (prepared, its buffer ready) piece by piece: a WRITE takes its
+ * bytes from data, a READ puts them there. Returns the error, or 0. */
+static int run_pieces(struct tap_req *req, char *data, unsigned *pieces)
+{
+	*pieces = 0;
+	for (;;) {
+		int before = completed;
+
+		if (req->op == IMAGE_OP_WRITE)
+			memcpy(req->buf, data + (req->piece_off - req->off), req->piece_len);
+		tap_req_submit(req);
+		run_until(before + 1);
+		(*pieces)++;
+		if (req->error)
+			return req->error;
+		if (req->op == IMAGE_OP_READ)
+			memcpy(data + (req->piece_off - req->off), req->buf, req->piece_len);
+		if (!tap_req_more(req))
+			return 0;
+		tap_req_next(req);
+	}
+}
+
+static void fill_pattern(char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (char)((i * 31 + seed) ^ (i >> 9));
+}
+
+/* A tap on an O_DIRECT file in a pool of a few pages: unaligned writes
+ * and reads many times the pool's size go in pieces and read back right;
+ * the tap counts each request once; the pool gets all its memory back. */
+START_TEST(test_pieces_raw)
+{
+	struct errbuf eb = {{0}};
+	struct tap_config cfg = {.name = "bigreq", .pool = "few"};
+	struct tap_req req;
+	struct pool_stats ps;
+	struct tap_stats st;
+	char spec[600], *model, *got;
+	const uint64_t off = 4096 * 3 + 77;
+	const uint32_t len = 200000 + 13;
+	unsigned pieces;
+	struct pool *p;
+	struct tap *t;
+
+	snprintf(spec, sizeof(spec), "raw:%s", path);
+	cfg.image = spec;
+	ck_assert_int_eq(pool_create("few", 5 * 4096, &p, &eb), 0);
+	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
+	model = malloc(1 << 20);
+	got = malloc(1 << 20);
+	memset(model, 0, 1 << 20);
+	fill_pattern(model + off, len, 7);
+
+	memset(&req, 0, sizeof(req));
+	req.op = IMAGE_OP_WRITE;
+	req.off = off;
+	req.len = len;
+	req.flags = IMAGE_F_FUA;
+	req.done = on_done;
+	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), 0);
+	ck_assert_uint_lt(req.piece_len, len);
+	ck_assert_int_eq(run_pieces(&req, model + off, &pieces), 0);
+	ck_assert_uint_gt(pieces, len / (5 * 4096));
+	tap_req_release(&req);
+
+	memset(&req, 0, sizeof(req));
+	req.op = IMAGE_OP_READ;
+	req.off = 0;
+	req.len = 1 << 20;
+	req.done = on_done;
+	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), 0);
+	ck_assert_int_eq(run_pieces(&req, got, &pieces), 0);
+	ck_assert_uint_eq(pieces, (1u << 20) / (5 * 4096) + 1);
+	tap_req_release(&req);
+	ck_assert_int_eq(memcmp(model, got, 1 << 20), 0);
+
+	tap_get_stats(t, &st);
+	ck_assert_uint_eq(st.writes, 1);
+	ck_assert_uint_eq(st.reads, 1);
+	ck_assert_uint_eq(st.write_bytes, len);
+	ck_assert_uint_eq(st.read_bytes, 1u << 20);
+	ck_assert_uint_eq(st.errors, 0);
+	pool_get_stats(p, &ps);
+	ck_assert_uint_eq(ps.in_use, 0);
+
+	/* A one-page pool serves page-aligned writes and any read, but not
+	 * a write with a partial page: it says so at once. */
+	ck_assert_int_eq(pool_resize(p, 4096, &eb), 0);
+	memset(&req, 0, sizeof(req));
+	req.op = IMAGE_OP_WRITE;
+	req.off = 8192;
+	req.len = 65536;
+	req.done = on_done;
+	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), 0);
+	ck_assert_int_eq(run_pieces(&req, model + 8192, &pieces), 0);
+	ck_assert_uint_eq(pieces, 16);
+	tap_req_release(&req);
+	req.off = 8193;
+	ck_assert_int_eq(tap_req_prepare(t, &req, no_wait), -ENOMEM);
+	tap_req_release(&req);
+	free(model);
+	free(got);
+}
+END_TEST
+
+/* A request waiting for a buffer the pool no longer has after a shrink
+ * is not failed: it waits again for one the pool can give, and goes in
+ * pieces. */
+START_TEST(test_shrink_waiter_pieces)
+{
+	struct errbuf eb = {{0}};
+	struct tap_config cfg = {.image = "ram:1M", .name = "shrunk", .pool = "sh"};
+	struct tap_req a = {.op = IMAGE_OP_WRITE, .len = 65536, .done = on_done};
+	struct tap_req b = {.op = IMAGE_OP_READ, .len = 65536, .done = on_done};
+	char *model, *got;
+	struct tap_stats st;
+	unsigned pieces;
+	struct pool *p;
+	struct tap *t;
+
+	ck_assert_int_eq(pool_create("sh", 65536, &p, &eb), 0);
+	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
+	model = malloc(65536);
+	got = malloc(65536);
+	fill_pattern(model, 65536, 3);
+	waited = 0;
+	ck_assert_int_eq(tap_req_prepare(t, &a, on_ready), 0);
+	ck_assert_int_eq(tap_req_prepare(t, &b, on_ready), 1);
+	ck_assert_uint_eq(b.piece_len, 65536);
+	/* The shrink leaves b waiting for 64k of a 16k pool. */
+	ck_assert_int_eq(pool_resize(p, 16384, &eb), 0);
+	for (int i = 0; i < 10; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(waited, 0);
+	tap_get_stats(t, &st);
+	ck_assert_uint_eq(st.waiting, 1);
+	ck_assert_uint_eq(st.errors, 0);
+	memcpy(a.buf, model, 65536);
+	tap_req_submit(&a);
+	run_until(1);
+	ck_assert_int_eq(a.error, 0);
+	tap_req_release(&a);
+	for (int i = 0; i < 100 && !waited; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(waited, 1);
+	ck_assert_uint_eq(b.piece_len, 16384);
+	ck_assert_int_eq(run_pieces(&b, got, &pieces), 0);
+	ck_assert_uint_eq(pieces, 4);
+	tap_req_release(&b);
+	ck_assert_int_eq(memcmp(model, got, 65536), 0);
+	free(model);
+	free(got);
 }
 END_TEST
 
@@ -909,6 +1133,9 @@ int main(void)
 	tcase_add_test(tc, test_validation);
 	tcase_add_test(tc, test_bad_create);
 	tcase_add_test(tc, test_wait_for_memory);
+	tcase_add_test(tc, test_piece_plan);
+	tcase_add_test(tc, test_pieces_raw);
+	tcase_add_test(tc, test_shrink_waiter_pieces);
 	tcase_add_test(tc, test_minors_and_busy);
 	tcase_add_test(tc, test_shutdown_flushes);
 	tcase_add_test(tc, test_zeroes_unaligned);

@@ -33,6 +33,25 @@ static void slot_ready(struct tap_req *req, int err);
 static int discard_done(struct nbd_conn *c);
 static void payload_done(struct nbd_conn *c);
 
+/* A WRITE's buffer is ready for its next piece (the first, or one after
+ * tap_req_next): read that piece's payload, first what a splice began
+ * with and left in the write pipe. 0 or a negative errno (c failed). */
+static int payload_piece(struct nbd_slot *s)
+{
+	struct nbd_conn *c = s->conn;
+	uint32_t n = MIN(s->piped, s->req.piece_len);
+
+	s->state = SLOT_PAYLOAD;
+	c->got = n;
+	c->rs = RS_PAYLOAD;
+	if (n && nbd_wsplice_take(c, s->req.buf, n) < 0)
+		return nbd_fail(c, -EIO, "the write pipe lost a payload");
+	s->piped -= n;
+	if (c->got == s->req.piece_len)
+		payload_done(c);
+	return 0;
+}
+
 /* Outcome of tap_req_prepare, immediate or through the ready callback.
  * Returns 0, or a negative errno (c failed). */
 static int prepare_result(struct nbd_slot *s, int err)
@@ -63,14 +82,7 @@ static int prepare_result(struct nbd_slot *s, int err)
 	}
 	if (s->type == NBD_CMD_WRITE) {
 		/* Any payload a splice began with is in the pipe. */
-		s->state = SLOT_PAYLOAD;
-		c->got = s->piped;
-		c->rs = RS_PAYLOAD;
-		if (s->piped && nbd_wsplice_take(c, s->req.buf, s->piped) < 0)
-			return nbd_fail(c, -EIO, "the write pipe lost a payload");
-		s->piped = 0;
-		if (c->got == s->req.len)
-			payload_done(c);
+		return payload_piece(s);
 	} else {
 		s->state = SLOT_INFLIGHT;
 		tap_req_submit(&s->req);
@@ -101,10 +113,42 @@ static void slot_ready(struct tap_req *req, int err)
 	nbd_conn_defer(s->conn);
 }
 
+/* A piece of a WRITE in pieces is done, more to come (c->cur is s, the
+ * reader waits in RS_WRITE_WAIT): on to the next piece, or on an error
+ * drop the rest of the payload and then say so. */
+static void write_piece_done(struct nbd_slot *s)
+{
+	struct nbd_conn *c = s->conn;
+	struct tap_req *req = &s->req;
+
+	if (!req->error) {
+		tap_req_next(req);
+		(void)payload_piece(s); /* a failure waits for the run */
+		return;
+	}
+	log_debug("nbd: client %u: WRITE at %llu+%u failed at %llu: %s", c->id,
+		  (unsigned long long)req->off, req->len, (unsigned long long)req->piece_off,
+		  strerror(-req->error));
+	s->error = nbd_errno_to_nbd(req->error);
+	s->state = SLOT_PAYLOAD;
+	c->discard = req->off + req->len - (req->piece_off + req->piece_len) - s->piped;
+	c->rs = RS_DISCARD;
+	if (s->piped)
+		nbd_wsplice_drop(c);
+	s->piped = 0;
+	if (!c->discard)
+		(void)discard_done(c);
+}
+
 static void slot_done(struct tap_req *req)
 {
 	struct nbd_slot *s = container_of(req, struct nbd_slot, req);
 
+	if (s->conn->cur == s && !nbd_conn_gone(s->conn)) {
+		write_piece_done(s);
+		nbd_conn_defer(s->conn);
+		return;
+	}
 	if (req->error)
 		log_debug("nbd: client %u: %s at %llu+%u: %s", s->conn->id, nbd_cmd_name(s->type),
 			  (unsigned long long)req->off, req->len, strerror(-req->error));
@@ -350,12 +394,19 @@ static int wsplice_usual(struct nbd_conn *c)
 	return c->rs == RS_WRITE_WAIT ? slot_prepare(c->cur) : 0;
 }
 
+/* A piece of payload is in: write it. A WRITE in pieces keeps the reader
+ * (c->cur) until its last piece is submitted: the next piece's payload is
+ * read only once this one is written, into the same buffer. */
 static void payload_done(struct nbd_conn *c)
 {
 	struct nbd_slot *s = c->cur;
 
-	c->cur = NULL;
-	c->rs = RS_HDR;
+	if (tap_req_more(&s->req)) {
+		c->rs = RS_WRITE_WAIT;
+	} else {
+		c->cur = NULL;
+		c->rs = RS_HDR;
+	}
 	s->state = SLOT_INFLIGHT;
 	tap_req_submit(&s->req);
 }
@@ -391,11 +442,11 @@ static int conn_consume(struct nbd_conn *c)
 	case RS_PAYLOAD:
 		if (!avail)
 			return 0;
-		n = MIN(avail, (size_t)(c->cur->req.len - c->got));
+		n = MIN(avail, (size_t)(c->cur->req.piece_len - c->got));
 		memcpy((char *)c->cur->req.buf + c->got, p, n);
 		c->got += n;
 		c->in_start += n;
-		if (c->got == c->cur->req.len)
+		if (c->got == c->cur->req.piece_len)
 			payload_done(c);
 		return 1;
 	case RS_SPLICE:
@@ -443,12 +494,12 @@ static ssize_t conn_recv(struct nbd_conn *c, bool *drained)
 		/* Straight into the tap's buffer: no copy for big writes. */
 		struct nbd_slot *s = c->cur;
 
-		want = s->req.len - c->got;
+		want = s->req.piece_len - c->got;
 		n = sock_recv(c, (char *)s->req.buf + c->got, want);
 		*drained = !c->tls_up && n > 0 && (size_t)n < want;
 		if (n > 0) {
 			c->got += n;
-			if (c->got == s->req.len)
+			if (c->got == s->req.piece_len)
 				payload_done(c);
 		}
 		return n;

@@ -136,6 +136,9 @@ struct nbd_slot {
 	enum slot_state state;
 	bool prepared;	/* tap_req_prepare was called: release when freed */
 	bool sparse;	/* READ: pieces[] plans the reply */
+	/* READ in pieces (tap_req_next): what is queued is one piece of the
+	 * reply, more follow; reply.c holds the output behind it. */
+	bool more;
 	/* READ: the data waits in the connection's pipe (splice.c), in
 	 * pipe_bufs pipe buffers at most; only the header is in riov, and
 	 * rtotal counts both (the header is rtotal - len bytes). */
@@ -256,6 +259,11 @@ struct nbd_conn {
 	int wpipe_rd, wpipe_wr; /* -1: no pipe (yet) */
 	uint32_t wrote;
 
+	/* A READ in pieces whose next piece the tap is reading: nothing else
+	 * goes out until it is queued again, at the head (a simple reply
+	 * cannot be interleaved; the held READ waits for nothing but its
+	 * image, as it keeps its buffer). */
+	struct nbd_slot *out_hold;
 	struct nbd_slot *cur; /* WRITE whose payload is being read */
 	uint32_t got;
 	uint64_t discard;     /* bytes still to drop */

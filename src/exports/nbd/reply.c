@@ -68,6 +68,44 @@ static void build_sparse(struct nbd_slot *s)
 	}
 }
 
+/* One piece of a READ in pieces (core/tap.h): the simple reply's header
+ * goes with the first piece and the data of each piece follows it; a
+ * structured reply sends each piece as a data chunk, DONE on the last.
+ * Returns false when the reply cannot be finished: a piece after the
+ * first failed under a simple reply, whose header said all was well. */
+static bool build_piece(struct nbd_slot *s, uint32_t error)
+{
+	struct tap_req *req = &s->req;
+	bool first = req->piece_off == s->off;
+	size_t n;
+
+	s->more = !error && tap_req_more(req);
+	if (!s->conn->structured) {
+		if (error && !first)
+			return false;
+		if (first)
+			reply_add(s, s->rbuf, nbd_encode_simple_reply(s->rbuf, error, s->cookie));
+		if (!error)
+			reply_add(s, req->buf, req->piece_len);
+		return true;
+	}
+	if (error) {
+		reply_add(s, s->rbuf, nbd_encode_chunk_error(s->rbuf, s->cookie, error));
+		return true;
+	}
+	n = nbd_encode_chunk_data(s->rbuf, s->more ? 0 : NBD_REPLY_FLAG_DONE, s->cookie,
+				  req->piece_off, req->piece_len);
+	reply_add(s, s->rbuf, n);
+	reply_add(s, req->buf, req->piece_len);
+	return true;
+}
+
+static bool read_pieced(const struct nbd_slot *s)
+{
+	return s->type == NBD_CMD_READ && !s->spliced && s->prepared && s->len &&
+	       s->req.piece_len < s->len;
+}
+
 static void build_reply(struct nbd_slot *s, uint32_t error)
 {
 	bool data = s->type == NBD_CMD_READ && !error && s->len;
@@ -124,14 +162,32 @@ static void build_reply(struct nbd_slot *s, uint32_t error)
 void nbd_queue_reply(struct nbd_slot *s, uint32_t error)
 {
 	struct nbd_conn *c = s->conn;
+	bool held = c->out_hold == s;
 
+	if (held)
+		c->out_hold = NULL;
 	if (nbd_conn_gone(c)) {
 		nbd_slot_free(s);
 		return;
 	}
-	build_reply(s, error);
+	if (read_pieced(s)) {
+		s->rn = 0;
+		s->rtotal = 0;
+		s->sent = 0;
+		if (!build_piece(s, error)) {
+			nbd_fail(c, -EIO, "a READ failed after its reply began");
+			nbd_slot_free(s);
+			return;
+		}
+	} else {
+		build_reply(s, error);
+	}
 	s->state = SLOT_QUEUED;
-	TAILQ_INSERT_TAIL(&c->outq, s, link);
+	/* A held READ's next piece goes out before anything queued since. */
+	if (held)
+		TAILQ_INSERT_HEAD(&c->outq, s, link);
+	else
+		TAILQ_INSERT_TAIL(&c->outq, s, link);
 }
 
 /* Gather iovecs from the handshake buffer or the output queue. */
@@ -145,6 +201,8 @@ static size_t gather(struct nbd_conn *c, struct iovec *iov)
 		iov[0].iov_len = c->hs_len - c->hs_off;
 		return 1;
 	}
+	if (c->out_hold)
+		return 0;
 	TAILQ_FOREACH (s, &c->outq, link) {
 		size_t skip = s->sent;
 
@@ -159,8 +217,9 @@ static size_t gather(struct nbd_conn *c, struct iovec *iov)
 			iov[n++].iov_len = s->riov[i].iov_len - skip;
 			skip = 0;
 		}
-		/* Its data is in the pipe: nothing after it can go first. */
-		if (s->spliced)
+		/* Its data is in the pipe, or more of its data is to come:
+		 * nothing after it can go first. */
+		if (s->spliced || s->more)
 			break;
 	}
 	return n;
@@ -172,7 +231,8 @@ static size_t pipe_next(struct nbd_conn *c)
 {
 	struct nbd_slot *s = TAILQ_FIRST(&c->outq);
 
-	if (c->hs_off < c->hs_len || !s || !s->spliced || s->sent < s->rtotal - s->len)
+	if (c->hs_off < c->hs_len || c->out_hold || !s || !s->spliced ||
+	    s->sent < s->rtotal - s->len)
 		return 0;
 	return s->rtotal - s->sent;
 }
@@ -213,6 +273,16 @@ ssize_t nbd_out_write(struct nbd_conn *c)
 		}
 		w -= (ssize_t)left;
 		TAILQ_REMOVE(&c->outq, s, link);
+		if (s->more) {
+			/* This piece left: read the next into the same
+			 * buffer, holding the output until it is queued. */
+			s->more = false;
+			s->state = SLOT_INFLIGHT;
+			c->out_hold = s;
+			tap_req_next(&s->req);
+			tap_req_submit(&s->req);
+			break;
+		}
 		/* The buffer was needed until now: release it. */
 		nbd_slot_free(s);
 	}

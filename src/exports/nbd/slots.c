@@ -53,6 +53,7 @@ struct nbd_slot *nbd_slot_get(struct nbd_conn *c, const struct nbd_request *r)
 	s->len = r->len;
 	s->prepared = false;
 	s->sparse = false;
+	s->more = false;
 	s->piped = 0;
 	s->error = 0;
 	s->bytes = 0;
