@@ -111,6 +111,11 @@ void image_path_policy_free(void)
 	n_dirs = n_devices = 0;
 }
 
+void image_path_no_openat2(void)
+{
+	no_openat2 = true;
+}
+
 int image_path_reopen(int fd, int flags)
 {
 	char p[40];

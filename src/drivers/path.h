@@ -26,6 +26,8 @@ int image_path_allow_device(const char *pattern, struct errbuf *eb);
 bool image_path_restricted(void);
 /* Forget the policy (closes the directories): at exit. */
 void image_path_policy_free(void);
+/* Use the realpath fallback as if openat2 were missing (unit tests). */
+void image_path_no_openat2(void);
 
 /* Open path (absolute) with flags (O_RDONLY/O_RDWR, O_DIRECT...):
  * resolved beneath an allowed directory when the policy is restricted,
