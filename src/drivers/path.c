@@ -208,11 +208,13 @@ static const char *type_name(mode_t m)
 	return "not a regular file";
 }
 
-/* The O_PATH descriptor the policy allows for path, or -errno. */
-static int open_path(const char *path, struct errbuf *eb)
+/* The O_PATH descriptor the policy allows for path, or -errno; *in_dir
+ * says whether it was found beneath an allowed directory. */
+static int open_path(const char *path, bool *in_dir, struct errbuf *eb)
 {
 	int fd, e;
 
+	*in_dir = false;
 	if (!image_path_restricted()) {
 		fd = open(path, O_PATH | O_CLOEXEC);
 		if (fd < 0) {
@@ -229,6 +231,7 @@ static int open_path(const char *path, struct errbuf *eb)
 			rel = beneath(path, dirs[i].real);
 		if (!rel)
 			continue;
+		*in_dir = true;
 		fd = open_beneath(&dirs[i], path, *rel ? rel : ".");
 		if (fd == -EXDEV) {
 			err_set(eb, "%s leads out of the image directory %s (a symlink or '..')",
@@ -254,13 +257,14 @@ static int open_path(const char *path, struct errbuf *eb)
 
 int image_path_open(const char *path, int flags, struct stat *st, struct errbuf *eb)
 {
+	bool in_dir;
 	int pfd, fd, e;
 
 	if (path[0] != '/') {
 		err_set(eb, "image path must be absolute: %s", path);
 		return -EINVAL;
 	}
-	pfd = open_path(path, eb);
+	pfd = open_path(path, &in_dir, eb);
 	if (pfd < 0)
 		return pfd;
 	if (fstat(pfd, st) < 0) {
@@ -277,6 +281,13 @@ int image_path_open(const char *path, int flags, struct stat *st, struct errbuf 
 	}
 	if (S_ISBLK(st->st_mode) && image_path_restricted() && !device_allowed(path, pfd)) {
 		err_set(eb, "%s is a block device not named by --device-allow", path);
+		close(pfd);
+		return -EACCES;
+	}
+	/* A --device-allow pattern names devices: a regular file it matches
+	 * outside every image directory stays out. */
+	if (S_ISREG(st->st_mode) && image_path_restricted() && !in_dir) {
+		err_set(eb, "not under an allowed image directory (--image-dir): %s", path);
 		close(pfd);
 		return -EACCES;
 	}

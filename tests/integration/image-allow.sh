@@ -152,12 +152,12 @@ stop_tapd || fail "tapd did not stop cleanly"
 # Bad configuration stops tapd at start, naming the line.
 printf 'image-dir = %s\nimage-dirs = /srv\n' "$I" >"$T/bad.conf"
 rc=0
-"$TAPD" --foreground --state-dir "$STATE" --nbd-socket "$T/x.sock" --bus "$DBUS_SYSTEM_BUS_ADDRESS" \
+$TAPD_WRAPPER "$TAPD" --foreground --state-dir "$STATE" --nbd-socket "$T/x.sock" --bus "$DBUS_SYSTEM_BUS_ADDRESS" \
 	--config "$T/bad.conf" >"$T/bad.out" 2>&1 || rc=$?
 [ $rc = 2 ] || fail "tapd with an unknown setting: exit $rc"
 grep -q "bad.conf:2: unknown setting 'image-dirs'" "$T/bad.out" || fail "$(cat "$T/bad.out")"
 rc=0
-"$TAPD" --foreground --state-dir "$STATE" --image-dir "$T/nodir" >"$T/bad.out" 2>&1 || rc=$?
+$TAPD_WRAPPER "$TAPD" --foreground --state-dir "$STATE" --image-dir "$T/nodir" >"$T/bad.out" 2>&1 || rc=$?
 [ $rc = 2 ] && grep -q "nodir" "$T/bad.out" || fail "a missing --image-dir: exit $rc: $(cat "$T/bad.out")"
 
 # tapd(8) documents the policy and its default.

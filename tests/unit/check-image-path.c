@@ -134,12 +134,18 @@ START_TEST(devices_only)
 	/* A device pattern alone restricts files too, and names only devices. */
 	ck_assert_int_eq(image_path_allow_device("/dev/loop*", &eb), 0);
 	ck_assert_int_eq(try_open("%s/%s", in, "a.img"), -EACCES);
+	/* A pattern matching a regular file does not let it in. */
+	char pat[160];
+	snprintf(pat, sizeof(pat), "%s/*", out);
+	ck_assert_int_eq(image_path_allow_device(pat, &eb), 0);
+	ck_assert_int_eq(try_open("%s/%s", out, "secret"), -EACCES);
+	ck_assert(strstr(eb.msg, "not under an allowed image directory"));
 	ck_assert_int_eq(image_path_allow_device("relative*", &eb), -EINVAL);
 	ck_assert_int_eq(image_path_allow_dir("relative", &eb), -EINVAL);
 	memset(&eb, 0, sizeof(eb));
 	ck_assert_int_eq(image_path_allow_dir("/nonexistent-dir", &eb), -ENOENT);
 	ck_assert_int_eq(image_path_allow_dir("/etc/passwd", &eb), -ENOTDIR);
-	for (int i = 1; i < IMAGE_PATH_DEVICES_MAX; i++)
+	for (int i = 2; i < IMAGE_PATH_DEVICES_MAX; i++)
 		ck_assert_int_eq(image_path_allow_device("/dev/x", &eb), 0);
 	ck_assert_int_eq(image_path_allow_device("/dev/x", &eb), -ENOSPC);
 }
