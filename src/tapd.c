@@ -17,9 +17,11 @@
 #include <unistd.h>
 
 #include "lib/aio.h"
+#include "lib/config.h"
 #include "control/bus/bus.h"
 #include "drivers/image.h"
 #include "drivers/nbd/nbd.h"
+#include "drivers/path.h"
 #include "lib/log.h"
 #include "exports/nbd/server.h"
 #include "exports/nbd/tls.h"
@@ -51,6 +53,9 @@
  * replies, storage that never answers) ends with exit status 1. */
 #define STOP_TIMEOUT_SEC 30
 
+/* Read at start if it exists (--config names another, which must). */
+#define TAPD_CONFIG_DEFAULT "/etc/tapd/tapd.conf"
+
 struct options {
 	bool foreground;
 	const char *state_dir;
@@ -65,6 +70,7 @@ struct options {
 	bool nbd_per_peer_set;
 	struct nbd_tls_config tls;
 	uint64_t poll_us;
+	const char *config;
 };
 
 static struct {
@@ -103,6 +109,11 @@ static void usage(FILE *f)
 		"      --default-pool-size SZ  size of the default pool (default 64M)\n"
 		"      --strict                fail if the I/O flusher flag or memory locking fails\n"
 		"      --no-mlock              do not lock memory (for tests under sanitizers)\n"
+		"      --image-dir DIR         images may be opened only beneath DIR (repeatable;\n"
+		"                              default: anywhere, see tapd(8))\n"
+		"      --device-allow PATTERN  block devices that may be images (repeatable, glob)\n"
+		"      --config FILE           image-dir = DIR, device-allow = PATTERN lines\n"
+		"                              (default " TAPD_CONFIG_DEFAULT " if it exists)\n"
 		"      --poll-us N             poll for AIO completions up to N us before\n"
 		"                              sleeping while disk I/O is in flight (default 0)\n"
 		"  -h, --help                  this help\n"
@@ -143,6 +154,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_TLS_CERTS,
 		O_TLS_PSK,
 		O_TLS_VERIFY,
+		O_IMAGE_DIR,
+		O_DEVICE_ALLOW,
+		O_CONFIG,
 	};
 	static const struct option longopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
@@ -165,6 +179,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "tls-certs", required_argument, NULL, O_TLS_CERTS },
 		{ "tls-psk", required_argument, NULL, O_TLS_PSK },
 		{ "tls-verify-peer", no_argument, NULL, O_TLS_VERIFY },
+		{ "image-dir", required_argument, NULL, O_IMAGE_DIR },
+		{ "device-allow", required_argument, NULL, O_DEVICE_ALLOW },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -288,6 +305,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case O_TLS_VERIFY:
 			o->tls.verify_peer = true;
 			break;
+		case O_IMAGE_DIR:
+		case O_DEVICE_ALLOW: {
+			struct errbuf eb = { "" };
+			int r = c == O_IMAGE_DIR ? image_path_allow_dir(optarg, &eb)
+						 : image_path_allow_device(optarg, &eb);
+
+			if (r < 0) {
+				fprintf(stderr, "tapd: %s\n", eb.msg[0] ? eb.msg : strerror(-r));
+				return 2;
+			}
+			break;
+		}
+		case O_CONFIG:
+			o->config = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -307,6 +339,19 @@ static int parse_options(int argc, char **argv, struct options *o)
 	if (!o->nbd_per_peer_set)
 		o->nbd.max_clients_per_peer = MAX(o->nbd.max_clients / 4, 1u);
 	return -1;
+}
+
+/* One setting of the configuration file; unknown keys are refused, so a
+ * misspelt image-dir does not silently leave images unrestricted. */
+static int config_setting(const char *key, const char *value, void *arg, struct errbuf *eb)
+{
+	(void)arg;
+	if (strcmp(key, "image-dir") == 0)
+		return image_path_allow_dir(value, eb);
+	if (strcmp(key, "device-allow") == 0)
+		return image_path_allow_device(value, eb);
+	err_set(eb, "unknown setting '%s' (image-dir, device-allow)", key);
+	return -EINVAL;
 }
 
 /* The I/O flusher flag exempts us from dirty-page throttling and makes our
@@ -503,8 +548,20 @@ int main(int argc, char **argv)
 	nbd_server_default_limits(&nbd_def);
 	o.nbd = nbd_def;
 	ret = parse_options(argc, argv, &o);
-	if (ret >= 0)
+	if (ret >= 0) {
+		image_path_policy_free();
 		return ret;
+	}
+	ret = config_read(o.config ? o.config : TAPD_CONFIG_DEFAULT, o.config != NULL,
+			  config_setting, NULL, &eb);
+	if (ret < 0) {
+		log_err("configuration: %s", eb.msg[0] ? eb.msg : strerror(-ret));
+		image_path_policy_free();
+		return 2;
+	}
+	if (!image_path_restricted())
+		log_notice("images may be opened anywhere: no --image-dir or --device-allow "
+			   "(see tapd(8))");
 
 	/* Both must happen before any thread exists, so that every thread
 	 * inherits the flag and every stack is locked. */
@@ -625,6 +682,7 @@ int main(int argc, char **argv)
 	worker_teardown();
 	pool_teardown();
 	aio_teardown();
+	image_path_policy_free();
 	event_free(d.tick);
 	event_free(d.sig_term);
 	event_free(d.sig_int);

@@ -41,6 +41,7 @@
 #include "lib/log.h"
 #include "lib/worker.h"
 #include "driver.h"
+#include "path.h"
 
 #ifndef STATX_DIOALIGN
 #define STATX_DIOALIGN 0x00002000U
@@ -92,16 +93,6 @@ static bool raw_memory_backed(int fd)
 	return fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
 }
 
-/* The same open file once more, without O_DIRECT: through /proc, so it is
- * the inode fd has whatever happened to its path since. -1 if not. */
-static int raw_reopen_plain(int fd, int flags)
-{
-	char p[40];
-
-	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-	return open(p, flags);
-}
-
 static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 {
 	int flags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
@@ -113,36 +104,25 @@ static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 		err_set(eb, "raw: missing path (raw:/path/to/file)");
 		return -EINVAL;
 	}
-	fd = open(path, flags | O_DIRECT);
-	if (fd < 0 && errno == EINVAL) {
+	/* The allow-list and the file-type rule: only a regular file or a
+	 * block device gets this far. */
+	fd = image_path_open(path, flags | O_DIRECT, &st, eb);
+	if (fd == -EINVAL && !eb->msg[0]) {
 		/* Filesystem without O_DIRECT: still correct, but writes
 		 * may now block the loop in the page cache. */
-		fd = open(path, flags);
+		fd = image_path_open(path, flags, &st, eb);
 		if (fd >= 0)
 			log_warn("raw: %s: no O_DIRECT on this filesystem; using the page cache, "
 				 "which can stall the daemon under memory pressure", path);
 	} else if (fd >= 0) {
 		flags |= O_DIRECT;
 	}
-	if (fd < 0) {
-		ret = -errno;
-		err_set(eb, "cannot open %s: %s", path, strerror(errno));
-		return ret;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		goto fail;
-	}
+	if (fd < 0)
+		return fd;
 	if (S_ISREG(st.st_mode)) {
 		img->size = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &img->size) < 0) {
-			ret = -errno;
-			goto fail;
-		}
-	} else {
-		err_set(eb, "%s is neither a regular file nor a block device", path);
-		ret = -EINVAL;
+	} else if (ioctl(fd, BLKGETSIZE64, &img->size) < 0) {
+		ret = -errno;
 		goto fail;
 	}
 	raw = calloc(1, sizeof(*raw));
@@ -154,9 +134,11 @@ static int raw_open(struct image *img, const char *path, struct errbuf *eb)
 	raw->direct = flags & O_DIRECT;
 	raw->blockdev = S_ISBLK(st.st_mode);
 	raw->inline_io = raw_memory_backed(fd);
-	raw->splice_fd = raw->inline_io ? raw_reopen_plain(fd, flags & ~O_DIRECT) : -1;
+	/* The same open file once more, without O_DIRECT, for splice. */
+	raw->splice_fd = raw->inline_io ? image_path_reopen(fd, flags & ~O_DIRECT) : -1;
 	if (raw->inline_io && raw->splice_fd < 0)
-		log_debug("raw: %s: no second descriptor for splice: %s", path, strerror(errno));
+		log_debug("raw: %s: no second descriptor for splice: %s", path,
+			  strerror(-raw->splice_fd));
 	img->priv = raw;
 	img->align = raw->direct ? raw_dio_align(fd, &st) : 1;
 	img->can_flush = true;

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "drivers/image.h"
+#include "drivers/path.h"
 #include "lib/log.h"
 #include "internal.h"
 
@@ -594,6 +595,7 @@ static int vhd_open(struct image *img, const char *path, struct errbuf *eb)
 static int vhd_open_file(struct image *img, struct vhd *v, const char *path, struct errbuf *eb)
 {
 	struct errbuf cerr = { "" };
+	struct stat st;
 	uint64_t fsize;
 	int mfd, ret;
 
@@ -603,12 +605,15 @@ static int vhd_open_file(struct image *img, struct vhd *v, const char *path, str
 		free(v);
 		return -ENOMEM;
 	}
-	v->fd = open(path, (img->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
-	if (v->fd < 0) {
-		ret = -errno;
-		err_set(eb, "cannot open %s: %s", path, strerror(errno));
+	/* The allow-list and the file-type rule, for the leaf and for every
+	 * parent (which opens through image_open_shared and comes here). */
+	ret = image_path_open(path, (img->read_only ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC,
+			      &st, eb);
+	if (ret < 0) {
+		err_set(eb, "cannot open %s: %s", path, strerror(-ret));
 		goto fail;
 	}
+	v->fd = ret;
 	ret = vhd_chain_add(&vhd_opening, v->fd, &cerr);
 	if (ret < 0) {
 		err_set(eb, "%s: %s", path, cerr.msg);
@@ -619,8 +624,8 @@ static int vhd_open_file(struct image *img, struct vhd *v, const char *path, str
 		goto fail;
 	/* Metadata is read once, at open, through a plain descriptor: the
 	 * loader's buffers are not aligned for O_DIRECT. */
-	mfd = open(path, O_RDONLY | O_CLOEXEC);
-	ret = mfd < 0 ? -errno : vhd_file_size(mfd, &fsize); /* block devices too */
+	mfd = image_path_reopen(v->fd, O_RDONLY | O_CLOEXEC);
+	ret = mfd < 0 ? mfd : vhd_file_size(mfd, &fsize); /* block devices too */
 	if (ret < 0) {
 		err_set(eb, "cannot read %s: %s", path, strerror(-ret));
 		if (mfd >= 0)
