@@ -39,14 +39,16 @@ double tap_qos_admit(struct tap *t, const struct tap_req *req, bool force)
 {
 	struct qos_bucket *pq = pool_qos(t->pool);
 	uint64_t bytes = req_bytes(req), now = qos_now_ns();
+	/* A request counts once: its first piece pays the I/O. */
+	unsigned ops = req->piece_off == req->off;
 	double w;
 
 	qos_bucket_refill(&t->qos, now);
 	qos_bucket_refill(pq, now);
-	w = MAX(qos_bucket_wait(&t->qos, bytes), qos_bucket_wait(pq, bytes));
+	w = MAX(qos_bucket_wait(&t->qos, ops, bytes), qos_bucket_wait(pq, ops, bytes));
 	if (w > 0 && !force)
 		return w;
-	qos_bucket_pay(&t->qos, bytes);
-	qos_bucket_pay(pq, bytes);
+	qos_bucket_pay(&t->qos, ops, bytes);
+	qos_bucket_pay(pq, ops, bytes);
 	return 0;
 }

@@ -553,10 +553,16 @@ static int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need)
 		if (req->op == IMAGE_OP_WRITE && (req->off % POOL_PAGE || end % POOL_PAGE) &&
 		    cap < 3 * POOL_PAGE)
 			return -ENOMEM;
+		/* Pieces through a quarter of the pool (three pages at
+		 * least, for a partial write's scratch): the buffer is held
+		 * while the client sets the pace, and the whole pool would
+		 * stop every other tap in it for as long. */
+		cap = MAX(ALIGN_DOWN(cap / 4, (uint64_t)POOL_PAGE),
+			  MIN(3 * (uint64_t)POOL_PAGE, ALIGN_DOWN(cap, (uint64_t)POOL_PAGE)));
 		req->piece_len = tap_piece_len(req->op, req->off, end, cap);
 		if (!req->piece_len)
 			return -ENOMEM;
-		*need = ALIGN_DOWN(cap, (uint64_t)POOL_PAGE);
+		*need = cap;
 		return 0;
 	case IMAGE_OP_WRITE_ZEROES:
 		/* One block of scratch for partial edges. */

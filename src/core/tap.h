@@ -237,8 +237,10 @@ void tap_req_submit(struct tap_req *req);
  * READ or WRITE whose buffer the tap's pool can never give (larger than
  * pool_max_get, or larger than the pool became while it waited: a
  * shrink, and tap_set_pool does not move it) is served in pieces through
- * one buffer of the largest size the pool gives, taken once (waiting like
- * any other) and kept until tap_req_release. req->buf then holds only the
+ * one buffer of a quarter of what the pool gives (three pages at least:
+ * the buffer is held while the client sets the pace, and the whole pool
+ * would stop the other taps in it), taken once (waiting like any other)
+ * and kept until tap_req_release. req->buf then holds only the
  * piece [piece_off, piece_off + piece_len); pieces follow in order, each a
  * whole number of pages but the first and the last, so only those two may
  * need a read-modify-write. The export moves the data piece by piece:
@@ -253,11 +255,13 @@ void tap_req_submit(struct tap_req *req);
  *
  * Every piece goes through the gate on its own: it parks while the tap is
  * paused (a WRITE a pause interrupts lands partly before and partly after
- * it), QoS charges it its bytes, a FUA WRITE makes each piece durable
- * before the next (so all of it is when the last is done), and the stats
- * count the request once. Holding the buffer from piece to piece means a
- * request in pieces never waits for memory after its first piece, so an
- * export may hold its later replies behind it without risk of a deadlock.
+ * it), QoS charges it its bytes (and the I/O once, with the first), a
+ * FUA WRITE makes each piece durable before the next (so all of it is
+ * when the last is done), and the stats count the request once. Holding
+ * the buffer from piece to piece means a request in pieces never waits
+ * for its own pool's memory after its first piece, so an export may hold
+ * its later replies behind it. (Through a tap: parent each piece is a
+ * request on the parent, with the parent's pool: see core/stack.c.)
  * An export that takes only what fits checks piece_len == len. */
 bool tap_req_more(const struct tap_req *req);
 /* After a piece's done with req->error == 0 and tap_req_more: the next

@@ -39,21 +39,21 @@ void qos_bucket_refill(struct qos_bucket *b, uint64_t now)
 		b->bytes = MIN(b->bytes + dt * (double)b->bps, (double)b->bps);
 }
 
-double qos_bucket_wait(const struct qos_bucket *b, uint64_t bytes)
+double qos_bucket_wait(const struct qos_bucket *b, unsigned ops, uint64_t bytes)
 {
 	double w = 0;
 
-	if (b->iops && b->ops < 1)
+	if (ops && b->iops && b->ops < 1)
 		w = (1 - b->ops) / (double)b->iops;
 	if (b->bps && b->bytes < MIN((double)bytes, (double)b->bps))
 		w = MAX(w, (MIN((double)bytes, (double)b->bps) - b->bytes) / (double)b->bps);
 	return w;
 }
 
-void qos_bucket_pay(struct qos_bucket *b, uint64_t bytes)
+void qos_bucket_pay(struct qos_bucket *b, unsigned ops, uint64_t bytes)
 {
 	if (b->iops)
-		b->ops -= 1;
+		b->ops -= ops;
 	if (b->bps)
 		b->bytes -= (double)bytes;
 }

@@ -25,12 +25,12 @@ void qos_bucket_set(struct qos_bucket *b, uint64_t iops, uint64_t bps);
 bool qos_bucket_on(const struct qos_bucket *b);
 /* Add the tokens earned since the last refill. */
 void qos_bucket_refill(struct qos_bucket *b, uint64_t now);
-/* Seconds until the bucket can pay for one request of bytes; 0 if it can
- * now. A request bigger than the burst goes once the bucket is full and
- * leaves it in debt, so that it neither waits forever nor escapes its
- * cost. */
-double qos_bucket_wait(const struct qos_bucket *b, uint64_t bytes);
-/* Charge one request of bytes (the bucket may go into debt). */
-void qos_bucket_pay(struct qos_bucket *b, uint64_t bytes);
+/* Seconds until the bucket can pay for ops requests (0 or 1: the later
+ * pieces of a request in pieces pay bytes only) of bytes; 0 if it can now.
+ * A request bigger than the burst goes once the bucket is full and leaves
+ * it in debt, so that it neither waits forever nor escapes its cost. */
+double qos_bucket_wait(const struct qos_bucket *b, unsigned ops, uint64_t bytes);
+/* Charge ops requests of bytes (the bucket may go into debt). */
+void qos_bucket_pay(struct qos_bucket *b, unsigned ops, uint64_t bytes);
 
 #endif

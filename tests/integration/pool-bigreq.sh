@@ -48,6 +48,16 @@ for r in sys.argv[4:]:
     h.pwrite(data, off)
     got = h.pread(ln, off)
     assert got == data, "read back %s differs" % r
+    if sr:
+        # DF: the whole READ in one data chunk, pieces or not.
+        chunks = []
+        def chunk(sub, o, status, err):
+            chunks.append((o, len(sub), status))
+            return 0
+        buf = h.pread_structured(ln, off, chunk, nbd.CMD_FLAG_DF)
+        assert buf == data, "DF read back %s differs" % r
+        assert len(chunks) == 1 and chunks[0][:2] == (off, ln) and \
+            chunks[0][2] == nbd.READ_DATA, "DF read %s came in chunks %s" % (r, chunks[:4])
     with open(img, "rb") as f:
         f.seek(off)
         assert f.read(ln) == data, "image at %s differs" % r
@@ -221,6 +231,18 @@ cmp <(/usr/bin/python3 -c 'import sys, nbd
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 sys.stdout.buffer.write(h.pread(16 << 20, 0)); h.shutdown()' "$(nbd_uri f)") "$T/fio.raw" ||
 	fail "a 16M read through the 4K pool differs from the image"
+
+# An IOPS limit counts a request once, not once per piece: 1 MiB written
+# and read through the 4K pool is 256 pieces each, which at 4 I/O a
+# second would take two minutes if each paid an I/O.
+tapctl create --name q --pool tiny --qos-iops 4 ram:4M >/dev/null || fail "create q"
+timeout 20 env PATH=/usr/bin:$PATH nbdsh -u "$(nbd_uri q)" -c '
+h.pwrite(b"\x5a" * (1 << 20), 0)
+assert h.pread(1 << 20, 0) == b"\x5a" * (1 << 20)' ||
+	fail "a 1M write and read in 256 pieces each under --qos-iops 4 took over 20 s"
+[ "$(tapctl stats q | awk '$1 == "reads" || $1 == "writes" { printf "%s ", $2 }')" = "1 1 " ] ||
+	fail "q: not one read and one write: $(tapctl stats q)"
+log "a request in pieces pays one I/O"
 
 tapd_alive || fail "tapd died"
 exit 0

@@ -80,11 +80,22 @@ static bool build_piece(struct nbd_slot *s, uint32_t error)
 	size_t n;
 
 	s->more = !error && tap_req_more(req);
-	if (!s->conn->structured) {
+	/* One header, then every piece's data back to back: a simple reply,
+	 * or the one data chunk a DF READ allows. A failure once the header
+	 * is out cannot be told: the caller closes the connection. */
+	if (!s->conn->structured || (s->flags & NBD_CMD_FLAG_DF)) {
 		if (error && !first)
 			return false;
-		if (first)
-			reply_add(s, s->rbuf, nbd_encode_simple_reply(s->rbuf, error, s->cookie));
+		if (first) {
+			if (!s->conn->structured)
+				n = nbd_encode_simple_reply(s->rbuf, error, s->cookie);
+			else if (error)
+				n = nbd_encode_chunk_error(s->rbuf, s->cookie, error);
+			else
+				n = nbd_encode_chunk_data(s->rbuf, NBD_REPLY_FLAG_DONE, s->cookie,
+							  s->off, s->len);
+			reply_add(s, s->rbuf, n);
+		}
 		if (!error)
 			reply_add(s, req->buf, req->piece_len);
 		return true;
