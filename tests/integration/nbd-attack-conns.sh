@@ -116,8 +116,10 @@ assert h.pread(65536, 0) == open(os.environ["FILE"], "rb").read(65536), "wrong d
 conns_balanced() { # every connection logged as made is logged as gone
 	local made gone
 	for _ in $(seq 1 100); do
-		made=$(grep -c ': connected from ' "$TAPD_LOG")
-		gone=$(grep -c 'nbd: client [0-9]*: gone$' "$TAPD_LOG")
+		# grep -c exits 1 on a count of 0, which set -e would take
+		# for a failure (a "gone" not logged yet under valgrind).
+		made=$(grep -c ': connected from ' "$TAPD_LOG" || true)
+		gone=$(grep -c 'nbd: client [0-9]*: gone$' "$TAPD_LOG" || true)
 		[ "$made" = "$gone" ] && return 0
 		sleep 0.1
 	done
@@ -170,7 +172,7 @@ FLOOD=3 hold flood "127.0.0.1:$port" 0 127.0.0.1
 [ "$GREETED/$WAITING" = 0/0 ] && [ "$CLOSED" -ge 50 ] || fail "flood: $(cat "$T/flood.out")"
 [ "$SLOWEST" -le $AT_ONCE_MS ] || fail "a refused client waited $SLOWEST ms to be closed"
 probe_check flood 50
-lines=$(grep -c "refusing a client: " "$TAPD_LOG")
+lines=$(grep -c "refusing a client: " "$TAPD_LOG" || true)
 [ "$lines" -le 10 ] || fail "$lines log lines for $CLOSED refusals"
 grep -q "refusing a client: .* (and [0-9]* more refused since the last such line)" "$TAPD_LOG" ||
 	fail "no count of quiet refusals in the log"
