@@ -1,9 +1,11 @@
 /* What the files of core share, private to src/core/. The files call each
  * other in one direction only, lowest first:
  *
+ *   pieces.c  a request's buffer and pieces: arithmetic, no state
  *   qos.c     the QoS gate: what a request costs, whether it may pass now
  *   tap-io.c  the request path: gates, queues, dispatch, completion
  *   tap.c     the registry and the lifecycle of taps (drives tap-io.c)
+ *   splice.c  data by reference between memory images and export pipes
  *   stack.c   the tap: driver (a tap as another tap's parent), on both
  *   setup.c   brings core up: registers the image drivers, tap: included
  *
@@ -95,13 +97,22 @@ void tap_io_resume(struct tap *t);
 /* t's or its pool's limits changed: judge what waits by the new ones. */
 void tap_io_qos_changed(struct tap *t);
 
-/* Pieces (tap-io.c; exposed for the unit tests). The pool buffer a READ
- * or WRITE of [p, e) needs: the pages around it, and two of scratch for
- * a write with a partial page at either end. */
+/* tap-io.c: whether req (its envelope) overlaps a write in flight or
+ * waiting before it such that one of the two is a read-modify-write. */
+bool tap_write_conflicts(struct tap *t, const struct tap_req *req);
+
+/* pieces.c. The pool buffer a READ or WRITE of [p, e) needs: the pages
+ * around it, and two of scratch for a write with a partial page at either
+ * end. */
 uint64_t tap_piece_need(enum image_op op, uint64_t p, uint64_t e);
 /* The longest piece of [p, end) whose buffer fits in cap bytes: all of it
  * if it fits, else one that ends on a page; 0 if none does. */
 uint32_t tap_piece_len(enum image_op op, uint64_t p, uint64_t end, uint64_t cap);
+/* req's first piece and its buffer's length (*need, 0: none) for a pool
+ * that gives at most cap bytes; -ENOMEM where no piece can ever fit. */
+int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need);
+/* req's envelope in the image's alignment, for its current piece. */
+void tap_req_plan(const struct tap *t, struct tap_req *req);
 
 /* tap.c, for setup.c */
 int tap_registry_setup(struct event_base *base);

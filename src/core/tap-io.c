@@ -160,7 +160,7 @@ static bool ranges_overlap(const struct tap_req *a, const struct tap_req *b)
 
 /* Conflicts with a write in flight, or with an earlier blocked one (so that
  * overlapping writes still land in the order they came). */
-static bool tap_write_conflicts(struct tap *t, const struct tap_req *req)
+bool tap_write_conflicts(struct tap *t, const struct tap_req *req)
 {
 	struct tap_req *w;
 
@@ -444,7 +444,6 @@ static void tap_write_go(struct tap_req *req)
 	image_submit(t->img, &req->io);
 }
 
-static int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need);
 static void tap_buf_ready(struct pool_waiter *w, void *buf, int err);
 
 /* Take req's buffer from its pool now (0), queue for it (1), or fail. */
@@ -491,119 +490,6 @@ static void tap_buf_ready(struct pool_waiter *w, void *buf, int err)
 static bool op_writes(enum image_op op)
 {
 	return op == IMAGE_OP_WRITE || op == IMAGE_OP_TRIM || op == IMAGE_OP_WRITE_ZEROES;
-}
-
-/* The buffer is laid out by pages, whatever the image's alignment (a
- * power of two up to a page): whole pages around the data, then for a
- * write that does not begin and end on a page two pages of scratch for the
- * partial blocks. The image's own envelope, known only when the request
- * runs, always fits inside, so a request prepared before a pause still
- * fits the image after it. */
-uint64_t tap_piece_need(enum image_op op, uint64_t p, uint64_t e)
-{
-	bool unaligned = p % POOL_PAGE || e % POOL_PAGE;
-
-	return ALIGN_UP(e, (uint64_t)POOL_PAGE) - ALIGN_DOWN(p, (uint64_t)POOL_PAGE) +
-	       (op == IMAGE_OP_WRITE && unaligned ? 2 * POOL_PAGE : 0);
-}
-
-uint32_t tap_piece_len(enum image_op op, uint64_t p, uint64_t end, uint64_t cap)
-{
-	uint64_t e;
-
-	if (p >= end)
-		return 0;
-	if (tap_piece_need(op, p, end) <= cap)
-		return (uint32_t)(end - p);
-	/* A piece that ends on a page boundary: only the first one can
-	 * begin inside a page, and then a write needs its scratch. */
-	e = ALIGN_DOWN(p, (uint64_t)POOL_PAGE) + ALIGN_DOWN(cap, (uint64_t)POOL_PAGE);
-	if (op == IMAGE_OP_WRITE && p % POOL_PAGE)
-		e = e > 2 * POOL_PAGE ? e - 2 * POOL_PAGE : 0;
-	e = MIN(e, ALIGN_DOWN(end, (uint64_t)POOL_PAGE));
-	return e > p ? (uint32_t)(e - p) : 0;
-}
-
-/* Plan req's buffer for a pool that gives at most cap bytes: the first
- * piece (all of the request where it fits) and the buffer's length in
- * *need (0: none). A READ or WRITE whose buffer would not fit is served in
- * pieces through the largest buffer the pool gives, kept for all of them.
- * -ENOMEM only for a write with a partial page at either end in a pool of
- * less than three pages: its last piece would need a data page and two of
- * scratch, and such a pool can never give them. */
-static int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need)
-{
-	uint64_t end = req->off + req->len;
-	uint64_t whole;
-
-	req->piece_off = req->off;
-	req->piece_len = req->len;
-	req->buf_off = ALIGN_DOWN(req->off, (uint64_t)POOL_PAGE);
-	*need = 0;
-	switch (req->op) {
-	case IMAGE_OP_READ:
-	case IMAGE_OP_WRITE:
-		if (req->len == 0)
-			return 0;
-		whole = tap_piece_need(req->op, req->off, end);
-		if (whole <= cap) {
-			*need = whole;
-			return 0;
-		}
-		if (req->op == IMAGE_OP_WRITE && (req->off % POOL_PAGE || end % POOL_PAGE) &&
-		    cap < 3 * POOL_PAGE)
-			return -ENOMEM;
-		/* Pieces through a quarter of the pool (three pages at
-		 * least, for a partial write's scratch): the buffer is held
-		 * while the client sets the pace, and the whole pool would
-		 * stop every other tap in it for as long. */
-		cap = MAX(ALIGN_DOWN(cap / 4, (uint64_t)POOL_PAGE),
-			  MIN(3 * (uint64_t)POOL_PAGE, ALIGN_DOWN(cap, (uint64_t)POOL_PAGE)));
-		req->piece_len = tap_piece_len(req->op, req->off, end, cap);
-		if (!req->piece_len)
-			return -ENOMEM;
-		*need = cap;
-		return 0;
-	case IMAGE_OP_WRITE_ZEROES:
-		/* One block of scratch for partial edges. */
-		if (req->len && (req->off % POOL_PAGE || end % POOL_PAGE))
-			*need = POOL_PAGE;
-		return 0;
-	default:
-		return 0;
-	}
-}
-
-bool tap_req_more(const struct tap_req *req)
-{
-	return req->piece_off + req->piece_len < req->off + req->len;
-}
-
-void tap_req_next(struct tap_req *req)
-{
-	req->piece_off += req->piece_len;
-	req->buf_off = ALIGN_DOWN(req->piece_off, (uint64_t)POOL_PAGE);
-	/* tap_req_need made sure every piece fits the buffer. */
-	req->piece_len = tap_piece_len(req->op, req->piece_off, req->off + req->len, req->base_len);
-	req->buf = (char *)req->base + (req->piece_off - req->buf_off);
-	req->error = 0;
-}
-
-/* The envelope in the image's alignment, when the request runs. */
-static void tap_req_plan(struct tap *t, struct tap_req *req)
-{
-	uint32_t a = t->img->align;
-	uint64_t end = req->piece_off + req->piece_len;
-
-	req->env_off = ALIGN_DOWN(req->piece_off, a);
-	req->env_len = ALIGN_UP(end, (uint64_t)a) - req->env_off;
-	req->rmw = req->env_off != req->piece_off || req->env_len != req->piece_len;
-	if (req->op == IMAGE_OP_TRIM) {
-		/* Advisory: only whole blocks inside the range are freed. */
-		req->rmw = false;
-		req->env_off = ALIGN_UP(req->piece_off, (uint64_t)a);
-		req->env_len = end > req->env_off ? ALIGN_DOWN(end, (uint64_t)a) - req->env_off : 0;
-	}
 }
 
 int tap_req_prepare(struct tap *t, struct tap_req *req, void (*ready)(struct tap_req *req, int err))
@@ -845,58 +731,6 @@ void tap_io_resume(struct tap *t)
 		req->parked = false;
 		tap_req_go(req, false);
 	}
-}
-
-bool tap_can_splice(const struct tap *t)
-{
-	return t->state == TAP_RUNNING && t->img && t->img->can_splice && TAILQ_EMPTY(&t->qos_q) &&
-	       !tap_qos_limited(t);
-}
-
-ssize_t tap_read_splice(struct tap *t, uint64_t off, uint32_t len, int pipe_fd)
-{
-	struct image *img = t->img;
-	ssize_t n;
-
-	if (!tap_can_splice(t) || !len || off > t->size || len > t->size - off)
-		return -EOPNOTSUPP;
-	n = img->drv->splice_read(img, off, len, pipe_fd);
-	if (n == (ssize_t)len) {
-		t->st.reads++;
-		t->st.read_bytes += len;
-	} else if (n > 0) {
-		t->st.errors++;
-	} else {
-		n = -EOPNOTSUPP; /* the usual READ says what is wrong */
-	}
-	return n;
-}
-
-bool tap_can_splice_write(const struct tap *t, uint64_t off, uint32_t len, uint32_t flags)
-{
-	/* Only what the usual way could take too: a WRITE it ends up on
-	 * needs a pool buffer for what is left of it. */
-	return tap_can_splice(t) && !t->read_only && t->img->drv->splice_write && len &&
-	       off <= t->size && len <= t->size - off && !(flags & IMAGE_F_FUA) &&
-	       off % t->img->align == 0 && len % t->img->align == 0 &&
-	       (uint64_t)len + 2 * POOL_PAGE <= pool_max_get(t->pool);
-}
-
-size_t tap_write_splice(struct tap *t, uint64_t off, uint32_t len, uint32_t flags, int pipe_fd,
-			bool last)
-{
-	struct tap_req probe = { .env_off = off, .env_len = len };
-	ssize_t n;
-
-	if (!tap_can_splice_write(t, off, len, flags) || tap_write_conflicts(t, &probe))
-		return 0;
-	n = t->img->drv->splice_write(t->img, off, len, pipe_fd);
-	if (n <= 0)
-		return 0;
-	t->st.write_bytes += (uint64_t)n;
-	if (last && n == (ssize_t)len)
-		t->st.writes++;
-	return (size_t)n;
 }
 
 void tap_req_release(struct tap_req *req)
