@@ -21,26 +21,15 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
-#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "bucket.h"
 #include "lib/log.h"
 #include "lib/worker.h"
-
-struct arena {
-	TAILQ_ENTRY(arena) link;
-	char *base;
-	size_t pages, free;
-	bool locked, keep; /* keep: scratch for pool_fit() */
-	uint64_t bits[];
-};
 
 /* A create or grow in progress: the workers map big (if not 0) and then
  * left bytes, one arena a job; done adds them to the pool. */
@@ -86,89 +75,6 @@ static void pool_notify(struct pool *p, enum pool_event ev)
 		pool_listener(p, ev);
 }
 
-static uint64_t arena_bytes(const struct arena *a)
-{
-	return (uint64_t)a->pages * POOL_PAGE;
-}
-
-static bool bit_test(const struct arena *a, size_t i)
-{
-	return (a->bits[i / 64] >> (i % 64)) & 1;
-}
-
-/* Callers know the run is all clear (alloc) or all set (put). */
-static void bits_flip(struct arena *a, size_t start, size_t n)
-{
-	for (size_t i = start; i < start + n; i++)
-		a->bits[i / 64] ^= 1ULL << (i % 64);
-}
-
-/* Runs on a worker thread (pool_op_run) as well as on the loop: it touches
- * nothing shared and does not log. */
-static struct arena *arena_map(uint64_t bytes, bool lock)
-{
-	size_t pages = bytes / POOL_PAGE, words = (pages + 63) / 64;
-	struct arena *a = calloc(1, sizeof(*a) + words * sizeof(uint64_t));
-
-	if (!a)
-		return NULL;
-	a->base = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (a->base == MAP_FAILED) {
-		free(a);
-		return NULL;
-	}
-	a->pages = a->free = pages;
-	/* Mark the tail of the last word used so run searches stop there. */
-	if (pages % 64)
-		a->bits[words - 1] = ~0ULL << (pages % 64);
-	a->locked = lock && mlock(a->base, bytes) == 0;
-	return a;
-}
-
-/* On the loop, after arena_map. */
-static void arena_note(const struct arena *a)
-{
-	static bool warned;
-
-	if (!a->locked && pool_lock && !warned) {
-		/* Pool memory may then be swapped out, and I/O that waits for
-		 * swap-in can deadlock under memory pressure; not fatal. */
-		log_warn("pool: mlock of %" PRIu64 " bytes failed; buffers may be swapped",
-			 arena_bytes(a));
-		warned = true;
-	}
-}
-
-static void arena_unmap(struct arena *a)
-{
-	munmap(a->base, arena_bytes(a));
-	free(a);
-}
-
-/* First page of a run of n free pages, or -1. Whole words that are full or
- * empty are stepped over at once: a 32 MiB arena is 128 words. */
-static ssize_t arena_find(const struct arena *a, size_t n)
-{
-	size_t i = 0, run = 0, start = 0;
-
-	while (i < a->pages) {
-		uint64_t w = a->bits[i / 64];
-		size_t step = i % 64 || (w && ~w) ? 1 : 64;
-
-		if ((w >> (i % 64)) & 1) {
-			run = 0;
-		} else {
-			start = run ? start : i;
-			run += step;
-			if (run >= n)
-				return start;
-		}
-		i += step;
-	}
-	return -1;
-}
-
 /* Largest request the pool can ever serve. */
 static uint64_t pool_limit(const struct pool *p)
 {
@@ -187,12 +93,10 @@ static void *pool_alloc(struct pool *p, size_t n)
 	if (p->in_use + (uint64_t)n * POOL_PAGE > p->size)
 		return NULL;
 	TAILQ_FOREACH(a, &p->arenas, link) {
-		ssize_t start = a->free >= n ? arena_find(a, n) : -1;
+		ssize_t start = arena_take(a, n);
 
 		if (start < 0)
 			continue;
-		bits_flip(a, start, n);
-		a->free -= n;
 		p->in_use += (uint64_t)n * POOL_PAGE;
 		p->high_water = MAX(p->high_water, p->in_use);
 		return a->base + (size_t)start * POOL_PAGE;
@@ -276,7 +180,7 @@ static int pool_fit(struct pool *p)
 			arenas_drop(&fresh, true);
 			return -ENOMEM;
 		}
-		arena_note(a);
+		arena_note(a, pool_lock);
 		TAILQ_INSERT_TAIL(&fresh.arenas, a, link);
 		fresh.mapped += b;
 		if (big)
@@ -374,8 +278,6 @@ static bool pool_name_valid(const char *name)
 
 /* Sizes beyond this are certainly mistakes, and keep the arithmetic safe. */
 #define POOL_SIZE_MAX (1ULL << 48)
-/* Memory left to the rest of the host: min(this, MemTotal / 16). */
-#define POOL_RESERVE_MAX (1ULL << 30)
 
 static int pool_check_size(uint64_t size, struct errbuf *eb)
 {
@@ -387,101 +289,13 @@ static int pool_check_size(uint64_t size, struct errbuf *eb)
 	return 0;
 }
 
-/* "Key:   123 kB" from a /proc file, in bytes; UINT64_MAX if absent. */
-static uint64_t proc_kb(const char *path, const char *key)
-{
-	uint64_t v = UINT64_MAX;
-	size_t klen = strlen(key);
-	char line[256];
-	FILE *f = fopen(path, "re");
-
-	if (!f)
-		return v;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long kb;
-
-		if (!strncmp(line, key, klen) && line[klen] == ':' &&
-		    sscanf(line + klen + 1, "%llu", &kb) == 1) {
-			v = (uint64_t)kb * 1024;
-			break;
-		}
-	}
-	fclose(f);
-	return v;
-}
-
-static bool has_cap_ipc_lock(void)
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct d[2];
-
-	return syscall(SYS_capget, &h, d) == 0 && (d[0].effective & (1u << CAP_IPC_LOCK));
-}
-
-/* procfs reads answer from memory: cheap enough for the loop. */
-void pool_mem_read(struct pool_mem *m)
-{
-	struct rlimit rl;
-
-	m->available = proc_kb("/proc/meminfo", "MemAvailable");
-	m->total = proc_kb("/proc/meminfo", "MemTotal");
-	m->locked = proc_kb("/proc/self/status", "VmLck");
-	if (m->locked == UINT64_MAX)
-		m->locked = 0;
-	m->pending = pool_pending;
-	m->lock = pool_lock;
-	m->lock_limit = UINT64_MAX;
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    !has_cap_ipc_lock())
-		m->lock_limit = rl.rlim_cur;
-}
-
-int pool_mem_check(const char *name, uint64_t asked, const struct pool_mem *m, struct errbuf *eb)
-{
-	uint64_t reserve =
-		m->total == UINT64_MAX ? POOL_RESERVE_MAX : MIN(POOL_RESERVE_MAX, m->total / 16);
-	const char *verb = m->lock ? "available to lock" : "available";
-	char s1[16], s2[16], s3[16], s4[16], others[48] = "";
-	uint64_t room;
-
-	if (m->pending)
-		snprintf(others, sizeof(others), ", %s being mapped for other pools",
-			 format_size(m->pending, s4, sizeof(s4)));
-	if (m->available != UINT64_MAX) {
-		room = m->available > reserve + m->pending ? m->available - reserve - m->pending
-							   : 0;
-		if (asked > room) {
-			err_set(eb,
-				"pool '%s': %" PRIu64 " bytes asked, %s %s (MemAvailable %s "
-				"less %s reserve%s)",
-				name, asked, format_size(room, s1, sizeof(s1)), verb,
-				format_size(m->available, s2, sizeof(s2)),
-				format_size(reserve, s3, sizeof(s3)), others);
-			return -ENOMEM;
-		}
-	}
-	if (m->lock && m->lock_limit != UINT64_MAX) {
-		uint64_t used = m->locked + m->pending;
-
-		room = m->lock_limit > used ? m->lock_limit - used : 0;
-		if (asked > room) {
-			err_set(eb,
-				"pool '%s': %" PRIu64 " bytes asked, %s %s (RLIMIT_MEMLOCK %s, "
-				"%s locked already%s; raise LimitMEMLOCK or grant CAP_IPC_LOCK)",
-				name, asked, format_size(room, s1, sizeof(s1)), verb,
-				format_size(m->lock_limit, s2, sizeof(s2)),
-				format_size(m->locked, s3, sizeof(s3)), others);
-			return -ENOMEM;
-		}
-	}
-	return 0;
-}
-
 static int pool_check_mem(const char *name, uint64_t asked, struct errbuf *eb)
 {
 	struct pool_mem m;
 
 	pool_mem_read(&m);
+	m.pending = pool_pending;
+	m.lock = pool_lock;
 	return pool_mem_check(name, asked, &m, eb);
 }
 
@@ -630,7 +444,7 @@ static void pool_op_done(struct worker_job *job)
 		pool_op_finish(op, -ENOMEM, eb.msg);
 		return;
 	}
-	arena_note(op->cur);
+	arena_note(op->cur, pool_lock);
 	TAILQ_INSERT_TAIL(&op->fresh, op->cur, link);
 	op->cur = NULL;
 	op->added += b;
@@ -1000,14 +814,10 @@ void pool_put(struct pool *p, void *buf, size_t len)
 		log_err("pool %s: put of %zu bytes at %p not from this pool", p->name, len, buf);
 		return;
 	}
-	for (size_t i = start; i < start + n; i++) {
-		if (!bit_test(a, i)) {
-			log_err("pool %s: put of %zu bytes at %p: double free", p->name, len, buf);
-			return;
-		}
+	if (arena_give(a, start, n) < 0) {
+		log_err("pool %s: put of %zu bytes at %p: double free", p->name, len, buf);
+		return;
 	}
-	bits_flip(a, start, n);
-	a->free += n;
 	p->in_use -= (uint64_t)n * POOL_PAGE;
 	/* Not while an op runs: its plan counts on the arenas there now. */
 	if (!p->op && p->mapped > p->size && a->free == a->pages && pool_fit(p) < 0)

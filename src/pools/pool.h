@@ -88,7 +88,8 @@ struct pool_mem {
 	uint64_t pending;    /* bytes other creates and grows have still to map */
 	bool lock;           /* pools are locked (pool_set_lock) */
 };
-/* Fill m from /proc/meminfo, /proc/self/status, getrlimit and capget. */
+/* Fill m from /proc/meminfo, /proc/self/status, getrlimit and capget
+ * (mem.c); pending is 0 and lock true, for the caller to set. */
 void pool_mem_read(struct pool_mem *m);
 /* 0 if asked more bytes fit in m, else -ENOMEM and a message with the
  * numbers in eb. Pure: tests pass their own m. */
