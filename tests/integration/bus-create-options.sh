@@ -11,7 +11,6 @@ start_tapd
 
 M=org.xenproject.Tapd1.Manager
 R=/org/xenproject/Tapd1
-bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 
 expect 1 "option 'name' is given twice" \
 	bctl call org.xenproject.Tapd1 $R $M CreateTap 'sa{sv}' ram:1M 2 name s a name s b

@@ -9,7 +9,6 @@ start_bus
 start_tapd
 CYCLER=$TOP_BUILDDIR/tests/tools/bus-cycler
 [ -x "$CYCLER" ] || fail "$CYCLER not built"
-rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$TAPD_PID/status"; }
 
 img=$T/disk.raw
 truncate -s 16M "$img"
@@ -30,9 +29,9 @@ fds1=$(tapd_fds)
 n=10000
 [ -n "$TAPD_WRAPPER" ] && n=1000
 "$CYCLER" "$DBUS_SYSTEM_BUS_ADDRESS" 1000 "raw:$img" ram:1M null:1G || fail "warm-up cycles"
-rss0=$(rss_kib)
+rss0=$(tapd_rss_kb)
 "$CYCLER" "$DBUS_SYSTEM_BUS_ADDRESS" "$n" "raw:$img" ram:1M null:1G || fail "$n cycles"
-rss1=$(rss_kib)
+rss1=$(tapd_rss_kb)
 log "$n cycles: RSS $rss0 -> $rss1 KiB, fds $fds0 -> $(tapd_fds)"
 [ "$(tapctl list --json)" = "[]" ] || fail "taps left after $n cycles: $(tapctl list)"
 [ "$(tapd_fds)" = "$fds0" ] || fail "fds: $fds0 before, $(tapd_fds) after $n cycles"

@@ -8,7 +8,6 @@ start_bus
 start_tapd
 
 E=org.xenproject.Tapd1.Error
-bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 
 # errname (lib.sh) checks the error names of raw calls with gdbus.
 command -v gdbus >/dev/null || log "gdbus missing (libglib2.0-bin): error names are not checked"

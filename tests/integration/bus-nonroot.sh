@@ -14,7 +14,6 @@ setpriv --reuid=nobody --regid="$group" --clear-groups "$TAPCTL" --version >/dev
 	skip "user nobody cannot run $TAPCTL"
 
 as_nobody() { setpriv --reuid=nobody --regid="$group" --clear-groups "$@"; }
-bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 
 # denied CMD...: as nobody, CMD exits 1 with an access-denied message.
 denied() {

@@ -7,7 +7,6 @@ start_bus
 start_tapd
 
 R=/org/xenproject/Tapd1
-bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 prop() { bctl get-property org.xenproject.Tapd1 "$1" "org.xenproject.Tapd1.$2" "$3"; }
 # expect_prop PATH IFACE PROP VALUE (busctl's text form, e.g. 't 1048576').
 expect_prop() {

@@ -16,10 +16,6 @@ done
 start_bus
 start_tapd
 
-wait_sock() {
-	for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done
-	fail "no server on $1"
-}
 
 # The bound: short, but longer under valgrind, where every step is slow.
 TMO=2

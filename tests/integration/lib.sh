@@ -262,6 +262,25 @@ held_client() {
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }
 
+# bctl ARGS...: busctl on the test's bus.
+bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
+
+# tap_state NAME: the tap's state in `tapctl list --json` (running, paused...).
+tap_state() { tapctl list --json | grep "\"name\": \"$1\"" | sed 's/.*"state": "\([a-z]*\)".*/\1/'; }
+
+# pool_field POOL FIELD: one field of `tapctl pool-list --json` ("" if absent).
+pool_field() {
+	tapctl pool-list --json | python3 -c 'import json, sys
+pools = {p["name"]: p for p in json.load(sys.stdin)}
+print(pools.get(sys.argv[1], {}).get(sys.argv[2], ""))' "$1" "$2"
+}
+
+# wait_sock PATH: a server's unix socket appears (5 s), or the test fails.
+wait_sock() {
+	for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done
+	fail "no server on $1"
+}
+
 # --- NBD attacks (issue 10: the NBD export's limits) ---
 
 # SLOW is 1 when tapd runs under a wrapper (valgrind: ~20x slower); the

@@ -14,7 +14,6 @@ img=$T/disk.raw
 truncate -s $SIZE "$img"
 tapctl create --name disk "raw:$img" >/dev/null || fail "create"
 URI=$(nbd_uri disk)
-state() { tapctl list --json | grep '"name": "disk"' | sed 's/.*"state": "\([a-z]*\)".*/\1/'; }
 
 # fio_run NAME ARGS...: one fio job against the tap, from inside $T and
 # without a saved verify state (nothing left where the suite runs).
@@ -44,7 +43,7 @@ track_pid $FIO
 sleep 0.5
 for i in 1 2 3 4 5; do
 	tapctl pause disk || fail "pause $i failed"
-	[ "$(state)" = paused ] || fail "pause $i: state $(state)"
+	[ "$(tap_state disk)" = paused ] || fail "pause $i: state $(tap_state disk)"
 	# Requests pile up while paused; they must all be held, not failed.
 	sleep 0.25
 	tapctl unpause disk || fail "unpause $i failed"

@@ -11,7 +11,6 @@ start_tapd
 
 R=/org/xenproject/Tapd1
 E=org.xenproject.Tapd1.Error
-bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
 prop() { bctl get-property org.xenproject.Tapd1 "$R/tap/0" org.xenproject.Tapd1.Tap "$1"; }
 expect_prop() {
 	local got

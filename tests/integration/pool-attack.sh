@@ -21,12 +21,6 @@ BIG=2G
 start_bus
 start_tapd
 
-# pool_field POOL FIELD: one field of `tapctl pool-list --json` ("" if absent).
-pool_field() {
-	tapctl pool-list --json | python3 -c 'import json, sys
-pools = {p["name"]: p for p in json.load(sys.stdin)}
-print(pools.get(sys.argv[1], {}).get(sys.argv[2], ""))' "$1" "$2"
-}
 now_ms() { date +%s%3N; }
 # wait_state POOL STATE: poll pool-list until POOL shows STATE (5 s).
 wait_state() {

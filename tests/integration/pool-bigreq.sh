@@ -19,12 +19,6 @@ RUNTIME=8
 
 # tap_errors TAP: the tap's error count.
 tap_errors() { tapctl stats "$1" | awk '$1 == "errors" { print $2 }'; }
-# pool_get POOL FIELD: one field of `tapctl pool-list --json`.
-pool_get() {
-	tapctl pool-list --json | python3 -c 'import json, sys
-pools = {p["name"]: p for p in json.load(sys.stdin)}
-print(pools[sys.argv[1]][sys.argv[2]])' "$1" "$2"
-}
 
 # bigio TAP IMAGE STRUCTURED OFF:LEN...: with libnbd, write fresh random
 # bytes at each OFF:LEN in one request, read each back in one request and
@@ -82,7 +76,7 @@ for sr in 1 0; do
 	[ "$(grep -c '^ok' "$T/out")" = 3 ] || fail "structured=$sr: $(cat "$T/out")"
 done
 [ "$(tap_errors big)" = 0 ] || fail "big counted errors: $(tapctl stats big)"
-[ "$(pool_get big in_use)" = 0 ] || fail "big lent buffers it did not get back"
+[ "$(pool_field big in_use)" = 0 ] || fail "big lent buffers it did not get back"
 log "24M and 32M requests served over a 16M pool"
 
 # ---- a pool of a few pages: every request in pieces -------------------------
@@ -164,7 +158,7 @@ for sr in 1 0; do
 			fail "no log of the closed connection"
 	fi
 done
-[ "$(pool_get ep in_use)" = 0 ] || fail "ep still has buffers out: $(tapctl pool-list)"
+[ "$(pool_field ep in_use)" = 0 ] || fail "ep still has buffers out: $(tapctl pool-list)"
 log "a READ failing in a later piece: EIO, or a closed simple-reply connection"
 
 # ---- fio while its pool shrinks to 4K and set-pool moves it to a 4K pool ----
@@ -194,7 +188,7 @@ track_pid $FIO
 # 32 requests of 64k want 2M of a 1M pool: some wait when it shrinks.
 waiters=0
 for _ in $(seq 1 100); do
-	waiters=$(pool_get fp waiters)
+	waiters=$(pool_field fp waiters)
 	[ "$waiters" -gt 0 ] && break
 	sleep 0.05
 done
@@ -222,9 +216,9 @@ wait $SIDE || rc=$?
 fio_check side
 [ "$(tap_errors f)" = 0 ] || fail "f counted errors: $(tapctl stats f)"
 [ "$(tap_errors other)" = 0 ] || fail "other counted errors: $(tapctl stats other)"
-[ "$(pool_get tiny high_water)" -gt 0 ] || fail "tiny never served f: $(tapctl pool-list)"
+[ "$(pool_field tiny high_water)" -gt 0 ] || fail "tiny never served f: $(tapctl pool-list)"
 for p in fp tiny other big; do
-	[ "$(pool_get $p in_use)" = 0 ] || fail "$p still has buffers out: $(tapctl pool-list)"
+	[ "$(pool_field $p in_use)" = 0 ] || fail "$p still has buffers out: $(tapctl pool-list)"
 done
 # A last read-back of all of it through the 4K pool, in one 16M request.
 cmp <(/usr/bin/python3 -c 'import sys, nbd

@@ -10,12 +10,6 @@ fio --enghelp=nbd >/dev/null 2>&1 || skip "fio built without the nbd engine"
 start_bus
 start_tapd
 
-# pool_get POOL FIELD: one field of `tapctl pool-list --json`.
-pool_get() {
-	tapctl pool-list --json | python3 -c 'import json, sys
-pools = {p["name"]: p for p in json.load(sys.stdin)}
-print(pools[sys.argv[1]][sys.argv[2]])' "$1" "$2"
-}
 # taps_ab: the Taps counts of pa and pb, as "A/B", from one pool-list.
 taps_ab() {
 	tapctl pool-list --json | python3 -c 'import json, sys
@@ -80,9 +74,9 @@ grep -qE 'write: IOPS=' "$T/moving.out" || fail "fio wrote nothing"
 grep -qE 'read: IOPS=' "$T/moving.out" || fail "fio read nothing"
 tapctl stats live | grep -q '^errors *0$' || fail "the tap counted errors: $(tapctl stats live)"
 # Both pools lent buffers, and got all of them back.
-[ "$(pool_get pb high_water)" -gt 0 ] || fail "pb never served the tap: $(tapctl pool-list)"
+[ "$(pool_field pb high_water)" -gt 0 ] || fail "pb never served the tap: $(tapctl pool-list)"
 for p in pa pb; do
-	[ "$(pool_get $p in_use)" = 0 ] || fail "$p still has buffers out: $(tapctl pool-list)"
+	[ "$(pool_field $p in_use)" = 0 ] || fail "$p still has buffers out: $(tapctl pool-list)"
 done
 
 # ---- shrinking a pool below its in-use amount under load -------------------
@@ -93,7 +87,7 @@ FIO=$!
 track_pid $FIO
 used=0
 for _ in $(seq 1 60); do
-	used=$(pool_get pa in_use)
+	used=$(pool_field pa in_use)
 	[ "$used" -gt $((1 << 20)) ] && break
 	sleep 0.05
 done
@@ -173,7 +167,7 @@ tapctl create --name q2 --pool pq null:1G >/dev/null || fail "create q2"
 tapctl pool-qos pq --bps 2M || fail "pool-qos pq --bps 2M"
 [ "$(tapctl pool-qos pq --json)" = '{"iops": 0, "bps": 2097152}' ] ||
 	fail "pool-qos pq: $(tapctl pool-qos pq --json)"
-[ "$(pool_get pq qos_bps)" = 2097152 ] || fail "pool-list: $(tapctl pool-list --json)"
+[ "$(pool_field pq qos_bps)" = 2097152 ] || fail "pool-list: $(tapctl pool-list --json)"
 # 4k reads: larger ones on a null: tap are answered from a BLOCK_STATUS
 # probe (all holes) and never reach the limits (see the report on issue 5).
 if [ "$free" -gt 1500 ]; then

@@ -12,10 +12,6 @@ need_libnbd
 start_bus
 start_tapd
 
-wait_sock() {
-	for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.05; done
-	fail "no server on $1"
-}
 
 # --- errors from the remote ------------------------------------------------
 esock=$T/error.sock

@@ -13,14 +13,13 @@ n=1024
 ulimit -n $((4 * n + 256)) 2>/dev/null || skip "cannot raise the fd limit to $((4 * n + 256))"
 start_bus
 start_tapd --nbd-max-clients $((n + 16))
-rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$TAPD_PID/status"; }
 
 fds0=$(tapd_fds)
-rss0=$(rss_kib)
+rss0=$(tapd_rss_kb)
 for i in $(seq 0 $((n - 1))); do
 	tapctl create --name "s$i" null:1M >/dev/null || fail "create s$i"
 done
-rss1=$(rss_kib)
+rss1=$(tapd_rss_kb)
 
 # One client process holds a connection to each tap, past NBD_OPT_GO.
 /usr/bin/python3 - "$NBD_SOCK" "$n" "$T/ready" <<'PY' &
@@ -58,7 +57,7 @@ client=$!
 track_pid $client
 for _ in $(seq 1 1200); do [ -s "$T/ready" ] && break; kill -0 $client 2>/dev/null || break; sleep 0.1; done
 [ "$(cat "$T/ready" 2>/dev/null)" = "$n" ] || fail "the client did not get $n connections"
-rss2=$(rss_kib)
+rss2=$(tapd_rss_kb)
 conns=$(tapctl stats --json "s$((n - 1))" | sed -n 's/.*"connections": \([0-9]*\).*/\1/p')
 [ "$conns" = 1 ] || fail "tap s$((n - 1)) shows $conns connections"
 

@@ -18,7 +18,6 @@ start_tapd
 E=org.xenproject.Tapd1.Error
 R=/org/xenproject/Tapd1
 minor() { tapctl list --json | grep "\"name\": \"$1\"" | sed 's/.*"minor": \([0-9]*\).*/\1/'; }
-state() { tapctl list --json | grep "\"name\": \"$1\"" | sed 's/.*"state": "\([a-z]*\)".*/\1/'; }
 # qread TAP PATTERN: the first MiB of TAP reads as PATTERN over NBD.
 qread() {
 	qemu-io -f raw -r -c "read -P $2 0 1M" "$(nbd_uri "$1")" >"$T/qio.out" 2>&1 ||
@@ -36,7 +35,7 @@ qread B 0x5a
 tapctl pause A
 expect 1 "loop.*A -> B -> A" tapctl unpause A tap:B
 errname $E.BadImage "$R/tap/$(minor A)" org.xenproject.Tapd1.Tap.Unpause tap:B
-[ "$(state A)" = paused ] || fail "A is $(state A) after a refused unpause"
+[ "$(tap_state A)" = paused ] || fail "A is $(tap_state A) after a refused unpause"
 # Answers at once (before the fix: tapd spun in tap_get_stats for good).
 timeout 10 "$TAPCTL" stats B >/dev/null || fail "stats B did not answer"
 # A tap on itself, by name and by minor.
