@@ -114,6 +114,8 @@ static void usage(FILE *f)
 		"      --device-allow PATTERN  block devices that may be images (repeatable, glob)\n"
 		"      --config FILE           image-dir = DIR, device-allow = PATTERN lines\n"
 		"                              (default " TAPD_CONFIG_DEFAULT " if it exists)\n"
+		"      --open-timeout S        fail CreateTap/Unpause whose image takes longer\n"
+		"                              than S seconds to open (default 30)\n"
 		"      --poll-us N             poll for AIO completions up to N us before\n"
 		"                              sleeping while disk I/O is in flight (default 0)\n"
 		"  -h, --help                  this help\n"
@@ -157,6 +159,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_IMAGE_DIR,
 		O_DEVICE_ALLOW,
 		O_CONFIG,
+		O_OPEN_TIMEOUT,
 	};
 	static const struct option longopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
@@ -182,6 +185,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "image-dir", required_argument, NULL, O_IMAGE_DIR },
 		{ "device-allow", required_argument, NULL, O_DEVICE_ALLOW },
 		{ "config", required_argument, NULL, O_CONFIG },
+		{ "open-timeout", required_argument, NULL, O_OPEN_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -279,6 +283,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 				return 2;
 			}
 			o->nbd.handshake_timeout = (unsigned)n;
+			break;
+		case O_OPEN_TIMEOUT:
+			if (parse_count(optarg, 1, 3600, &n) < 0) {
+				fprintf(stderr, "tapd: bad open timeout '%s' (1-3600 s)\n", optarg);
+				return 2;
+			}
+			tap_set_open_timeout((unsigned)n);
 			break;
 		case O_NBD_WRITE_TIMEOUT:
 			if (parse_count(optarg, 0, 86400, &n) < 0) {

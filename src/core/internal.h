@@ -22,6 +22,8 @@
  * (a loop) could reach it, and then the walk still ends. */
 #define TAP_CHAIN_IMAGES_MAX (TAP_STACK_MAX * 128)
 
+struct image_opening;
+
 struct tap {
 	TAILQ_ENTRY(tap) link;
 	char name[TAP_NAME_MAX];
@@ -62,6 +64,13 @@ struct tap {
 	/* The lifecycle's own (tap.c). */
 	void (*pause_done)(void *arg, int err);
 	void *pause_arg;
+	/* An image chain being opened for tap_create (creating: the tap is
+	 * not listed yet) or tap_unpause, and who waits for it. */
+	struct image_opening *opening;
+	bool creating;
+	tap_open_done_fn *open_done;
+	void *open_arg;
+	uint64_t qos_iops_cfg, qos_bps_cfg; /* tap_create's, set once running */
 	/* Shutdown: flush, then close. */
 	struct image_io flush_io;
 	bool flushing;
@@ -117,8 +126,8 @@ void tap_req_plan(const struct tap *t, struct tap_req *req);
 /* tap.c, for setup.c */
 int tap_registry_setup(struct event_base *base);
 void tap_registry_teardown(void);
-/* tap.c, for stack.c: the tap whose chain is being opened now (by
- * tap_create or tap_unpause), or NULL; its chain is not yet in place. */
+/* tap.c, for stack.c: the tap whose chain is being opened by this open
+ * (by tap_create or tap_unpause), or NULL; its chain is not yet in place. */
 struct tap *tap_opening(void);
 
 /* stack.c: the tap: driver, registered by setup.c. */

@@ -14,6 +14,8 @@ int tap_setup(struct event_base *base)
 		ret = image_register_driver(&driver_tap);
 	if (ret < 0)
 		return ret;
+	/* Opens are timed and started on the loop (image_open_async). */
+	image_set_loop(base);
 	return tap_registry_setup(base);
 }
 

@@ -276,6 +276,7 @@ const struct driver driver_tap = {
 	.name = "tap",
 	.open = tapdev_open,
 	.close = tapdev_close,
+	.on_loop = true,
 	.submit = tapdev_submit,
 	.parent = tapdev_parent,
 };

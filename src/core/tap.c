@@ -19,14 +19,19 @@ static struct {
 	unsigned count;
 	struct minors minors;
 	void (*listener)(struct tap *t, enum tap_event ev);
-	/* The tap whose chain tap_open_image is opening, for stack.c. */
-	struct tap *opening;
+	/* Taps being created: their chains are opening; not listed. */
+	TAILQ_HEAD(, tap) creating;
+	unsigned open_timeout_s;
 	/* Daemon shutdown in progress. */
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
 	struct event *shutdown_ev;
+	/* Answers an unpause that needed no open, from the loop. */
+	struct event *answer_ev;
 } taps = {
 	.taps = TAILQ_HEAD_INITIALIZER(taps.taps),
+	.creating = TAILQ_HEAD_INITIALIZER(taps.creating),
+	.open_timeout_s = 30,
 };
 
 static void tap_notify(struct tap *t, enum tap_event ev)
@@ -78,17 +83,21 @@ int tap_name_check(const char *name, struct errbuf *eb)
 
 struct tap *tap_opening(void)
 {
-	return taps.opening;
+	return image_open_owner();
 }
 
-/* Open spec as the tap's image chain and remember what it can do, so the
- * tap can still answer while paused. */
+void tap_set_open_timeout(unsigned seconds)
+{
+	if (seconds)
+		taps.open_timeout_s = seconds;
+}
+
+static void tap_image_opened(void *arg, struct image *img, int err, const struct errbuf *oeb);
+
+/* Open spec as the tap's image chain, off the loop: tap_image_opened
+ * follows. */
 static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 {
-	struct image *img;
-	char *copy;
-	int ret;
-
 	char parent_spec[TAP_NAME_MAX + 8];
 
 	/* Image strings hold paths: beyond what a path can be, say so
@@ -101,35 +110,36 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 	if (t->parent_name)
 		snprintf(parent_spec, sizeof(parent_spec), "tap:%s", t->parent_name);
 	/* A tap: image met on the way asks who is opening (stack.c refuses
-	 * loops and too deep stacks). */
-	taps.opening = t;
-	ret = image_open_parent(spec, t->read_only, t->parent_name ? parent_spec : NULL, &img, eb);
-	taps.opening = NULL;
-	if (ret < 0)
-		return ret;
+	 * loops and too deep stacks): t, the owner. */
+	return image_open_async(spec, t->read_only, t->parent_name ? parent_spec : NULL, t,
+				taps.open_timeout_s, tap_image_opened, t, &t->opening, eb);
+}
+
+/* The chain is open: can the tap use it? Then remember what it can do, so
+ * the tap can still answer while paused. */
+static int tap_take_image(struct tap *t, struct image *img, const char *spec,
+			  struct errbuf *eb)
+{
+	char *copy;
+
 	/* Whatever the driver: a disk of no bytes serves nothing and would
 	 * trip every client that divides by its size. */
 	if (img->size == 0) {
 		err_set(eb, "%s: the image is empty (0 bytes)", spec);
-		image_close(img);
 		return -EINVAL;
 	}
 	if (img->align > POOL_PAGE || (img->align & (img->align - 1))) {
 		err_set(eb, "%s: unsupported I/O alignment %u", spec, img->align);
-		image_close(img);
 		return -EINVAL;
 	}
-	if (t->spec && img->size != t->size) {
+	if (!t->creating && img->size != t->size) {
 		err_set(eb, "%s is %llu bytes but tap %s is %llu: a tap keeps its size", spec,
 			(unsigned long long)img->size, t->name, (unsigned long long)t->size);
-		image_close(img);
 		return -ERANGE;
 	}
 	copy = strdup(spec);
-	if (!copy) {
-		image_close(img);
+	if (!copy)
 		return -ENOMEM;
-	}
 	free(t->spec);
 	t->spec = copy;
 	t->img = img;
@@ -138,6 +148,35 @@ static int tap_open_image(struct tap *t, const char *spec, struct errbuf *eb)
 	t->can_trim = img->can_trim;
 	t->can_zero = img->can_zero;
 	return 0;
+}
+
+static void tap_open_answer(struct tap *t, struct tap *who, int err, const struct errbuf *eb)
+{
+	tap_open_done_fn *done = t->open_done;
+
+	t->open_done = NULL;
+	if (done)
+		done(t->open_arg, who, err, eb);
+}
+
+static void tap_create_finish(struct tap *t, int err, const struct errbuf *eb);
+static void tap_unpause_finish(struct tap *t, int err, const struct errbuf *eb);
+
+static void tap_image_opened(void *arg, struct image *img, int err, const struct errbuf *oeb)
+{
+	struct tap *t = arg;
+	struct errbuf eb = *oeb;
+
+	t->opening = NULL;
+	if (err == 0) {
+		err = tap_take_image(t, img, img->spec, &eb);
+		if (err < 0)
+			image_close(img);
+	}
+	if (t->creating)
+		tap_create_finish(t, err, &eb);
+	else
+		tap_unpause_finish(t, err, &eb);
 }
 
 /* A leaf stacked on parent must draw from another pool: with one pool,
@@ -159,7 +198,32 @@ static int tap_check_stack(struct tap *parent, const char *name, struct pool *po
 	return 0;
 }
 
-int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb)
+/* A name is taken by a listed tap or one being created. */
+static struct tap *tap_find_creating(const char *name)
+{
+	struct tap *t;
+
+	TAILQ_FOREACH(t, &taps.creating, link)
+		if (strcmp(t->name, name) == 0)
+			return t;
+	return NULL;
+}
+
+/* A tap that never ran: unlisted, nothing refers to it. */
+static void tap_free_unborn(struct tap *t)
+{
+	TAILQ_REMOVE(&taps.creating, t, link);
+	if (t->pool)
+		pool_unref(t->pool);
+	tap_io_free(t);
+	minor_free(&taps.minors, t->minor);
+	free(t->spec);
+	free(t->parent_name);
+	free(t);
+}
+
+int tap_create(const struct tap_config *cfg, tap_open_done_fn *done, void *arg,
+	       struct errbuf *eb)
 {
 	const char *pool_nm = cfg->pool && *cfg->pool ? cfg->pool : POOL_DEFAULT;
 	struct tap *t;
@@ -172,7 +236,7 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	}
 	if (cfg->name && (ret = tap_name_check(cfg->name, eb)) < 0)
 		return ret;
-	if (cfg->name && tap_find(cfg->name)) {
+	if (cfg->name && (tap_find(cfg->name) || tap_find_creating(cfg->name))) {
 		err_set(eb, "a tap named '%s' exists already", cfg->name);
 		return -EEXIST;
 	}
@@ -191,11 +255,13 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 		return minor;
 	}
 	t->minor = minor;
+	t->creating = true;
+	TAILQ_INSERT_TAIL(&taps.creating, t, link);
 	if (cfg->name)
 		snprintf(t->name, sizeof(t->name), "%s", cfg->name);
 	else
 		snprintf(t->name, sizeof(t->name), "tap%d", minor);
-	if (!cfg->name && tap_find(t->name)) {
+	if (!cfg->name && (tap_find(t->name) || tap_find_creating(t->name) != t)) {
 		err_set(eb, "the default name '%s' is taken by another tap; give a name", t->name);
 		ret = -EEXIST;
 		goto fail;
@@ -218,30 +284,45 @@ int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb
 	/* Set before the open, which checks it against a tap: image's tap;
 	 * referenced only once the tap exists. */
 	t->pool = pool;
+	pool_ref(pool);
+	t->qos_iops_cfg = cfg->qos_iops;
+	t->qos_bps_cfg = cfg->qos_bps;
 	ret = tap_open_image(t, cfg->image, eb);
 	if (ret < 0)
 		goto fail;
-	t->size = t->img->size;
-	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
-	pool_ref(pool);
-	t->state = TAP_RUNNING;
-	if (cfg->qos_iops || cfg->qos_bps)
-		tap_set_qos(t, cfg->qos_iops, cfg->qos_bps);
-	TAILQ_INSERT_TAIL(&taps.taps, t, link);
-	taps.count++;
-	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor,
-		 cfg->image, (unsigned long long)t->size, pool_name(pool),
-		 t->read_only ? ", read-only" : "");
-	tap_notify(t, TAP_ADDED);
-	if (out)
-		*out = t;
+	t->open_done = done;
+	t->open_arg = arg;
 	return 0;
 fail:
-	tap_io_free(t);
-	minor_free(&taps.minors, minor);
-	free(t->parent_name);
-	free(t);
+	tap_free_unborn(t);
 	return ret;
+}
+
+static void tap_create_finish(struct tap *t, int err, const struct errbuf *eb)
+{
+	tap_open_done_fn *done = t->open_done;
+	void *arg = t->open_arg;
+
+	if (err < 0) {
+		log_info("%s: not created: %s", t->name, eb->msg[0] ? eb->msg : strerror(-err));
+		tap_free_unborn(t);
+		if (done)
+			done(arg, NULL, err, eb);
+		return;
+	}
+	TAILQ_REMOVE(&taps.creating, t, link);
+	t->creating = false;
+	t->size = t->img->size;
+	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
+	t->state = TAP_RUNNING;
+	if (t->qos_iops_cfg || t->qos_bps_cfg)
+		tap_set_qos(t, t->qos_iops_cfg, t->qos_bps_cfg);
+	TAILQ_INSERT_TAIL(&taps.taps, t, link);
+	taps.count++;
+	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor, t->spec,
+		 (unsigned long long)t->size, pool_name(t->pool), t->read_only ? ", read-only" : "");
+	tap_notify(t, TAP_ADDED);
+	tap_open_answer(t, t, 0, eb);
 }
 
 /* Unlink, close and free; the minor goes last, when nothing refers to it. */
@@ -258,6 +339,7 @@ static void tap_free(struct tap *t)
 		if (c->parent == t)
 			c->parent = NULL;
 	tap_notify(t, TAP_REMOVED);
+	tap_open_answer(t, t, 0, &(struct errbuf){{0}});
 	image_close(t->img);
 	image_close(t->kept);
 	tap_io_free(t);
@@ -278,6 +360,10 @@ int tap_destroy(struct tap *t, struct errbuf *eb)
 	if (t->children) {
 		err_set(eb, "tap %s serves the parent chain of %u tap%s", t->name, t->children,
 			t->children == 1 ? "" : "s");
+		return -EBUSY;
+	}
+	if (t->opening) {
+		err_set(eb, "tap %s is being unpaused", t->name);
 		return -EBUSY;
 	}
 	if ((t->state != TAP_RUNNING && t->state != TAP_PAUSED) || t->st.inflight || t->held ||
@@ -328,6 +414,10 @@ int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct
 		err_set(eb, "tap %s is %s", t->name, tap_state_name(t->state));
 		return -ESHUTDOWN;
 	}
+	if (t->opening) {
+		err_set(eb, "tap %s is being unpaused", t->name);
+		return -EBUSY;
+	}
 	if (t->state != TAP_RUNNING) {
 		err_set(eb, "tap %s is already %s", t->name, tap_state_name(t->state));
 		return -EBUSY;
@@ -342,7 +432,19 @@ int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct
 	return 0;
 }
 
-int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
+/* Run again on t->img, or the kept image. */
+static void tap_run_again(struct tap *t)
+{
+	/* The tap serving our parent chain may have gone and come back. */
+	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
+	t->state = TAP_RUNNING;
+	log_info("%s: running again on %s", t->name, t->spec);
+	tap_notify(t, TAP_CHANGED);
+	tap_io_resume(t);
+}
+
+int tap_unpause(struct tap *t, const char *image, tap_open_done_fn *done, void *arg,
+		struct errbuf *eb)
 {
 	int ret;
 
@@ -350,22 +452,39 @@ int tap_unpause(struct tap *t, const char *image, struct errbuf *eb)
 		err_set(eb, "tap %s is %s, not paused", t->name, tap_state_name(t->state));
 		return -EINVAL;
 	}
+	if (t->opening) {
+		err_set(eb, "tap %s is being unpaused already", t->name);
+		return -EBUSY;
+	}
 	if (t->kept && !(image && *image)) {
 		t->img = t->kept;
-	} else {
-		ret = tap_open_image(t, image && *image ? image : t->spec, eb);
-		if (ret < 0)
-			return ret;
-		image_close(t->kept);
+		t->kept = NULL;
+		tap_run_again(t);
+		/* Answered from the loop all the same. */
+		t->open_done = done;
+		t->open_arg = arg;
+		event_active(taps.answer_ev, 0, 0);
+		return 0;
 	}
-	t->kept = NULL;
-	/* The tap serving our parent chain may have gone and come back. */
-	t->parent = t->parent_name ? tap_find(t->parent_name) : NULL;
-	t->state = TAP_RUNNING;
-	log_info("%s: running again on %s", t->name, t->spec);
-	tap_notify(t, TAP_CHANGED);
-	tap_io_resume(t);
+	ret = tap_open_image(t, image && *image ? image : t->spec, eb);
+	if (ret < 0)
+		return ret;
+	t->open_done = done;
+	t->open_arg = arg;
 	return 0;
+}
+
+static void tap_unpause_finish(struct tap *t, int err, const struct errbuf *eb)
+{
+	if (err < 0) {
+		log_info("%s: still paused: %s", t->name, eb->msg[0] ? eb->msg : strerror(-err));
+		tap_open_answer(t, t, err, eb);
+		return;
+	}
+	image_close(t->kept);
+	t->kept = NULL;
+	tap_run_again(t);
+	tap_open_answer(t, t, 0, eb);
 }
 
 /* ---- shutdown --------------------------------------------------------
@@ -426,6 +545,20 @@ void tap_stop_begin(void)
 		tap_io_release(t);
 }
 
+/* Nobody waits for t's open any more: its caller is told the daemon
+ * stops, and the chain is closed whenever it opens. */
+static void tap_open_abandon(struct tap *t)
+{
+	struct errbuf eb = {{0}};
+
+	if (!t->opening)
+		return;
+	image_open_abandon(t->opening);
+	t->opening = NULL;
+	err_set(&eb, "tapd is stopping: the image of tap %s was still opening", t->name);
+	tap_open_answer(t, t->creating ? NULL : t, -ESHUTDOWN, &eb);
+}
+
 void tap_shutdown_all(void (*done)(void *arg), void *arg)
 {
 	struct tap *t;
@@ -433,7 +566,12 @@ void tap_shutdown_all(void (*done)(void *arg), void *arg)
 	taps.shutdown_done = done;
 	taps.shutdown_arg = arg;
 	tap_io_stop();
+	while ((t = TAILQ_FIRST(&taps.creating))) {
+		tap_open_abandon(t);
+		tap_free_unborn(t);
+	}
 	TAILQ_FOREACH(t, &taps.taps, link) {
+		tap_open_abandon(t);
 		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
 		tap_notify(t, TAP_CHANGED);
@@ -449,10 +587,25 @@ static void tap_drained(struct tap *t)
 	event_active(taps.shutdown_ev, 0, 0);
 }
 
+static void tap_answer_unpaused(evutil_socket_t fd, short what, void *arg)
+{
+	struct tap *t, *next;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (t = TAILQ_FIRST(&taps.taps); t; t = next) {
+		next = TAILQ_NEXT(t, link);
+		if (t->open_done && !t->opening)
+			tap_open_answer(t, t, 0, &(struct errbuf){{0}});
+	}
+}
+
 int tap_registry_setup(struct event_base *base)
 {
 	taps.shutdown_ev = event_new(base, -1, 0, tap_shutdown_check, NULL);
-	if (!taps.shutdown_ev)
+	taps.answer_ev = event_new(base, -1, 0, tap_answer_unpaused, NULL);
+	if (!taps.shutdown_ev || !taps.answer_ev)
 		return -ENOMEM;
 	return tap_io_setup(base, tap_drained);
 }
@@ -461,6 +614,12 @@ void tap_registry_teardown(void)
 {
 	struct tap *t;
 
+	while ((t = TAILQ_FIRST(&taps.creating))) {
+		tap_open_abandon(t);
+		tap_free_unborn(t);
+	}
+	TAILQ_FOREACH(t, &taps.taps, link)
+		tap_open_abandon(t);
 	/* Stacked taps first: each holds the tap that serves its parent. */
 	while (!TAILQ_EMPTY(&taps.taps)) {
 		TAILQ_FOREACH(t, &taps.taps, link)
@@ -472,6 +631,9 @@ void tap_registry_teardown(void)
 	if (taps.shutdown_ev)
 		event_free(taps.shutdown_ev);
 	taps.shutdown_ev = NULL;
+	if (taps.answer_ev)
+		event_free(taps.answer_ev);
+	taps.answer_ev = NULL;
 	/* A fresh start for whoever sets up again (unit tests do). */
 	taps.shutdown_done = NULL;
 }

@@ -118,13 +118,27 @@ int tap_setup(struct event_base *base);
 /* Free every tap at once (after tap_shutdown_all, or in tests). */
 void tap_teardown(void);
 
-/* Open the image and register the tap. Errors: -EINVAL bad name or image
- * string, an image of 0 bytes, a stacked tap in its parent's pool; -ELOOP
- * the tap would read through itself or a stack would be deeper than
- * TAP_STACK_MAX; -EEXIST name taken, -ENODEV no such pool,
- * -ENOENT/-EACCES/... from opening the image, -ENOSPC no free minor. eb
- * says which. */
-int tap_create(const struct tap_config *cfg, struct tap **out, struct errbuf *eb);
+/* The answer to tap_create or tap_unpause, on the loop: t (NULL when a
+ * create failed) and 0, or a negative errno with eb saying why. */
+typedef void tap_open_done_fn(void *arg, struct tap *t, int err, const struct errbuf *eb);
+
+/* Open the image and register the tap. The image chain opens on a thread
+ * of its own (image_open_async): what can be checked at once is, and then
+ * done is called from the loop, never from inside tap_create, when the tap
+ * is running (and listed) or has failed. The name and the minor are taken
+ * meanwhile, the tap is not listed. Returns 0, or an error (done is then
+ * never called). Errors, either way: -EINVAL bad name or image string, an
+ * image of 0 bytes, a stacked tap in its parent's pool; -ELOOP the tap
+ * would read through itself or a stack would be deeper than TAP_STACK_MAX;
+ * -EEXIST name taken, -ENODEV no such pool, -ENOENT/-EACCES/... from
+ * opening the image, -ENOSPC no free minor, -ETIMEDOUT the open took
+ * longer than the open timeout, -EAGAIN too many opens in flight,
+ * -ESHUTDOWN the daemon stops. eb says which. */
+int tap_create(const struct tap_config *cfg, tap_open_done_fn *done, void *arg,
+	       struct errbuf *eb);
+/* How long an image open may take before its caller is answered with
+ * -ETIMEDOUT (seconds, > 0); the late chain is closed when it opens. */
+void tap_set_open_timeout(unsigned seconds);
 /* Whether name may name a tap: 1 to TAP_NAME_MAX - 1 letters, digits, '_',
  * '-' and '.', not all digits (a minor) and not beginning with '-' or '.'
  * (names become paths and command-line arguments). 0 or -EINVAL with eb.
@@ -144,10 +158,14 @@ int tap_destroy(struct tap *t, struct errbuf *eb);
 int tap_pause(struct tap *t, void (*done)(void *arg, int err), void *arg, struct errbuf *eb);
 /* Reopen a paused tap on image (NULL or "": the image it had, or the one
  * the pause kept open) and serve the requests that waited. An image string
- * always opens anew (and closes a kept image). -EINVAL if not paused,
- * -ERANGE if the new chain's size differs, or any error of tap_create's
- * from opening. On error the tap stays paused, a kept image kept. */
-int tap_unpause(struct tap *t, const char *image, struct errbuf *eb);
+ * always opens anew (and closes a kept image), off the loop as in
+ * tap_create: done(arg, t, err, eb) follows from the loop, never from
+ * inside tap_unpause; the tap stays paused meanwhile. -EINVAL if not
+ * paused, -EBUSY if an unpause is under way, at once; -ERANGE if the new
+ * chain's size differs, or any error of tap_create's from opening, at
+ * once or through done. On error the tap stays paused, a kept image kept. */
+int tap_unpause(struct tap *t, const char *image, tap_open_done_fn *done, void *arg,
+		struct errbuf *eb);
 
 /* The daemon begins to stop: requests parked on paused taps, and any that
  * would park from now on, fail with -ESHUTDOWN (or run, if the image is

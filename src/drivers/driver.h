@@ -4,10 +4,17 @@
  * buffer and its storage, asynchronously. Drivers are registered with
  * image.c (image_register_driver); core adds its own, tap:, that way.
  *
- * Threading: all callbacks run on the loop thread and must not block it
- * (no synchronous data I/O; open/close may do metadata syscalls). The one
- * exception is memory: copying a tmpfs page is what io_submit does there
- * anyway, so raw copies tmpfs files inline. */
+ * Threading: open() runs on a thread of its own (image_open_async) and may
+ * block there: open files, read metadata, resolve names, connect and
+ * handshake, each with a bound of its own; it must not touch the loop
+ * (no events added, no daemon state), which start() then does, on the
+ * loop. Drivers whose open needs daemon state (tap:) say on_loop, and
+ * image.c runs their open and close there. Every other callback runs on
+ * the loop thread and must not block it (no synchronous data I/O). The
+ * one exception is memory: copying a tmpfs page is what io_submit does
+ * there anyway, so raw copies tmpfs files inline. close() may run on the
+ * opening thread too, when a chain fails half-way: it must cope with an
+ * image that never started. */
 #ifndef TAPD_DRIVER_H
 #define TAPD_DRIVER_H
 
@@ -88,6 +95,13 @@ struct driver {
 	 * img->priv and the capability flags. Returns 0 or a negative errno
 	 * with eb filled. */
 	int (*open)(struct image *img, const char *arg, struct errbuf *eb);
+	/* Optional. On the loop, once the whole chain is open (parents
+	 * first): add the events open() prepared. 0 or a negative errno with
+	 * eb filled; close() follows a failure. */
+	int (*start)(struct image *img, struct errbuf *eb);
+	/* open() and close() run on the loop thread (they use daemon state;
+	 * they must not block). */
+	bool on_loop;
 	/* Optional. The option keys open() accepts (NULL-terminated); image.c
 	 * refuses any other key before calling open(), and every key when
 	 * this is NULL. open() finds the values in img->opts and refuses a
@@ -148,6 +162,7 @@ struct image {
 	/* Private to image.c (drivers leave them alone): references and
 	 * the sharing of read-only parents. */
 	unsigned refs;
+	bool started;
 	char *shared_key;
 	struct image *shared_next;
 };

@@ -329,7 +329,7 @@ static void errl_on_inotify(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static int errl_watch(struct errl *e, struct event_base *base, struct errbuf *eb)
+static int errl_watch(struct errl *e, struct errbuf *eb)
 {
 	char *slash = strrchr(e->trigger, '/');
 	struct stat st;
@@ -357,11 +357,8 @@ static int errl_watch(struct errl *e, struct event_base *base, struct errbuf *eb
 			strerror(errno));
 		return ret;
 	}
-	e->ino_ev = event_new(base, e->ino_fd, EV_READ | EV_PERSIST, errl_on_inotify, e);
-	if (!e->ino_ev || event_add(e->ino_ev, NULL) < 0)
-		return -ENOMEM;
-	/* Watched first, then looked at: no change falls in between. A
-	 * metadata call at open, as opening any image file is. */
+	/* Watched first, then looked at: no change falls in between (the
+	 * events queue up in the inotify fd until start() reads them). */
 	e->on = lstat(e->trigger, &st) == 0;
 	return 0;
 }
@@ -570,11 +567,7 @@ static int errl_open(struct image *img, const char *arg, struct errbuf *eb)
 	ret = image_open_parent(arg, img->read_only, img->parent_spec, &e->inner, eb);
 	if (ret < 0)
 		goto fail;
-	if (e->delay_ms && !(e->timer = evtimer_new(base, errl_on_timer, e))) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	if (e->trigger && (ret = errl_watch(e, base, eb)) < 0)
+	if (e->trigger && (ret = errl_watch(e, eb)) < 0)
 		goto fail;
 	if (getrandom(&e->rng, sizeof(e->rng), GRND_NONBLOCK) != sizeof(e->rng) || !e->rng)
 		e->rng = now_ms() ^ (uintptr_t)e ^ 0x9E3779B97F4A7C15ULL;
@@ -598,6 +591,25 @@ fail:
 	return ret;
 }
 
+/* On the loop: the delay timer and the trigger's watch. */
+static int errl_image_start(struct image *img, struct errbuf *eb)
+{
+	struct event_base *base = image_loop();
+	struct errl *e = img->priv;
+
+	if (e->delay_ms && !(e->timer = evtimer_new(base, errl_on_timer, e)))
+		goto nomem;
+	if (e->trigger) {
+		e->ino_ev = event_new(base, e->ino_fd, EV_READ | EV_PERSIST, errl_on_inotify, e);
+		if (!e->ino_ev || event_add(e->ino_ev, NULL) < 0)
+			goto nomem;
+	}
+	return 0;
+nomem:
+	err_set(eb, "error: out of memory");
+	return -ENOMEM;
+}
+
 static void errl_close(struct image *img)
 {
 	errl_free(img->priv);
@@ -614,6 +626,7 @@ static const char *const errl_options[] = {"errno", "rate", "ops", "trigger", "d
 const struct driver driver_error = {
 	.name = "error",
 	.open = errl_open,
+	.start = errl_image_start,
 	.options = errl_options,
 	.close = errl_close,
 	.submit = errl_submit,

@@ -5,22 +5,32 @@
 #include "image.h"
 
 #include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lib/log.h"
+#include "lib/worker.h"
 
 /* Registered drivers, in the order they came. */
 static const struct driver *drivers[16];
 static size_t ndrivers;
 
-/* Shared read-only images, a short list: parents are few. */
+/* Shared read-only images, a short list: parents are few. Opens run on
+ * their own threads (image_open_async) while the loop closes images: the
+ * lock covers the list and every image's refs. */
 static struct image *shared;
+static pthread_mutex_t images_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct event_base *loop;
 
 /* How deep the image_open calls of this thread nest, for IMAGE_DEPTH_MAX.
  * Per thread: opens may one day run on workers. */
 static _Thread_local unsigned open_depth;
+/* Who the opens of this thread are for (image_open_owner). */
+static _Thread_local void *open_owner;
 
 void image_set_loop(struct event_base *base)
 {
@@ -241,9 +251,48 @@ static int image_check_opts(const struct driver *drv, const struct image_opts *o
 
 /* ---- opening ----------------------------------------------------------- */
 
+static int image_start(struct image *img, struct errbuf *eb);
+
 int image_open(const char *spec, bool read_only, struct image **out, struct errbuf *eb)
 {
 	return image_open_parent(spec, read_only, NULL, out, eb);
+}
+
+/* A driver whose open and close touch daemon state (tap:) has them run on
+ * the loop, whichever thread opens the chain. */
+struct loop_open {
+	struct image *img;
+	const char *arg;
+	struct errbuf *eb;
+	void *owner;
+	int ret;
+};
+
+static void image_loop_open(void *arg)
+{
+	struct loop_open *o = arg;
+	void *saved = open_owner;
+
+	open_owner = o->owner;
+	o->ret = o->img->drv->open(o->img, o->arg, o->eb);
+	open_owner = saved;
+}
+
+static int image_drv_open(struct image *img, const char *arg, struct errbuf *eb)
+{
+	struct loop_open o = {.img = img, .arg = arg, .eb = eb, .owner = open_owner};
+
+	if (!img->drv->on_loop)
+		return img->drv->open(img, arg, eb);
+	worker_call_on_loop(image_loop_open, &o);
+	return o.ret;
+}
+
+static void image_loop_close(void *arg)
+{
+	struct image *img = arg;
+
+	img->drv->close(img);
 }
 
 static int image_open_spec(const char *spec, const struct image_spec *s, bool read_only,
@@ -278,7 +327,7 @@ static int image_open_spec(const char *spec, const struct image_spec *s, bool re
 		free(img);
 		return -ENOMEM;
 	}
-	ret = drv->open(img, s->arg, eb);
+	ret = image_drv_open(img, s->arg, eb);
 	if (ret < 0) {
 		free(img->spec);
 		free(img);
@@ -312,13 +361,24 @@ int image_open_parent(const char *spec, bool read_only, const char *parent, stru
 		open_depth--;
 	}
 	image_spec_free(&s);
+	/* A whole chain opened on the loop starts at once; one opened on
+	 * another thread starts when image_open_async hands it back. */
+	if (ret == 0 && open_depth == 0 && worker_on_loop() && (ret = image_start(*out, eb)) < 0) {
+		image_close(*out);
+		*out = NULL;
+	}
 	return ret;
 }
 
 void image_close(struct image *img)
 {
-	if (!img || --img->refs)
+	if (!img)
 		return;
+	pthread_mutex_lock(&images_lock);
+	if (--img->refs) {
+		pthread_mutex_unlock(&images_lock);
+		return;
+	}
 	if (img->shared_key) {
 		struct image **p = &shared;
 
@@ -327,16 +387,32 @@ void image_close(struct image *img)
 		*p = img->shared_next;
 		free(img->shared_key);
 	}
-	img->drv->close(img);
+	pthread_mutex_unlock(&images_lock);
+	if (img->drv->on_loop)
+		worker_call_on_loop(image_loop_close, img);
+	else
+		img->drv->close(img);
 	free(img->spec);
 	free(img);
+}
+
+/* With images_lock held: the shared image of key, with a new reference. */
+static struct image *shared_find(const char *key)
+{
+	for (struct image *img = shared; img; img = img->shared_next) {
+		if (strcmp(img->shared_key, key) == 0) {
+			img->refs++;
+			return img;
+		}
+	}
+	return NULL;
 }
 
 int image_open_shared(const char *driver, const char *path, struct image **out,
 		      struct errbuf *eb)
 {
 	char *real = realpath(path, NULL), *key, *spec;
-	struct image *img;
+	struct image *img, *other;
 	int ret;
 
 	if (!real) {
@@ -348,28 +424,217 @@ int image_open_shared(const char *driver, const char *path, struct image **out,
 	free(real);
 	if (ret < 0)
 		return -ENOMEM;
-	for (img = shared; img; img = img->shared_next) {
-		if (strcmp(img->shared_key, key) == 0) {
-			img->refs++;
-			free(key);
-			*out = img;
-			return 0;
-		}
+	pthread_mutex_lock(&images_lock);
+	img = shared_find(key);
+	pthread_mutex_unlock(&images_lock);
+	if (img) {
+		free(key);
+		*out = img;
+		return 0;
 	}
+	/* Opened without the lock (it may block); another thread may open
+	 * the same parent meanwhile: the first one in the list is kept. */
 	spec = key; /* "driver:/canonical/path" is also the image string */
 	ret = image_open(spec, true, &img, eb);
 	if (ret < 0) {
 		free(key);
 		return ret;
 	}
-	img->shared_key = key;
-	img->shared_next = shared;
-	shared = img;
+	pthread_mutex_lock(&images_lock);
+	other = shared_find(key);
+	if (!other) {
+		img->shared_key = key;
+		img->shared_next = shared;
+		shared = img;
+	}
+	pthread_mutex_unlock(&images_lock);
+	if (other) {
+		free(key);
+		image_close(img);
+		img = other;
+	}
 	*out = img;
 	return 0;
 }
 
 unsigned image_refs(const struct image *img)
 {
-	return img->refs;
+	unsigned n;
+
+	pthread_mutex_lock(&images_lock);
+	n = img->refs;
+	pthread_mutex_unlock(&images_lock);
+	return n;
+}
+
+struct below_call {
+	struct image *img, *below;
+};
+
+static void image_loop_below(void *arg)
+{
+	struct below_call *b = arg;
+
+	b->below = b->img->drv->parent(b->img);
+}
+
+struct image *image_below(struct image *img)
+{
+	struct below_call b = {.img = img};
+
+	if (!img->drv->parent)
+		return NULL;
+	if (!img->drv->on_loop)
+		return img->drv->parent(img);
+	worker_call_on_loop(image_loop_below, &b);
+	return b.below;
+}
+
+void *image_open_owner(void)
+{
+	return open_owner;
+}
+
+/* ---- opening off the loop ----------------------------------------------- */
+
+/* Start a chain opened on another thread: parents first, each image once
+ * (a shared parent may have started for another chain already). */
+static int image_start(struct image *img, struct errbuf *eb)
+{
+	struct image *below = img->drv->parent ? img->drv->parent(img) : NULL;
+	int ret;
+
+	if (img->started)
+		return 0;
+	if (below && (ret = image_start(below, eb)) < 0)
+		return ret;
+	if (img->drv->start && (ret = img->drv->start(img, eb)) < 0)
+		return ret;
+	img->started = true;
+	return 0;
+}
+
+struct image_opening {
+	struct worker_job job;
+	char *spec, *parent;
+	bool read_only;
+	void *owner;
+	struct image *img;
+	int ret;
+	struct errbuf eb;
+	/* On the loop: the caller's, until answered or abandoned. */
+	void (*done)(void *arg, struct image *img, int err, const struct errbuf *eb);
+	void *arg;
+	struct event *timer;
+	unsigned timeout_s;
+};
+
+static void image_opening_run(struct worker_job *job)
+{
+	struct image_opening *o = container_of(job, struct image_opening, job);
+
+	open_owner = o->owner;
+	o->ret = image_open_parent(o->spec, o->read_only, o->parent, &o->img, &o->eb);
+	open_owner = NULL;
+}
+
+static void image_opening_free(struct image_opening *o)
+{
+	if (o->timer)
+		event_free(o->timer);
+	free(o->spec);
+	free(o->parent);
+	free(o);
+}
+
+static void image_opening_done(struct worker_job *job)
+{
+	struct image_opening *o = container_of(job, struct image_opening, job);
+
+	if (!o->done) {
+		/* Abandoned (timed out, or the daemon stops): nobody wants it. */
+		if (o->ret == 0) {
+			log_info("%s: opened after %u s, too late; closing it", o->spec,
+				 o->timeout_s);
+			image_close(o->img);
+		} else {
+			log_info("%s: the open given up on failed too: %s", o->spec,
+				 o->eb.msg[0] ? o->eb.msg : strerror(-o->ret));
+		}
+		image_opening_free(o);
+		return;
+	}
+	if (o->ret == 0 && (o->ret = image_start(o->img, &o->eb)) < 0) {
+		image_close(o->img);
+		o->img = NULL;
+	}
+	o->done(o->arg, o->ret == 0 ? o->img : NULL, o->ret, &o->eb);
+	image_opening_free(o);
+}
+
+static void image_opening_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct image_opening *o = arg;
+	void (*done)(void *, struct image *, int, const struct errbuf *) = o->done;
+	struct errbuf eb = {{0}};
+
+	(void)fd;
+	(void)what;
+	o->done = NULL;
+	err_set(&eb, "opening %s: no answer after %u s (the storage or server does not "
+		     "respond)", o->spec, o->timeout_s);
+	log_warn("%s", eb.msg);
+	done(o->arg, NULL, -ETIMEDOUT, &eb);
+}
+
+int image_open_async(const char *spec, bool read_only, const char *parent, void *owner,
+		     unsigned timeout_s,
+		     void (*done)(void *arg, struct image *img, int err, const struct errbuf *eb),
+		     void *arg, struct image_opening **out, struct errbuf *eb)
+{
+	struct image_opening *o = calloc(1, sizeof(*o));
+	int ret = -ENOMEM;
+
+	if (!o)
+		return -ENOMEM;
+	o->spec = strdup(spec);
+	o->parent = parent ? strdup(parent) : NULL;
+	o->read_only = read_only;
+	o->owner = owner;
+	o->done = done;
+	o->arg = arg;
+	o->timeout_s = timeout_s;
+	o->job.run = image_opening_run;
+	o->job.done = image_opening_done;
+	if (!o->spec || (parent && !o->parent))
+		goto fail;
+	if (timeout_s) {
+		struct timeval tv = {.tv_sec = timeout_s};
+
+		o->timer = evtimer_new(loop, image_opening_timeout, o);
+		if (!o->timer || evtimer_add(o->timer, &tv) < 0)
+			goto fail;
+	}
+	ret = worker_spawn(&o->job);
+	if (ret == -EAGAIN)
+		err_set(eb, "%u image opens are in progress already (some may be stuck on "
+			    "storage that does not answer); try again later",
+			worker_spawned());
+	else if (ret < 0)
+		err_set(eb, "cannot start a thread to open %s: %s", spec, strerror(-ret));
+	if (ret < 0)
+		goto fail;
+	if (out)
+		*out = o;
+	return 0;
+fail:
+	image_opening_free(o);
+	return ret;
+}
+
+void image_open_abandon(struct image_opening *o)
+{
+	o->done = NULL;
+	if (o->timer)
+		event_del(o->timer);
 }

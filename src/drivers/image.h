@@ -57,6 +57,29 @@ int image_open_shared(const char *driver, const char *path, struct image **out,
 		      struct errbuf *eb);
 /* How many chains share img (1 if not shared). */
 unsigned image_refs(const struct image *img);
+/* The image img reads through to (drv->parent), or NULL; from any thread. */
+struct image *image_below(struct image *img);
+/* Who the open on this thread is for: the owner given to
+ * image_open_async, also inside an on_loop driver's open; NULL else. */
+void *image_open_owner(void);
+
+/* Open spec (with parent, as image_open_parent) on a thread of its own,
+ * so that storage that hangs, a name that resolves slowly or a server
+ * that never answers holds up nothing else; the chain is then started on
+ * the loop and done(arg, img, 0, NULL-free eb) called there, or done(arg,
+ * NULL, -errno, eb) on failure, or after timeout_s (0: none) with
+ * -ETIMEDOUT, the late result then closed when it comes. 0 and *out set
+ * (for image_open_abandon), or -EAGAIN with WORKER_SPAWN_MAX opens in
+ * flight, -ENOMEM; done is then never called. */
+struct image_opening;
+int image_open_async(const char *spec, bool read_only, const char *parent, void *owner,
+		     unsigned timeout_s,
+		     void (*done)(void *arg, struct image *img, int err, const struct errbuf *eb),
+		     void *arg, struct image_opening **out, struct errbuf *eb);
+/* The caller no longer wants the answer (it stops): done is not called,
+ * and the chain is closed when it opens. Before done only. */
+void image_open_abandon(struct image_opening *o);
+
 static inline void image_submit(struct image *img, struct image_io *io)
 {
 	img->drv->submit(img, io);

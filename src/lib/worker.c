@@ -14,9 +14,18 @@
 #include "log.h"
 
 #define WORKER_MAX 16
+/* Spawned threads run metadata calls and a handshake, not data paths. */
+#define WORKER_SPAWN_STACK (512 * 1024)
 
 struct job_list {
 	struct worker_job *head, *tail;
+};
+
+struct loop_call {
+	void (*fn)(void *arg);
+	void *arg;
+	bool done;
+	struct loop_call *next;
 };
 
 static struct {
@@ -28,9 +37,16 @@ static struct {
 	struct event *ev;
 	pthread_t threads[WORKER_MAX];
 	unsigned nthreads;
+	/* Spawned jobs in flight, and calls they wait on the loop for. */
+	unsigned nspawned;
+	struct loop_call *calls;
+	pthread_cond_t call_cond;
+	pthread_t loop;
+	bool have_loop;
 } w = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.cond = PTHREAD_COND_INITIALIZER,
+	.call_cond = PTHREAD_COND_INITIALIZER,
 	.efd = -1,
 };
 
@@ -44,10 +60,18 @@ static void list_push(struct job_list *l, struct worker_job *job)
 	l->tail = job;
 }
 
-static void *worker_main(void *arg)
+/* With w.lock held: a job is done, or a call waits; wake the loop. */
+static void worker_wake(void)
 {
 	const uint64_t one = 1;
 
+	/* An eventfd write never blocks short of 2^64 - 1 pending. */
+	if (w.efd >= 0 && write(w.efd, &one, sizeof(one)) < 0)
+		log_err("worker: eventfd: %s", strerror(errno));
+}
+
+static void *worker_main(void *arg)
+{
 	(void)arg;
 	pthread_mutex_lock(&w.lock);
 	for (;;) {
@@ -67,9 +91,7 @@ static void *worker_main(void *arg)
 
 		pthread_mutex_lock(&w.lock);
 		list_push(&w.done, job);
-		/* An eventfd write never blocks short of 2^64 - 1 pending. */
-		if (write(w.efd, &one, sizeof(one)) < 0)
-			log_err("worker: eventfd: %s", strerror(errno));
+		worker_wake();
 	}
 	pthread_mutex_unlock(&w.lock);
 	return NULL;
@@ -78,6 +100,7 @@ static void *worker_main(void *arg)
 static void worker_reap(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker_job *job, *next;
+	struct loop_call *call, *cnext;
 	uint64_t n;
 
 	(void)what;
@@ -87,7 +110,18 @@ static void worker_reap(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&w.lock);
 	job = w.done.head;
 	w.done.head = w.done.tail = NULL;
+	call = w.calls;
+	w.calls = NULL;
 	pthread_mutex_unlock(&w.lock);
+	/* Calls first: their threads wait, and their jobs' done may follow. */
+	for (; call; call = cnext) {
+		cnext = call->next;
+		call->fn(call->arg);
+		pthread_mutex_lock(&w.lock);
+		call->done = true;
+		pthread_cond_broadcast(&w.call_cond);
+		pthread_mutex_unlock(&w.lock);
+	}
 	for (; job; job = next) {
 		next = job->next;
 		job->done(job);
@@ -99,6 +133,8 @@ int worker_setup(struct event_base *base, unsigned nthreads)
 	int ret;
 
 	w.stop = false;
+	w.loop = pthread_self();
+	w.have_loop = true;
 	w.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w.efd < 0)
 		return -errno;
@@ -130,10 +166,15 @@ void worker_teardown(void)
 	if (w.ev)
 		event_free(w.ev);
 	w.ev = NULL;
+	/* Spawned threads still out (stuck in a call that never returns)
+	 * find no eventfd and drop their job: the process is ending. */
+	pthread_mutex_lock(&w.lock);
 	if (w.efd >= 0)
 		close(w.efd);
 	w.efd = -1;
+	w.have_loop = false;
 	w.todo.head = w.todo.tail = w.done.head = w.done.tail = NULL;
+	pthread_mutex_unlock(&w.lock);
 }
 
 void worker_submit(struct worker_job *job)
@@ -141,5 +182,82 @@ void worker_submit(struct worker_job *job)
 	pthread_mutex_lock(&w.lock);
 	list_push(&w.todo, job);
 	pthread_cond_signal(&w.cond);
+	pthread_mutex_unlock(&w.lock);
+}
+
+static void *worker_spawn_main(void *arg)
+{
+	struct worker_job *job = arg;
+
+	job->run(job);
+	pthread_mutex_lock(&w.lock);
+	if (w.efd >= 0) {
+		list_push(&w.done, job);
+		worker_wake();
+	}
+	pthread_mutex_unlock(&w.lock);
+	return NULL;
+}
+
+/* Spawned jobs are counted out here and back in when their done runs. */
+static void worker_spawn_done(struct worker_job *job)
+{
+	void (*done)(struct worker_job *) = job->spawn_done;
+
+	w.nspawned--;
+	done(job);
+}
+
+int worker_spawn(struct worker_job *job)
+{
+	pthread_attr_t attr;
+	pthread_t th;
+	int ret;
+
+	if (w.efd < 0)
+		return -ENOSYS;
+	if (w.nspawned >= WORKER_SPAWN_MAX)
+		return -EAGAIN;
+	job->spawn_done = job->done;
+	job->done = worker_spawn_done;
+	ret = pthread_attr_init(&attr);
+	if (!ret) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, WORKER_SPAWN_STACK);
+		ret = pthread_create(&th, &attr, worker_spawn_main, job);
+		pthread_attr_destroy(&attr);
+	}
+	if (ret) {
+		job->done = job->spawn_done;
+		return -ret;
+	}
+	w.nspawned++;
+	return 0;
+}
+
+unsigned worker_spawned(void)
+{
+	return w.nspawned;
+}
+
+bool worker_on_loop(void)
+{
+	return !w.have_loop || pthread_equal(pthread_self(), w.loop);
+}
+
+void worker_call_on_loop(void (*fn)(void *arg), void *arg)
+{
+	struct loop_call call = {.fn = fn, .arg = arg};
+
+	if (worker_on_loop()) {
+		fn(arg);
+		return;
+	}
+	pthread_mutex_lock(&w.lock);
+	call.next = w.calls;
+	w.calls = &call;
+	worker_wake();
+	while (!call.done)
+		pthread_cond_wait(&w.call_cond, &w.lock);
 	pthread_mutex_unlock(&w.lock);
 }

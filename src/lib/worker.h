@@ -1,12 +1,18 @@
 /* Worker threads for the few storage calls Linux offers no asynchronous
  * form of (fallocate, lseek SEEK_DATA/SEEK_HOLE, ioctls on block devices):
  * they run on a small pool of threads and complete on the loop through an
- * eventfd, so the loop itself never blocks on them.
+ * eventfd, so the loop itself never blocks on them. Calls that may block
+ * for good (opening an image on hung storage, a remote that never
+ * answers) get a thread of their own instead (worker_spawn), so that a
+ * stuck one holds nothing else up.
  *
- * Threading: worker_submit and done callbacks run on the loop thread; run
- * callbacks run on a worker thread and must touch only the job's own data. */
+ * Threading: worker_submit, worker_spawn and done callbacks run on the
+ * loop thread; run callbacks run on another thread and must touch only the
+ * job's own data, or ask the loop (worker_call_on_loop). */
 #ifndef TAPD_WORKER_H
 #define TAPD_WORKER_H
+
+#include <stdbool.h>
 
 struct event_base;
 
@@ -15,6 +21,7 @@ struct worker_job {
 	void (*run)(struct worker_job *job);  /* on a worker thread */
 	void (*done)(struct worker_job *job); /* then on the loop */
 	struct worker_job *next;
+	void (*spawn_done)(struct worker_job *job); /* private to worker.c */
 };
 
 /* Start nthreads threads. Call after the process's privileges are set
@@ -23,5 +30,20 @@ int worker_setup(struct event_base *base, unsigned nthreads);
 /* Stop and join the threads; jobs still queued are not run. */
 void worker_teardown(void);
 void worker_submit(struct worker_job *job);
+
+/* At most this many spawned jobs at once, counting those that never came
+ * back: a storage that hangs every open costs this many threads, no more. */
+#define WORKER_SPAWN_MAX 16
+/* Run job->run on a thread of its own, then job->done on the loop. -EAGAIN
+ * with WORKER_SPAWN_MAX in flight, -ENOSYS before worker_setup. */
+int worker_spawn(struct worker_job *job);
+/* Spawned jobs in flight (running, or done and not yet reaped). */
+unsigned worker_spawned(void);
+/* Run fn(arg) on the loop thread and wait until it returns: for the few
+ * calls a spawned job must make there (they must not block). On the loop
+ * itself, or without a loop (tools), a plain call. */
+void worker_call_on_loop(void (*fn)(void *arg), void *arg);
+/* True on the loop thread, and everywhere before worker_setup. */
+bool worker_on_loop(void);
 
 #endif

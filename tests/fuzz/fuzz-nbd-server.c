@@ -37,6 +37,24 @@ static void die(const char *what, const struct errbuf *eb)
 	abort();
 }
 
+/* tap_create answers from the loop, once the image is open. */
+struct created {
+	bool got;
+	int err;
+	struct tap *t;
+	struct errbuf *eb;
+};
+
+static void on_created(void *arg, struct tap *t, int err, const struct errbuf *eb)
+{
+	struct created *c = arg;
+
+	c->got = true;
+	c->err = err;
+	c->t = t;
+	*c->eb = *eb;
+}
+
 static void setup(void)
 {
 	static const char *const images[2] = { "null:64M", "ram:4M" };
@@ -51,8 +69,15 @@ static void setup(void)
 	for (int i = 0; i < 2; i++) {
 		struct tap_config cfg = { .name = names[i], .image = images[i] };
 
-		if (tap_create(&cfg, &taps[i], &eb) < 0)
+		struct created c = { .eb = &eb };
+
+		if (tap_create(&cfg, on_created, &c, &eb) < 0)
 			die("tap", &eb);
+		while (!c.got)
+			event_base_loop(base, EVLOOP_ONCE);
+		if (c.err < 0)
+			die("tap", &eb);
+		taps[i] = c.t;
 	}
 }
 

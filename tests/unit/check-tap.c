@@ -24,6 +24,52 @@ static char dir[] = "/var/tmp/check-tap.XXXXXX";
 static char path[512];
 static int completed;
 
+/* tap_create and tap_unpause answer from the loop (the image opens on a
+ * thread of its own): run it until they do. */
+struct answer {
+	bool got;
+	int err;
+	struct tap *t;
+	struct errbuf *eb;
+};
+
+static void on_answer(void *arg, struct tap *t, int err, const struct errbuf *eb)
+{
+	struct answer *a = arg;
+
+	a->got = true;
+	a->err = err;
+	a->t = t;
+	if (eb)
+		*a->eb = *eb;
+}
+
+static int answer_wait(struct answer *a, int ret)
+{
+	if (ret < 0)
+		return ret;
+	while (!a->got)
+		event_base_loop(base, EVLOOP_ONCE);
+	return a->err;
+}
+
+static int create_wait(const struct tap_config *cfg, struct tap **out, struct errbuf *eb)
+{
+	struct answer a = {.eb = eb};
+	int ret = answer_wait(&a, tap_create(cfg, on_answer, &a, eb));
+
+	if (ret == 0)
+		*out = a.t;
+	return ret;
+}
+
+static int unpause_wait(struct tap *t, const char *image, struct errbuf *eb)
+{
+	struct answer a = {.eb = eb};
+
+	return answer_wait(&a, tap_unpause(t, image, on_answer, &a, eb));
+}
+
 static void setup(void)
 {
 	struct errbuf eb = { { 0 } };
@@ -76,7 +122,7 @@ static struct tap *make_tap(const char *image, const char *name, bool ro)
 	struct tap_config cfg = { .name = name, .image = image, .read_only = ro };
 	struct errbuf eb = { { 0 } };
 	struct tap *t = NULL;
-	int ret = tap_create(&cfg, &t, &eb);
+	int ret = create_wait(&cfg, &t, &eb);
 
 	ck_assert_msg(ret == 0, "tap_create %s: %s", image, eb.msg);
 	return t;
@@ -203,23 +249,23 @@ START_TEST(test_bad_create)
 	struct tap *t;
 
 	cfg.image = "nope";
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	ck_assert(strstr(eb.msg, "DRIVER:ARG"));
 	cfg.image = "raw:/nonexistent/file";
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -ENOENT);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -ENOENT);
 	ck_assert(strstr(eb.msg, "/nonexistent/file"));
 	cfg.image = "ram:0";
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	cfg.image = "ram:1M";
 	cfg.name = "12";
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	cfg.name = "x";
 	cfg.pool = "nosuch";
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -ENODEV);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -ENODEV);
 	cfg.pool = NULL;
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EEXIST);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), 0);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EEXIST);
 	ck_assert_int_eq(tap_count(), 1);
 }
 END_TEST
@@ -244,7 +290,7 @@ START_TEST(test_wait_for_memory)
 	struct tap *t;
 
 	ck_assert_int_eq(pool_create("tiny", 8192, &p, &eb), 0);
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), 0);
 	waited = 0;
 	ck_assert_int_eq(tap_req_prepare(t, &a, on_ready), 0);
 	ck_assert_int_eq(tap_req_prepare(t, &b, on_ready), 1);
@@ -381,7 +427,7 @@ START_TEST(test_pieces_raw)
 	snprintf(spec, sizeof(spec), "raw:%s", path);
 	cfg.image = spec;
 	ck_assert_int_eq(pool_create("few", 5 * 4096, &p, &eb), 0);
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), 0);
 	model = malloc(1 << 20);
 	got = malloc(1 << 20);
 	memset(model, 0, 1 << 20);
@@ -456,7 +502,7 @@ START_TEST(test_shrink_waiter_pieces)
 	struct tap *t;
 
 	ck_assert_int_eq(pool_create("sh", 65536, &p, &eb), 0);
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), 0);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), 0);
 	model = malloc(65536);
 	got = malloc(65536);
 	fill_pattern(model, 65536, 3);
@@ -734,7 +780,7 @@ START_TEST(test_pause_unpause)
 	make_file("small.raw", 65536, 's', small, sizeof(small));
 	snprintf(spec2, sizeof(spec2), "raw:%s", small);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(t, spec2, &eb), -ERANGE);
+	ck_assert_int_eq(unpause_wait(t, spec2, &eb), -ERANGE);
 	ck_assert(strstr(eb.msg, "keeps its size"));
 	ck_assert_int_eq(tap_state(t), TAP_PAUSED);
 
@@ -742,14 +788,14 @@ START_TEST(test_pause_unpause)
 	 * from it. */
 	make_file("other.raw", 1 << 20, 'o', other, sizeof(other));
 	snprintf(spec2, sizeof(spec2), "raw:%s", other);
-	ck_assert_int_eq(tap_unpause(t, spec2, &eb), 0);
+	ck_assert_int_eq(unpause_wait(t, spec2, &eb), 0);
 	ck_assert_str_eq(tap_image(t), spec2);
 	run_until(2);
 	ck_assert_int_eq(r.error, 0);
 	ck_assert_int_eq(((char *)r.buf)[0], 'o');
 	tap_req_release(&r);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(t, NULL, &eb), -EINVAL);
+	ck_assert_int_eq(unpause_wait(t, NULL, &eb), -EINVAL);
 	unlink(small);
 	unlink(other);
 }
@@ -852,11 +898,11 @@ START_TEST(test_stacked)
 	snprintf(spec, sizeof(spec), "vhd:%s", leaf);
 	cfg.image = spec;
 	cfg.pool = NULL;
-	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &lt, &eb), -EINVAL);
 	ck_assert(strstr(eb.msg, "different pools"));
 	cfg.pool = "lp";
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_msg(tap_create(&cfg, &lt, &eb) == 0, "%s", eb.msg);
+	ck_assert_msg(create_wait(&cfg, &lt, &eb) == 0, "%s", eb.msg);
 	ck_assert_ptr_eq(tap_parent(lt), pt);
 	read_back(lt, 0, 4096, got);
 	ck_assert_int_eq(got[0], 'b');
@@ -880,21 +926,21 @@ START_TEST(test_stacked)
 	cfg.image = spec;
 	ck_assert_int_eq(tap_destroy(lt, &eb), 0);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &lt, &eb), -EINVAL);
 	ck_assert(strstr(eb.msg, "parent of"));
 	cfg.parent = "nosuch";
-	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), -ENOENT);
+	ck_assert_int_eq(create_wait(&cfg, &lt, &eb), -ENOENT);
 	/* A paused leaf no longer holds its parent tap, which may go: the
 	 * leaf then names no parent (it pointed at freed memory) and cannot
 	 * unpause without it. */
 	cfg.parent = "base";
-	ck_assert_int_eq(tap_create(&cfg, &lt, &eb), 0);
+	ck_assert_int_eq(create_wait(&cfg, &lt, &eb), 0);
 	ck_assert_ptr_eq(tap_parent(lt), pt);
 	pause_now(lt);
 	ck_assert_int_eq(tap_destroy(pt, &eb), 0);
 	ck_assert_ptr_null(tap_parent(lt));
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(lt, NULL, &eb), -ENOENT);
+	ck_assert_int_eq(unpause_wait(lt, NULL, &eb), -ENOENT);
 	ck_assert_msg(strstr(eb.msg, "base"), "%s", eb.msg);
 	ck_assert_int_eq(tap_state(lt), TAP_PAUSED);
 	unlink(base);
@@ -921,7 +967,7 @@ static struct tap *make_tap_in(const char *image, const char *name, const char *
 	struct errbuf eb = { { 0 } };
 	struct tap *t = NULL;
 
-	ck_assert_msg(tap_create(&cfg, &t, &eb) == 0, "tap_create %s: %s", name, eb.msg);
+	ck_assert_msg(create_wait(&cfg, &t, &eb) == 0, "tap_create %s: %s", name, eb.msg);
 	return t;
 }
 
@@ -948,22 +994,22 @@ START_TEST(test_stack_loop)
 	ck_assert_int_eq(tap_set_pool(b, "p2", &eb), 0);
 	pause_now(a);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(a, "tap:b", &eb), -ELOOP);
+	ck_assert_int_eq(unpause_wait(a, "tap:b", &eb), -ELOOP);
 	ck_assert_msg(strstr(eb.msg, "a -> b -> a"), "%s", eb.msg);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(a, "tap:a", &eb), -ELOOP);
+	ck_assert_int_eq(unpause_wait(a, "tap:a", &eb), -ELOOP);
 	ck_assert_msg(strstr(eb.msg, "a -> a"), "%s", eb.msg);
 	ck_assert_int_eq(tap_state(a), TAP_PAUSED);
 	tap_get_stats(b, &st);
 	ck_assert_uint_eq(st.chain_depth, 1); /* tap:a, a paused */
-	ck_assert_int_eq(tap_unpause(a, NULL, &eb), 0);
+	ck_assert_int_eq(unpause_wait(a, NULL, &eb), 0);
 	tap_get_stats(b, &st);
 	ck_assert_uint_eq(st.chain_depth, 2);
 	read_back(b, 0, 4096, got);
 	ck_assert_int_eq(got[4095], 'a');
 	/* One pool for a tap and the tap it reads through: refused. */
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	ck_assert_msg(strstr(eb.msg, "different pools"), "%s", eb.msg);
 	ck_assert_int_eq(tap_destroy(b, &eb), 0);
 
@@ -980,16 +1026,16 @@ START_TEST(test_stack_loop)
 	snprintf(img, sizeof(img), "tap:%s", name);
 	cfg.pool = "p1";
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -ELOOP);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -ELOOP);
 	ck_assert_msg(strstr(eb.msg, "deeper than 16"), "%s", eb.msg);
 	/* Deepening from below: a on a tap with one under it makes 18. */
 	make_tap_in("ram:1M", "x1", "p1");
 	make_tap_in("tap:x1", "x2", "p2");
 	pause_now(a);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(a, "tap:x2", &eb), -ELOOP);
+	ck_assert_int_eq(unpause_wait(a, "tap:x2", &eb), -ELOOP);
 	ck_assert_msg(strstr(eb.msg, "18 taps"), "%s", eb.msg);
-	ck_assert_int_eq(tap_unpause(a, NULL, &eb), 0);
+	ck_assert_int_eq(unpause_wait(a, NULL, &eb), 0);
 	read_back(tap_find(name), 0, 4096, got);
 	ck_assert_int_eq(got[0], 'a');
 }
@@ -1005,19 +1051,19 @@ START_TEST(test_ram_pause)
 
 	fill(t, 8192, 4096, 'r');
 	pause_now(t);
-	ck_assert_int_eq(tap_unpause(t, NULL, &eb), 0);
+	ck_assert_int_eq(unpause_wait(t, NULL, &eb), 0);
 	read_back(t, 8192, 4096, got);
 	ck_assert_int_eq(got[0], 'r');
 	ck_assert_int_eq(got[4095], 'r');
 	/* A failed unpause keeps it too. */
 	pause_now(t);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(t, "ram:2M", &eb), -ERANGE);
-	ck_assert_int_eq(tap_unpause(t, "", &eb), 0);
+	ck_assert_int_eq(unpause_wait(t, "ram:2M", &eb), -ERANGE);
+	ck_assert_int_eq(unpause_wait(t, "", &eb), 0);
 	read_back(t, 8192, 4096, got);
 	ck_assert_int_eq(got[0], 'r');
 	pause_now(t);
-	ck_assert_int_eq(tap_unpause(t, "ram:1M", &eb), 0);
+	ck_assert_int_eq(unpause_wait(t, "ram:1M", &eb), 0);
 	read_back(t, 8192, 4096, got);
 	ck_assert_int_eq(got[0], 0);
 	/* Destroyed while paused: the kept disk goes with it (valgrind). */
@@ -1042,7 +1088,7 @@ START_TEST(test_names_and_empty)
 		ck_assert_msg(strstr(eb.msg, "bad tap name"), "%s", eb.msg);
 		cfg.name = bad[i];
 		memset(&eb, 0, sizeof(eb));
-		ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+		ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	}
 	ck_assert(strstr(eb.msg, "1 to 63"));
 	ck_assert_int_eq(tap_name_check("a.-_9", &eb), 0);
@@ -1052,14 +1098,14 @@ START_TEST(test_names_and_empty)
 	cfg.name = "e";
 	cfg.image = spec;
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_create(&cfg, &t, &eb), -EINVAL);
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	ck_assert_msg(strstr(eb.msg, spec) && strstr(eb.msg, "0 bytes"), "%s", eb.msg);
 	t = make_tap("ram:1M", "e", false);
 	pause_now(t);
 	memset(&eb, 0, sizeof(eb));
-	ck_assert_int_eq(tap_unpause(t, spec, &eb), -EINVAL);
+	ck_assert_int_eq(unpause_wait(t, spec, &eb), -EINVAL);
 	ck_assert_int_eq(tap_state(t), TAP_PAUSED);
-	ck_assert_int_eq(tap_unpause(t, NULL, &eb), 0);
+	ck_assert_int_eq(unpause_wait(t, NULL, &eb), 0);
 	unlink(empty);
 }
 END_TEST

@@ -42,6 +42,10 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 	case ESHUTDOWN:
 		name = BUS_ERR_SHUTTING_DOWN;
 		break;
+	case ETIMEDOUT:
+		/* An image open that took longer than --open-timeout. */
+		name = BUS_ERR_TIMED_OUT;
+		break;
 	case EEXIST:
 		name = pool ? BUS_ERR_POOL_EXISTS : BUS_ERR_TAP_EXISTS;
 		break;

@@ -101,12 +101,50 @@ static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_e
 	return sd_bus_message_exit_container(m);
 }
 
+/* A CreateTap waiting for its image to open. */
+struct mgr_create {
+	sd_bus_message *call;
+	char *image;
+};
+
+static void mgr_create_free(struct mgr_create *c)
+{
+	sd_bus_message_unref(c->call);
+	free(c->image);
+	free(c);
+}
+
+static void mgr_tap_created(void *arg, struct tap *t, int err, const struct errbuf *eb)
+{
+	struct mgr_create *c = arg;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	if (err < 0) {
+		log_info("CreateTap %s refused: %s", c->image,
+			 eb && eb->msg[0] ? eb->msg : strerror(-err));
+		bus_core_error(&e, err, eb, BUS_OP_TAP_CREATE);
+		r = sd_bus_reply_method_error(c->call, &e);
+		sd_bus_error_free(&e);
+	} else {
+		path = bus_tap_path(t);
+		r = path ? sd_bus_reply_method_return(c->call, "os", path, tap_name(t)) : -ENOMEM;
+	}
+	/* The caller may have gone, or the connection: the tap stays. */
+	if (r < 0)
+		log_debug("CreateTap %s: cannot reply: %s", c->image, strerror(-r));
+	mgr_create_free(c);
+	bus_kick();
+}
+
+/* Answered by mgr_tap_created once the image is open: opening runs off
+ * the loop and may take up to the open timeout. */
 static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct tap_config cfg = { 0 };
 	struct errbuf eb = { { 0 } };
-	_cleanup_free_ char *path = NULL;
-	struct tap *t;
+	struct mgr_create *c;
 	int r;
 
 	(void)userdata;
@@ -129,15 +167,19 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 					 "no such tap: %s (the parent must be a running tap)",
 					 cfg.parent);
 
-	r = tap_create(&cfg, &t, &eb);
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->image = strdup(cfg.image))) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->call = sd_bus_message_ref(m);
+	r = tap_create(&cfg, mgr_tap_created, c, &eb);
 	if (r < 0) {
+		mgr_create_free(c);
 		log_info("CreateTap %s refused: %s", cfg.image, eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_TAP_CREATE);
 	}
-	path = bus_tap_path(t);
-	if (!path)
-		return -ENOMEM;
-	return sd_bus_reply_method_return(m, "os", path, tap_name(t));
+	return 1;
 }
 
 static int mgr_list_taps(sd_bus_message *m, void *userdata, sd_bus_error *e)

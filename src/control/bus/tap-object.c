@@ -163,10 +163,48 @@ static int tap_pause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	return 1;
 }
 
+/* An Unpause waiting for its image to open. */
+struct bus_unpause {
+	sd_bus_message *call;
+	char name[TAP_NAME_MAX];
+	char *image;
+};
+
+static void bus_unpause_free(struct bus_unpause *u)
+{
+	sd_bus_message_unref(u->call);
+	free(u->image);
+	free(u);
+}
+
+static void tap_unpause_done(void *arg, struct tap *t, int err, const struct errbuf *eb)
+{
+	struct bus_unpause *u = arg;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	(void)t;
+	if (err < 0) {
+		log_info("Unpause %s on %s refused: %s", u->name, *u->image ? u->image : "its image",
+			 eb && eb->msg[0] ? eb->msg : strerror(-err));
+		bus_core_error(&e, err, eb, BUS_OP_TAP_UNPAUSE);
+		r = sd_bus_reply_method_error(u->call, &e);
+		sd_bus_error_free(&e);
+	} else {
+		r = sd_bus_reply_method_return(u->call, "");
+	}
+	if (r < 0)
+		log_debug("Unpause %s: cannot reply: %s", u->name, strerror(-r));
+	bus_unpause_free(u);
+	bus_kick();
+}
+
+/* Answered by tap_unpause_done once the image is open. */
 static int tap_unpause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
 	struct tap *t = userdata;
+	struct bus_unpause *u;
 	const char *image;
 	int r;
 
@@ -178,13 +216,21 @@ static int tap_unpause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (tap_state(t) != TAP_PAUSED)
 		return sd_bus_error_setf(e, BUS_ERR_NOT_PAUSED, "tap %s is %s, not paused",
 					 tap_name(t), tap_state_name(tap_state(t)));
-	r = tap_unpause(t, image, &eb);
+	u = calloc(1, sizeof(*u));
+	if (!u || !(u->image = strdup(image))) {
+		free(u);
+		return -ENOMEM;
+	}
+	snprintf(u->name, sizeof(u->name), "%s", tap_name(t));
+	u->call = sd_bus_message_ref(m);
+	r = tap_unpause(t, image, tap_unpause_done, u, &eb);
 	if (r < 0) {
+		bus_unpause_free(u);
 		log_info("Unpause %s on %s refused: %s", tap_name(t), *image ? image : "its image",
 			 eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_TAP_UNPAUSE);
 	}
-	return sd_bus_reply_method_return(m, "");
+	return 1;
 }
 
 static int tap_stats_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)

@@ -18,9 +18,10 @@
  * buffer given back). Errors the server answers pass through as their
  * errno, without a reconnect.
  *
- * open() resolves the host (DNS may block: once, at open) and connects and
- * shakes hands synchronously with a 5 s deadline, as other drivers open
- * files; reconnects reuse the address and never block the loop. Not done:
+ * open() resolves the host and connects and shakes hands synchronously
+ * with a 5 s deadline, on the opening thread (image_open_async), and
+ * start() then watches the socket on the loop; reconnects reuse the
+ * address and never block the loop. Not done:
  * structured replies and block status (can_extents is false), TLS.
  *
  * Files (src/drivers/nbd/): nbd.c, this one (setup and the ops); io.c (the
@@ -121,9 +122,6 @@ static int nbd_open(struct image *img, const char *arg, struct errbuf *eb)
 	ret = nbdc_apply_export(c, img, eb);
 	if (ret < 0)
 		goto fail;
-	ret = nbdc_start(c);
-	if (ret < 0)
-		goto fail;
 	img->priv = c;
 	log_info("nbd: %s: connected, %llu bytes%s, align %u, flags %#x", c->desc,
 		 (unsigned long long)img->size,
@@ -133,6 +131,17 @@ static int nbd_open(struct image *img, const char *arg, struct errbuf *eb)
 fail:
 	err_set(eb, "nbd: cannot open %s: %s", arg, strerror(-ret));
 	nbdc_release(c);
+	return ret;
+}
+
+/* On the loop: the connection's events. */
+static int nbd_start(struct image *img, struct errbuf *eb)
+{
+	struct nbdc *c = img->priv;
+	int ret = nbdc_start(c);
+
+	if (ret < 0)
+		err_set(eb, "nbd: %s: out of memory", c->desc);
 	return ret;
 }
 
@@ -200,6 +209,7 @@ static void nbd_submit(struct image *img, struct image_io *io)
 const struct driver driver_nbd = {
 	.name = "nbd",
 	.open = nbd_open,
+	.start = nbd_start,
 	.close = nbd_close,
 	.submit = nbd_submit,
 };

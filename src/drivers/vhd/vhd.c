@@ -19,9 +19,9 @@
  * locks, so tapd-vhd refuses to change what we have open. Trim is not
  * supported (blocks are never freed); write-zeroes is done by the tap.
  *
- * open() blocks: the metadata, BAT included, is read with
- * src/formats/vhd/ (vhd_meta_load over file.c's vhd_fd_pread) on the loop
- * thread, a known issue to fix in issue 10. Files: this one (ops, the
+ * open() reads the metadata, BAT included, with src/formats/vhd/
+ * (vhd_meta_load over file.c's vhd_fd_pread), synchronously: it runs on an
+ * opening thread of its own (image_open_async), not on the loop. Files: this one (ops, the
  * piece machine, allocation, block status), bitmap.c (the bitmap cache,
  * which hands waiters back through a callback), internal.h (their state). */
 #include <errno.h>
@@ -535,7 +535,7 @@ static int vhd_open_parent(struct vhd *v, const char *parent_spec, struct errbuf
 		ret = image_open(parent_spec, true, &v->parent, eb);
 		if (ret < 0)
 			return ret;
-		pimg = v->parent->drv->parent ? v->parent->drv->parent(v->parent) : NULL;
+		pimg = image_below(v->parent);
 		if (!pimg || pimg->drv != &driver_vhd ||
 		    !vhd_same_file(((struct vhd *)pimg->priv)->path, ppath)) {
 			err_set(eb, "%s serves %s, but the parent of %s is %s", parent_spec,
@@ -575,7 +575,7 @@ static void vhd_free(struct vhd *v)
  * vhd_open (through image_open_shared), so a chain whose locators come
  * back to one of its files is caught here, not taken for a file that
  * another process holds locked. */
-static struct vhd_chain vhd_opening;
+static _Thread_local struct vhd_chain vhd_opening;
 
 static int vhd_open_file(struct image *img, struct vhd *v, const char *path, struct errbuf *eb);
 
