@@ -76,5 +76,5 @@ while read -r folder; do
 		sync
 	done
 done <"$H/folders"
-echo done >"$O/done"
+echo finished >"$O/done"
 finish

@@ -136,6 +136,7 @@ chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 
 # A small initramfs: only what mounts the root and the share, zstd.
 mkdir -p "$ROOT/etc/initramfs-tools/conf.d"
+# shellcheck disable=SC2086 # a word list
 printf '%s\n' $INITRAMFS_MODULES >"$ROOT/etc/initramfs-tools/modules"
 printf 'MODULES=list\nCOMPRESS=zstd\n' >"$ROOT/etc/initramfs-tools/conf.d/tapd-vm.conf"
 

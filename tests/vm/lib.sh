@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Harness for tests that run inside the VM (tests/vm/FOLDER/NAME.sh source
 # "$(dirname "$0")/../lib.sh"). Unlike tests/integration/lib.sh, tapd here is
 # the installed one, run by the real systemd on the real system bus: tests
