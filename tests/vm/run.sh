@@ -5,7 +5,8 @@
 # for each failure, its output and tapd's journal. See tests/vm/README.md.
 #
 #   tests/vm/run.sh [OPTIONS] [FOLDER|TEST.sh]...
-#     (no FOLDER: every folder of tests/vm that holds tests)
+#     (no FOLDER: every folder of tests/vm that holds tests; a relative path
+#     not found here is taken from the top of the source tree)
 #   -B, --build-dir DIR   the configured and built tree to install (default build/)
 #   --timeout S           QEMU's whole run, boot to power-off (default 900)
 #   --test-timeout S      one test in the guest (default 300)
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
 	--test-timeout) TEST_TIMEOUT=$2; shift ;;
 	--keep) keep=1 ;;
 	--can-run) can_run=1 ;;
-	-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	-*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
 	*) args+=("$1") ;;
 	esac
@@ -101,6 +102,8 @@ cp "$HERE/lib.sh" "$SHARE/tests/"
 echo "$TEST_TIMEOUT" >"$SHARE/test-timeout"
 : >"$SHARE/folders"
 for a in "${args[@]}"; do
+	# Paths as given, or from the top of the source tree (make -C build).
+	[ -e "$a" ] || [ ! -e "$TOP/$a" ] || a=$TOP/$a
 	if [ -d "$a" ]; then
 		name=$(basename "$a")
 		mkdir -p "$SHARE/tests/$name"
