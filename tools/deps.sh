@@ -18,6 +18,8 @@ TAPD_DEPS=(
 	valgrind socat
 	libvhdi-utils             # vhdiinfo, vhdimount: a second VHD reader
 	clang libclang-rt-14-dev  # libFuzzer for tests/fuzz
+	# the VM rig (tests/vm): a TCG guest, its image built by debootstrap
+	qemu-system-x86 debootstrap
 )
 
 # Install whatever in TAPD_DEPS is missing; apt-get update only if needed.
