@@ -83,6 +83,15 @@ expect 1 "deeper than 16" tapctl unpause s1 tap:x2
 tapctl unpause s1
 for i in $(seq 16 -1 1); do tapctl destroy "s$i"; done
 
+# Through tapd's own NBD socket, a tap would read through tapd itself (and
+# through itself, once unpaused onto its own export): refused, tap: is the
+# way. x1 goes on serving.
+expect 1 "this tapd's own NBD socket" tapctl create --name self "nbd:$(nbd_uri x1)"
+tapctl pause x1
+expect 1 "this tapd's own NBD socket" tapctl unpause x1 "nbd:$(nbd_uri x1)"
+[ "$(tap_state x1)" = paused ] || fail "x1 is $(tap_state x1) after the refused unpause"
+tapctl unpause x1 || fail "unpause x1"
+
 # Still answering, and a clean stop.
 tapctl list >/dev/null || fail "list"
 stop_tapd || fail "tapd did not stop cleanly on SIGTERM"

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +95,20 @@ int nbdc_hs_start(struct nbdc *c, unsigned i, struct errbuf *eb)
 	}
 	c->fd = fd;
 	if (connect(fd, sa, c->addr_lens[i]) == 0) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+
+		/* tapd's own socket: a tap reading through tapd's NBD server
+		 * would wait on itself (tap:NAME is the way to stack). */
+		if (sa->sa_family == AF_UNIX &&
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+		    cred.pid == getpid()) {
+			err_set(eb, "nbd: %s is this tapd's own NBD socket; to read through "
+				    "another tap, use tap:NAME", c->desc);
+			close(fd);
+			c->fd = -1;
+			return -ELOOP;
+		}
 		hs_expect(&c->hs, HS_GREETING, NBD_GREETING_LEN);
 		return 0;
 	}
