@@ -27,23 +27,30 @@ tapctl create --name by "raw:$T/by.img" >/dev/null || fail "create by"
 qemu-img create -q -f vpc -o subformat=dynamic "$T/slow.vhd" 64M
 qemu-img create -q -f vpc -o subformat=dynamic "$T/good.vhd" 64M
 DELAY=$((TMO + 2))
-nbdkit --foreground -U "$T/kit.sock" --filter=delay file "$T/slow.vhd" \
-	delay-read=$DELAY >"$T/kit.log" 2>&1 &
-KIT=$!
-track_pid $KIT
-wait_sock "$T/kit.sock"
-mkdir "$T/mnt"
-nbdfuse "$T/mnt/slow.vhd" --unix "$T/kit.sock" >"$T/fuse.log" 2>&1 &
-track_pid $!
-for _ in $(seq 1 100); do [ -f "$T/mnt/slow.vhd" ] && break; sleep 0.1; done
-[ -f "$T/mnt/slow.vhd" ] || fail "nbdfuse did not mount: $(cat "$T/fuse.log")"
-# Unmounted at exit even if a test step fails (reads then fail with ENOTCONN).
+
+# slow_mount NAME SECONDS: $T/NAME/slow.vhd, the VHD read through FUSE
+# (nbdfuse) from nbdkit, whose every read sleeps SECONDS; nbdkit's pid in
+# $KIT.
+slow_mount() {
+	nbdkit --foreground -U "$T/$1.sock" --filter=delay file "$T/slow.vhd" \
+		delay-read="$2" >"$T/$1-kit.log" 2>&1 &
+	KIT=$!
+	track_pid $KIT
+	wait_sock "$T/$1.sock"
+	mkdir "$T/$1"
+	nbdfuse "$T/$1/slow.vhd" --unix "$T/$1.sock" >"$T/$1-fuse.log" 2>&1 &
+	track_pid $!
+	for _ in $(seq 1 100); do [ -f "$T/$1/slow.vhd" ] && break; sleep 0.1; done
+	[ -f "$T/$1/slow.vhd" ] || fail "nbdfuse did not mount: $(cat "$T/$1-fuse.log")"
+}
+# At exit, the FUSE files go first (reads stuck on them then fail with
+# ENOTCONN: a process stuck in FUSE cannot exit), then the rest.
 unstick() {
 	pkill -f "nbdfuse $T/" 2>/dev/null || true
-	fusermount3 -uz "$T/mnt" 2>/dev/null || true
+	for m in "$T"/mnt*; do fusermount3 -uz "$m" 2>/dev/null || true; done
 }
-# The stuck opens first (a process stuck in FUSE cannot exit), then the rest.
 trap 'rc=$?; set +e; unstick; (exit $rc); cleanup' EXIT
+slow_mount mnt $DELAY
 
 # Time a command in ms into $ms.
 timed() {
@@ -132,25 +139,12 @@ done
 
 # --- at most 16 opens in flight, the stuck ones counted ----------------
 # Storage that stays hung for as long as the test needs: until nbdkit dies.
-nbdkit --foreground -U "$T/kit2.sock" --filter=delay file "$T/slow.vhd" \
-	delay-read=600 >"$T/kit2.log" 2>&1 &
-KIT2=$!
-track_pid $KIT2
-wait_sock "$T/kit2.sock"
-mkdir "$T/mnt2"
-nbdfuse "$T/mnt2/stuck.vhd" --unix "$T/kit2.sock" >"$T/fuse2.log" 2>&1 &
-track_pid $!
-for _ in $(seq 1 100); do [ -f "$T/mnt2/stuck.vhd" ] && break; sleep 0.1; done
-[ -f "$T/mnt2/stuck.vhd" ] || fail "nbdfuse did not mount: $(cat "$T/fuse2.log")"
-unstick() {
-	pkill -f "nbdfuse $T/" 2>/dev/null || true
-	fusermount3 -uz "$T/mnt" 2>/dev/null || true
-	fusermount3 -uz "$T/mnt2" 2>/dev/null || true
-}
+slow_mount mnt2 600
+KIT2=$KIT
 truncate -s 1M "$T/h17.img"
 pids=
 for i in $(seq 1 16); do
-	tapctl create --read-only --name "h$i" "vhd:$T/mnt2/stuck.vhd" >"$T/h$i.out" 2>&1 &
+	tapctl create --read-only --name "h$i" "vhd:$T/mnt2/slow.vhd" >"$T/h$i.out" 2>&1 &
 	pids="$pids $!"
 done
 sleep 1
