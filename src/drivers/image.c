@@ -31,6 +31,8 @@ static struct event_base *loop;
 static _Thread_local unsigned open_depth;
 /* Who the opens of this thread are for (image_open_owner). */
 static _Thread_local void *open_owner;
+/* Opens on their threads (image_open_async), stuck ones included. */
+static unsigned opens_in_flight;
 
 void image_set_loop(struct event_base *base)
 {
@@ -551,6 +553,7 @@ static void image_opening_done(struct worker_job *job)
 {
 	struct image_opening *o = container_of(job, struct image_opening, job);
 
+	opens_in_flight--;
 	if (!o->done) {
 		/* Abandoned (timed out, or the daemon stops): nobody wants it. */
 		if (o->ret == 0) {
@@ -615,15 +618,19 @@ int image_open_async(const char *spec, bool read_only, const char *parent, void 
 		if (!o->timer || evtimer_add(o->timer, &tv) < 0)
 			goto fail;
 	}
-	ret = worker_spawn(&o->job);
-	if (ret == -EAGAIN)
+	if (opens_in_flight >= IMAGE_OPENS_MAX) {
 		err_set(eb, "%u image opens are in progress already (some may be stuck on "
 			    "storage that does not answer); try again later",
-			worker_spawned());
-	else if (ret < 0)
-		err_set(eb, "cannot start a thread to open %s: %s", spec, strerror(-ret));
-	if (ret < 0)
+			opens_in_flight);
+		ret = -EAGAIN;
 		goto fail;
+	}
+	ret = worker_spawn(&o->job);
+	if (ret < 0) {
+		err_set(eb, "cannot start a thread to open %s: %s", spec, strerror(-ret));
+		goto fail;
+	}
+	opens_in_flight++;
 	if (out)
 		*out = o;
 	return 0;

@@ -69,8 +69,10 @@ void *image_open_owner(void);
  * the loop and done(arg, img, 0, NULL-free eb) called there, or done(arg,
  * NULL, -errno, eb) on failure, or after timeout_s (0: none) with
  * -ETIMEDOUT, the late result then closed when it comes. 0 and *out set
- * (for image_open_abandon), or -EAGAIN with WORKER_SPAWN_MAX opens in
- * flight, -ENOMEM; done is then never called. */
+ * (for image_open_abandon), or -EAGAIN with IMAGE_OPENS_MAX opens in
+ * flight (stuck ones counted: hung storage costs that many threads, no
+ * more), -ENOMEM; done is then never called. */
+#define IMAGE_OPENS_MAX 16
 struct image_opening;
 int image_open_async(const char *spec, bool read_only, const char *parent, void *owner,
 		     unsigned timeout_s,

@@ -37,8 +37,7 @@ static struct {
 	struct event *ev;
 	pthread_t threads[WORKER_MAX];
 	unsigned nthreads;
-	/* Spawned jobs in flight, and calls they wait on the loop for. */
-	unsigned nspawned;
+	/* Calls spawned threads wait on the loop for. */
 	struct loop_call *calls;
 	pthread_cond_t call_cond;
 	pthread_t loop;
@@ -199,15 +198,6 @@ static void *worker_spawn_main(void *arg)
 	return NULL;
 }
 
-/* Spawned jobs are counted out here and back in when their done runs. */
-static void worker_spawn_done(struct worker_job *job)
-{
-	void (*done)(struct worker_job *) = job->spawn_done;
-
-	w.nspawned--;
-	done(job);
-}
-
 int worker_spawn(struct worker_job *job)
 {
 	pthread_attr_t attr;
@@ -216,10 +206,6 @@ int worker_spawn(struct worker_job *job)
 
 	if (w.efd < 0)
 		return -ENOSYS;
-	if (w.nspawned >= WORKER_SPAWN_MAX)
-		return -EAGAIN;
-	job->spawn_done = job->done;
-	job->done = worker_spawn_done;
 	ret = pthread_attr_init(&attr);
 	if (!ret) {
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -227,17 +213,7 @@ int worker_spawn(struct worker_job *job)
 		ret = pthread_create(&th, &attr, worker_spawn_main, job);
 		pthread_attr_destroy(&attr);
 	}
-	if (ret) {
-		job->done = job->spawn_done;
-		return -ret;
-	}
-	w.nspawned++;
-	return 0;
-}
-
-unsigned worker_spawned(void)
-{
-	return w.nspawned;
+	return -ret;
 }
 
 bool worker_on_loop(void)

@@ -21,7 +21,6 @@ struct worker_job {
 	void (*run)(struct worker_job *job);  /* on a worker thread */
 	void (*done)(struct worker_job *job); /* then on the loop */
 	struct worker_job *next;
-	void (*spawn_done)(struct worker_job *job); /* private to worker.c */
 };
 
 /* Start nthreads threads. Call after the process's privileges are set
@@ -31,14 +30,13 @@ int worker_setup(struct event_base *base, unsigned nthreads);
 void worker_teardown(void);
 void worker_submit(struct worker_job *job);
 
-/* At most this many spawned jobs at once, counting those that never came
- * back: a storage that hangs every open costs this many threads, no more. */
-#define WORKER_SPAWN_MAX 16
-/* Run job->run on a thread of its own, then job->done on the loop. -EAGAIN
- * with WORKER_SPAWN_MAX in flight, -ENOSYS before worker_setup. */
+/* Run job->run on a new thread of its own, then job->done on the loop as
+ * for worker_submit: for calls that may block for as long as someone else
+ * pleases (opening an image on hung storage). 0, or -errno (no thread
+ * could be started: job is not run; -ENOSYS before worker_setup). The
+ * caller bounds how many it spawns. worker_teardown does not wait for
+ * spawned threads; one that ends after it drops its job. */
 int worker_spawn(struct worker_job *job);
-/* Spawned jobs in flight (running, or done and not yet reaped). */
-unsigned worker_spawned(void);
 /* Run fn(arg) on the loop thread and wait until it returns: for the few
  * calls a spawned job must make there (they must not block). On the loop
  * itself, or without a loop (tools), a plain call. */
