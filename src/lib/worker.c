@@ -44,10 +44,20 @@ static void list_push(struct job_list *l, struct worker_job *job)
 	l->tail = job;
 }
 
-static void *worker_main(void *arg)
+/* A finished job goes to the loop: queued, and the eventfd kicked (unless
+ * the loop is gone: a spawned job outliving worker_teardown). Under lock. */
+static void job_finished(struct worker_job *job)
 {
 	const uint64_t one = 1;
 
+	list_push(&w.done, job);
+	/* An eventfd write never blocks short of 2^64 - 1 pending. */
+	if (w.efd >= 0 && write(w.efd, &one, sizeof(one)) < 0)
+		log_err("worker: eventfd: %s", strerror(errno));
+}
+
+static void *worker_main(void *arg)
+{
 	(void)arg;
 	pthread_mutex_lock(&w.lock);
 	for (;;) {
@@ -66,10 +76,7 @@ static void *worker_main(void *arg)
 		job->run(job);
 
 		pthread_mutex_lock(&w.lock);
-		list_push(&w.done, job);
-		/* An eventfd write never blocks short of 2^64 - 1 pending. */
-		if (write(w.efd, &one, sizeof(one)) < 0)
-			log_err("worker: eventfd: %s", strerror(errno));
+		job_finished(job);
 	}
 	pthread_mutex_unlock(&w.lock);
 	return NULL;
@@ -130,10 +137,43 @@ void worker_teardown(void)
 	if (w.ev)
 		event_free(w.ev);
 	w.ev = NULL;
+	pthread_mutex_lock(&w.lock);
 	if (w.efd >= 0)
 		close(w.efd);
 	w.efd = -1;
+	pthread_mutex_unlock(&w.lock);
 	w.todo.head = w.todo.tail = w.done.head = w.done.tail = NULL;
+}
+
+static void *spawned_main(void *arg)
+{
+	struct worker_job *job = arg;
+
+	job->run(job);
+	pthread_mutex_lock(&w.lock);
+	job_finished(job);
+	pthread_mutex_unlock(&w.lock);
+	return NULL;
+}
+
+int worker_spawn(struct worker_job *job)
+{
+	pthread_attr_t attr;
+	pthread_t th;
+	int ret;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* Such a job makes a few syscalls; the default 8 MiB would be
+	 * address space for nothing. */
+	pthread_attr_setstacksize(&attr, 256u << 10);
+	ret = pthread_create(&th, &attr, spawned_main, job);
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		log_err("worker: cannot start a thread: %s", strerror(ret));
+		return -ret;
+	}
+	return 0;
 }
 
 void worker_submit(struct worker_job *job)
