@@ -65,6 +65,11 @@ static struct {
 	.results = TAILQ_HEAD_INITIALIZER(D.results),
 };
 
+static void device_stop_check(void);
+
+/* The deferred event: results to the control plane, then the stop's
+ * check, never from inside a kind's report (which may still use its
+ * state after reporting). */
 static void device_deliver(evutil_socket_t fd, short what, void *arg)
 {
 	TAILQ_HEAD(, device_result) q = TAILQ_HEAD_INITIALIZER(q);
@@ -79,6 +84,7 @@ static void device_deliver(evutil_socket_t fd, short what, void *arg)
 		r->done(r->arg, r->err, r->msg);
 		free(r);
 	}
+	device_stop_check();
 }
 
 /* Queue done(arg, err, msg) for the deferred event. A result that cannot
@@ -101,6 +107,13 @@ static void device_answer(device_done_fn done, void *arg, int err, const char *m
 	snprintf(r->msg, sizeof(r->msg), "%s", msg ? msg : "");
 	TAILQ_INSERT_TAIL(&D.results, r, link);
 	event_active(D.results_ev, 0, 0);
+}
+
+/* Run the deferred event (the stop's check) even without a result. */
+static void device_later(void)
+{
+	if (D.stop_done)
+		event_active(D.results_ev, 0, 0);
 }
 
 static void device_notify(struct tap *t)
@@ -394,14 +407,6 @@ static void device_stop_one(struct device *dev)
 		log_err("%s: cannot detach %s: %s", tap_name(dev->tap), dev->path, eb.msg);
 }
 
-static void device_stop_ev(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	device_stop_check();
-}
-
 void device_shutdown_all(void (*done)(void *arg), void *arg)
 {
 	struct device *dev;
@@ -412,11 +417,7 @@ void device_shutdown_all(void (*done)(void *arg), void *arg)
 	TAILQ_FOREACH(dev, &D.devices, link)
 		device_stop_one(dev);
 	/* done from the loop, never from inside this call. */
-	if (!D.working) {
-		struct event_base *base = event_get_base(D.results_ev);
-
-		event_base_once(base, -1, EV_TIMEOUT, device_stop_ev, NULL, NULL);
-	}
+	device_later();
 }
 
 /* ---- reports from the kinds ------------------------------------------- */
@@ -443,7 +444,7 @@ void device_attached(struct device *dev, int err, const char *path, dev_t devnum
 			 msg ? msg : strerror(-err));
 		device_free(dev);
 		device_answer(done, arg, err, msg && *msg ? msg : strerror(-err));
-		device_stop_check();
+		device_later();
 		return;
 	}
 	snprintf(dev->path, sizeof(dev->path), "%s", path);
@@ -455,7 +456,7 @@ void device_attached(struct device *dev, int err, const char *path, dev_t devnum
 	device_answer(done, arg, 0, dev->path);
 	if (D.stopping)
 		device_stop_one(dev);
-	device_stop_check();
+	device_later();
 }
 
 void device_detach_reply(struct device *dev, int err, const char *msg)
@@ -475,7 +476,7 @@ void device_detach_reply(struct device *dev, int err, const char *msg)
 			 dev->path);
 	}
 	device_answer(done, arg, err, msg && *msg ? msg : err ? strerror(-err) : NULL);
-	device_stop_check();
+	device_later();
 }
 
 void device_gone(struct device *dev)
@@ -489,7 +490,7 @@ void device_gone(struct device *dev)
 	device_free(dev);
 	device_notify(t);
 	device_answer(done, arg, 0, NULL);
-	device_stop_check();
+	device_later();
 }
 
 /* ---- who holds a block device (blocking threads) ------------------------ */
@@ -538,6 +539,8 @@ int device_opener(const char *target, char *msg, size_t len)
 	struct dirent *p, *fd;
 	DIR *proc = opendir("/proc"), *fds;
 	ssize_t n;
+	FILE *f;
+	int pid;
 
 	while (proc && (p = readdir(proc)) && scanned < DEVICE_OPENER_SCAN_MAX) {
 		if (p->d_name[0] < '1' || p->d_name[0] > '9' || atoi(p->d_name) == getpid())
@@ -554,17 +557,18 @@ int device_opener(const char *target, char *msg, size_t len)
 			link[n] = '\0';
 			if (strcmp(link, target) != 0)
 				continue;
+			pid = atoi(p->d_name);
 			closedir(fds);
 			closedir(proc);
-			snprintf(path, sizeof(path), "/proc/%s/comm", p->d_name);
+			snprintf(path, sizeof(path), "/proc/%d/comm", pid);
 			comm[0] = '\0';
-			FILE *f = fopen(path, "re");
+			f = fopen(path, "re");
 			if (f) {
 				if (fgets(comm, sizeof(comm), f))
 					comm[strcspn(comm, "\n")] = '\0';
 				fclose(f);
 			}
-			snprintf(msg, len, "%s is open by pid %s (%s)", target, p->d_name, comm);
+			snprintf(msg, len, "%s is open by pid %d (%s)", target, pid, comm);
 			return 0;
 		}
 		if (fds)
