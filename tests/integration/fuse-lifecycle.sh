@@ -10,7 +10,8 @@
 # - tapd stop detaches every device and unmounts STATE/fuse; a device
 #   still mounted at stop goes once unmounted. Nothing is left behind.
 # - After kill -9, the dead mount and its loop devices are cleaned up by
-#   the next tapd, which mounts afresh.
+#   the next tapd, which mounts afresh; the loop devices also when the
+#   mount went with the dead tapd's mount namespace.
 . "$(dirname "$0")/lib.sh"
 need mkfs.ext4 losetup findmnt
 [ -c /dev/fuse ] && [ -c /dev/loop-control ] || skip "no /dev/fuse or /dev/loop-control"
@@ -27,6 +28,7 @@ wait_until() {
 	return 1
 }
 listed() { tapctl list | grep -qE "^[0-9]+ +$1 .* $2 "; }
+unlisted() { ! tapctl list | grep -q " $1 "; }
 no_loop() { [ -z "$(our_loops)" ]; }
 
 # --- Destroy of an attached idle tap --------------------------------------
@@ -84,7 +86,7 @@ dd if="$DEV" bs=4k count=1 iflag=direct of=/dev/null 2>"$T/err" && fail "I/O aft
 grep -q "Input/output error" "$T/err" || fail "I/O after a forced detach: $(cat "$T/err")"
 umount "$T/mnt" 2>/dev/null || umount -l "$T/mnt"
 wait_until 5 no_loop || fail "the forced device is left after its user let go: $(our_loops)"
-wait_until 5 bash -c "! $TAPCTL list | grep -q ' $DEV '" || fail "still listed: $(tapctl list)"
+wait_until 5 unlisted "$DEV" || fail "still listed: $(tapctl list)"
 tapctl destroy p || fail "destroy p after the forced detach"
 
 # --- removed behind tapd's back ---------------------------------------------
@@ -92,7 +94,7 @@ truncate -s 16M "$T/b.img"
 tapctl create --name b "raw:$T/b.img" >/dev/null || fail "create b"
 DEV=$(tapctl attach b --kind fuse) || fail "attach b"
 losetup -d "$DEV" || fail "losetup -d"
-wait_until 5 bash -c "! $TAPCTL list | grep -q ' $DEV '" || fail "$DEV still listed: $(tapctl list)"
+wait_until 5 unlisted "$DEV" || fail "$DEV still listed: $(tapctl list)"
 tapctl destroy b || fail "destroy b"
 
 # --- stop: nothing left ---------------------------------------------------------
@@ -121,12 +123,29 @@ findmnt -n "$STATE/fuse" >/dev/null || fail "no dead mount to clean after kill -
 start_tapd
 grep -q "was left mounted by a tapd that stopped: unmounted" "$TAPD_LOG" ||
 	fail "the dead mount was not reported"
-grep -q "$KDEV was left bound to $STATE/fuse/k" "$TAPD_LOG" || fail "the dead loop device was not reported"
+grep -q "$KDEV was left bound to a file of $STATE/fuse by a tapd that stopped" "$TAPD_LOG" ||
+	fail "the dead loop device was not reported"
 wait_until 5 no_loop || fail "the dead loop device is left: $(our_loops)"
 [ "$(findmnt -n -o FSTYPE "$STATE/fuse")" = fuse.tapd ] || fail "no fresh mount"
 tapctl create --name k "raw:$T/x.img" >/dev/null || fail "create k again"
 [ "$(stat -c %s "$STATE/fuse/k")" = $((16 << 20)) ] || fail "the fresh mount does not serve k"
 DEV=$(tapctl attach k --kind fuse) || fail "attach k again"
+# Again, but the dead tapd's mount went with its mount namespace (as under
+# systemd's ProtectSystem): its loop device is cleaned all the same.
+kill -KILL "$TAPD_PID"
+wait "$TAPD_PID" 2>/dev/null || true
+TAPD_PID=
+umount -l "$STATE/fuse"
+# The kernel now shows its file as "/k", not under $STATE.
+dead_k() { [ "$(losetup -n -O BACK-FILE "$DEV" 2>/dev/null | tr -d ' ')" = /k ]; }
+dead_k || fail "no dead loop device after the second kill -9: $(losetup -l)"
+start_tapd
+k_gone() { ! dead_k; }
+wait_until 5 k_gone ||
+	fail "a dead loop device without its mount is left: $(losetup -l "$DEV")"
+grep -q "$DEV was left bound to a file of $STATE/fuse" "$TAPD_LOG" || fail "not reported"
+tapctl create --name k "raw:$T/x.img" >/dev/null || fail "create k a third time"
+DEV=$(tapctl attach k --kind fuse) || fail "attach k a third time"
 tapctl detach k || fail "detach k"
 log "all checks passed"
 exit 0

@@ -486,39 +486,48 @@ static bool fx_mounted(const char *dir)
 	return found;
 }
 
+/* Whether the loop device at fd was bound by a tapd to a file under dir:
+ * its name (LOOP_CONFIGURE's lo_file_name, set by loop.c to the file's
+ * path) says so even where the path the kernel shows does not any more
+ * (a mount detached, or gone with its mount namespace, shows as "/k"). */
+static bool fx_loop_ours(int fd, const char *dir)
+{
+	struct loop_info64 info;
+	size_t n = MIN(strlen(dir), (size_t)LO_NAME_SIZE - 2);
+
+	if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+		return false;
+	info.lo_file_name[LO_NAME_SIZE - 1] = '\0';
+	return strncmp((const char *)info.lo_file_name, dir, n) == 0 &&
+	       (n < strlen(dir) || info.lo_file_name[n] == '/');
+}
+
 /* Loop devices bound to files under dir by a tapd that died: their files
- * are gone with it, so they can only fail. Each is cleared as it is let
- * go (LOOP_CLR_FD; autoclear while something holds it). */
+ * are gone with it, so they can only fail. This tapd has bound none yet,
+ * and no other serves dir (we own the bus name). Each is cleared as it is
+ * let go (LOOP_CLR_FD; autoclear while something holds it). */
 static void fx_clear_stale_loops(const char *dir)
 {
-	char path[PATH_MAX], back[PATH_MAX], dev[64];
-	size_t dlen = strlen(dir);
+	char path[PATH_MAX], dev[64];
 	struct dirent *de;
 	DIR *d = opendir("/sys/block");
 
 	while (d && (de = readdir(d))) {
-		FILE *f;
 		int fd;
 
 		if (strncmp(de->d_name, "loop", 4) != 0)
 			continue;
-		snprintf(path, sizeof(path), "/sys/block/%s/loop/backing_file", de->d_name);
-		f = fopen(path, "re");
-		if (!f)
-			continue;
-		back[0] = '\0';
-		if (!fgets(back, sizeof(back), f))
-			back[0] = '\0';
-		fclose(f);
-		if (strncmp(back, dir, dlen) != 0 || back[dlen] != '/')
-			continue;
+		snprintf(path, sizeof(path), "/sys/block/%.32s/loop/backing_file", de->d_name);
+		if (access(path, F_OK) < 0)
+			continue; /* not bound */
 		snprintf(dev, sizeof(dev), "/dev/%.32s", de->d_name);
 		fd = open(dev, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0 && ioctl(fd, LOOP_CLR_FD, 0) == 0)
-			log_notice("fuse: %s was left bound to %s by a tapd that stopped: cleared",
-				   dev, strtok(back, "\n"));
-		if (fd >= 0)
-			close(fd);
+		if (fd < 0)
+			continue;
+		if (fx_loop_ours(fd, dir) && ioctl(fd, LOOP_CLR_FD, 0) == 0)
+			log_notice("fuse: %s was left bound to a file of %s by a tapd that stopped: "
+				   "cleared", dev, dir);
+		close(fd);
 	}
 	if (d)
 		closedir(d);
@@ -545,11 +554,13 @@ int fx_fs_start(struct event_base *base, const char *dir, struct errbuf *eb)
 			errno == ENOENT ? " (modprobe fuse)" : "");
 		goto fail;
 	}
-	/* A tapd that died leaves its mount behind, dead (ENOTCONN to
-	 * everyone), and loop devices bound to it. Startup runs before the
-	 * loop serves anything, so nothing here waits for us. */
+	/* A tapd that died leaves loop devices bound to its files, which can
+	 * only fail now, and its mount, dead (ENOTCONN to everyone): unless
+	 * it ran in a mount namespace of its own (systemd's ProtectSystem),
+	 * which went with it. Startup runs before the loop serves anything,
+	 * so nothing here waits for us. */
+	fx_clear_stale_loops(fs.dir);
 	if (fx_mounted(fs.dir)) {
-		fx_clear_stale_loops(fs.dir);
 		if (umount2(fs.dir, MNT_DETACH) == 0)
 			log_notice("fuse: %s was left mounted by a tapd that stopped: unmounted",
 				   fs.dir);
