@@ -145,7 +145,8 @@ static int loop_bind(struct fx_loop *l, int bfd)
 		close(lfd);
 		lfd = -1;
 		if (r != -EBUSY) {
-			loop_fail(l, r, "%s: cannot bind it to %s: %s", path, l->file, strerror(-r));
+			loop_fail(l, r, "%s: cannot bind it to %s: %s", path, l->file,
+				  strerror(-r));
 			break;
 		}
 		/* Someone took it between GET_FREE and us: another one. */
@@ -203,8 +204,8 @@ static void loop_detach_run(struct worker_job *job)
 	if (fd < 0 && errno == EBUSY && !l->force) {
 		l->err = -EBUSY;
 		if (device_holder(name, l->devnum, l->msg, sizeof(l->msg)) == 0)
-			snprintf(l->msg, sizeof(l->msg), "%s is in use (opened exclusively by another "
-				 "program)", path);
+			snprintf(l->msg, sizeof(l->msg),
+				 "%s is in use (opened exclusively by another program)", path);
 		return;
 	}
 	if (fd < 0) {
@@ -230,9 +231,11 @@ static void loop_detach_run(struct worker_job *job)
 					 strerror(errno));
 			l->err = -EBUSY;
 			if (device_opener(path, l->msg, sizeof(l->msg)) == 0)
-				strncat(l->msg, "; close it first", sizeof(l->msg) - strlen(l->msg) - 1);
+				strncat(l->msg, "; close it first",
+					sizeof(l->msg) - strlen(l->msg) - 1);
 			else
-				snprintf(l->msg, sizeof(l->msg), "%s is open by another process", path);
+				snprintf(l->msg, sizeof(l->msg), "%s is open by another process",
+					 path);
 		}
 	}
 	/* The last close clears it: the file is released from here. */
@@ -280,7 +283,8 @@ static void loop_attach_done(struct worker_job *job)
 	l->running = false;
 	if (!l->err && l->released) {
 		l->err = -ENXIO;
-		snprintf(l->msg, sizeof(l->msg), "the loop device let go of %.200s at once", l->file);
+		snprintf(l->msg, sizeof(l->msg), "the loop device let go of %.200s at once",
+			 l->file);
 	}
 	if (l->err) {
 		device_set_priv(dev, NULL);
