@@ -305,7 +305,10 @@ int device_attach(struct tap *t, const char *kind, device_done_fn done, void *ar
 	ret = tap_attach(t);
 	if (ret < 0) {
 		free(dev);
-		err_set(eb, "tap %s is %s", tap_name(t), tap_state_name(tap_state(t)));
+		if (tap_state(t) == TAP_CLOSING || tap_state(t) == TAP_OPENING)
+			err_set(eb, "tap %s is %s", tap_name(t), tap_state_name(tap_state(t)));
+		else
+			err_set(eb, "tapd is stopping");
 		return ret;
 	}
 	dev->kind = k;
@@ -334,10 +337,9 @@ static int device_start_detach(struct device *dev, bool force, struct errbuf *eb
 		return ret;
 	dev->working = true;
 	D.working++;
-	if (dev->state == DEVICE_ATTACHED) {
+	/* Still listed, as before: Devices does not change. */
+	if (dev->state == DEVICE_ATTACHED)
 		dev->state = DEVICE_DETACHING;
-		device_notify(dev->tap);
-	}
 	log_info("%s: detaching %s%s", tap_name(dev->tap), dev->path, force ? " (forced)" : "");
 	return 0;
 }
@@ -470,7 +472,6 @@ void device_detach_reply(struct device *dev, int err, const char *msg)
 		log_info("%s: detach of %s refused: %s", tap_name(dev->tap), dev->path,
 			 msg ? msg : strerror(-err));
 		dev->state = DEVICE_ATTACHED;
-		device_notify(dev->tap);
 	} else {
 		log_info("%s: %s cut off; it goes once its user lets go", tap_name(dev->tap),
 			 dev->path);

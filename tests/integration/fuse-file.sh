@@ -136,5 +136,21 @@ exec 5<&-
 for _ in $(seq 1 50); do tapctl destroy a 2>/dev/null && break; sleep 0.1; done
 tapctl list | grep -qE '^[0-9]+ +a ' && fail "a was not destroyed once its file was closed"
 [ -e "$F/a" ] && fail "a destroyed tap's file is still there"
+
+# --- FUSE unavailable: tapd goes on without, and Attach says why ----------
+stop_tapd || fail "stop"
+[ -e "$F" ] && fail "$F is left after the stop"
+touch "$F"
+start_tapd
+grep -q "fuse: $F is not a directory: taps are not served as files" "$TAPD_LOG" ||
+	fail "the missing FUSE export was not logged"
+tapctl create --name m ram:1M >/dev/null || fail "create without FUSE"
+expect 1 "fuse: $F is not a directory" tapctl attach m --kind fuse
+expect 1 "no kind of device is available: fuse: $F is not a directory" tapctl attach m
+errname org.xenproject.Tapd1.Error.NotSupported /org/xenproject/Tapd1/tap/0 \
+	org.xenproject.Tapd1.Tap.Attach fuse
+qemu-io -f raw -c "write -P 0x11 0 4k" -c "read -P 0x11 0 4k" "$(nbd_uri m)" >/dev/null ||
+	fail "NBD without FUSE"
+tapctl list | grep -qE '^0 +m +running .* - +ram:1M' || fail "list without FUSE: $(tapctl list)"
 log "all checks passed"
 exit 0

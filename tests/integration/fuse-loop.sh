@@ -17,6 +17,7 @@ our_loops() { losetup -n -l -O NAME,BACK-FILE | awk -v d="$STATE/fuse/" 'index($
 
 truncate -s 256M "$T/a.img"
 tapctl create --name a "raw:$T/a.img" >/dev/null || fail "create"
+monitor_signals && SIGNALS=1 || SIGNALS=
 [ -f "$STATE/fuse/a" ] || fail "no file for tap a in $STATE/fuse: $(ls -la "$STATE/fuse")"
 
 DEV=$(tapctl attach a --kind fuse) || fail "attach: $(tail -5 "$TAPD_LOG")"
@@ -38,6 +39,12 @@ assert t["devices"] == want, (t["devices"], want)' "$DEV" "$devnum" ||
 	fail "list --json devices wrong: $(tapctl list --json)"
 bctl get-property org.xenproject.Tapd1 /org/xenproject/Tapd1/tap/0 org.xenproject.Tapd1.Tap \
 	Devices | grep -qF "a(sss) 1 \"fuse\" \"$DEV\" \"$devnum\"" || fail "Devices property wrong"
+# Devices changed: PropertiesChanged with the device in it.
+if [ -n "$SIGNALS" ]; then
+	for _ in $(seq 1 50); do grep -q "'Devices': <\[('fuse', '$DEV'" "$T/signals" && break; sleep 0.1; done
+	grep -q "/tap/0: org.freedesktop.DBus.Properties.PropertiesChanged ('org.xenproject.Tapd1.Tap', {'Devices': <\[('fuse', '$DEV', '$devnum')\]>}" \
+		"$T/signals" || fail "no PropertiesChanged for Devices: $(grep Devices "$T/signals")"
+fi
 # A second attach of the same tap is refused.
 expect 1 "attached already as $DEV" tapctl attach a --kind fuse
 errname org.xenproject.Tapd1.Error.AlreadyAttached /org/xenproject/Tapd1/tap/0 \
@@ -97,6 +104,11 @@ umount "$T/mnt" || fail "umount"
 e2fsck -fn "$DEV" >"$T/fsck.out" 2>&1 || fail "fsck of $DEV not clean: $(cat "$T/fsck.out")"
 
 tapctl detach a || fail "detach after umount"
+if [ -n "$SIGNALS" ]; then
+	for _ in $(seq 1 50); do grep -q "'Devices': <@a(sss) \[\]>" "$T/signals" && break; sleep 0.1; done
+	grep -q "'Devices': <@a(sss) \[\]>" "$T/signals" ||
+		fail "no PropertiesChanged for the detach: $(grep Devices "$T/signals")"
+fi
 [ -z "$(our_loops)" ] || fail "a loop device is left after detach: $(losetup -l)"
 tapctl list | grep -qE '^0 +a +running .* - +raw:' || fail "list still shows a device: $(tapctl list)"
 [ "$(tapctl list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["devices"])')" = "[]" ] ||

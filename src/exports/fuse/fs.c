@@ -630,6 +630,7 @@ int fx_fs_start(struct event_base *base, const char *dir, struct errbuf *eb)
 {
 	char *argv[] = { "tapd", "-o", "fsname=tapd,subtype=tapd", NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	struct stat st;
 	int fd, ret;
 
 	LIST_INIT(&fs.claims);
@@ -661,6 +662,12 @@ int fx_fs_start(struct event_base *base, const char *dir, struct errbuf *eb)
 	if (mkdir(fs.dir, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
 		err_set(eb, "fuse: cannot create %s: %s", fs.dir, strerror(errno));
+		goto fail;
+	}
+	/* FUSE mounts on a file too (a file root), or through a symlink. */
+	if (lstat(fs.dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		ret = -ENOTDIR;
+		err_set(eb, "fuse: %s is not a directory", fs.dir);
 		goto fail;
 	}
 	fs.se = fuse_session_new(&args, &fx_ops, sizeof(fx_ops), NULL);
