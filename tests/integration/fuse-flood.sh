@@ -26,7 +26,7 @@ SECS=4
 fio_flood() {
 	local name=$1
 	shift
-	(cd "$T" && fio --name="$name" --time_based --runtime=$SECS --group_reporting \
+	(cd "$T" && exec fio --name="$name" --time_based --runtime=$SECS --group_reporting \
 		--output="$T/$name.out" "$@" >/dev/null 2>"$T/$name.err") &
 	eval "FIO_$name=$!"
 	track_pid $!

@@ -2,7 +2,8 @@
 # Lifecycles around a tap attached as a loop device (--kind fuse):
 # - Destroy of an attached idle tap detaches it first; no loop is left.
 # - A paused attached tap holds its loop device's I/O: a reader blocks,
-#   and gets its data once the tap is unpaused, without an error.
+#   and gets its data once the tap is unpaused, without an error; another
+#   tap's device goes on meanwhile, even with the paused one flooded.
 # - Detach is refused while a process has the device open, naming it.
 # - Detach --force of a mounted device: its user's I/O fails with EIO, the
 #   device stays listed until the user lets go (umount), then it is gone.
@@ -66,6 +67,44 @@ kill -0 $writer 2>/dev/null || fail "a write to a paused tap's device did not wa
 tapctl unpause p || fail "unpause p again"
 wait $writer || fail "the held write failed: $(cat "$T/p.err")"
 cmp -n $((1 << 20)) "$T/w" "$T/p.img" -i 0:$((20 << 20)) || fail "the held write did not land"
+
+# --- a paused tap under load holds up no other tap's device -----------------
+# p2's device is flooded while p2 is paused: its requests park (up to the
+# loop device's queue depth) and keep their buffers until its small pool
+# runs dry, so more of its writes wait for memory. q2 (another pool) goes
+# on all the same: the FUSE connection's background limit is not spent on
+# p2, and the waiting writes do not hold the one receive buffer.
+need fio
+tapctl pool-create small 4M >/dev/null || fail "pool-create small"
+truncate -s 64M "$T/p2.img" "$T/q2.img"
+tapctl create --name p2 --pool small "raw:$T/p2.img" >/dev/null || fail "create p2"
+tapctl create --name q2 "raw:$T/q2.img" >/dev/null || fail "create q2"
+P2=$(tapctl attach p2 --kind fuse) || fail "attach p2"
+Q2=$(tapctl attach q2 --kind fuse) || fail "attach q2"
+tapctl pause p2 || fail "pause p2"
+(cd "$T" && exec fio --name=park --filename="$P2" --ioengine=libaio --iodepth=128 --numjobs=2 \
+	--rw=randrw --bs=64k --direct=1 --size=64M --time_based --runtime=600 \
+	--output="$T/park.out" >/dev/null 2>&1) &
+parker=$!
+track_pid $parker
+sleep $((1 + SLOW * 2))
+head -c 4M /dev/urandom >"$T/q2.data"
+(dd if="$T/q2.data" of="$Q2" bs=64k oflag=direct status=none &&
+	dd if="$Q2" bs=64k count=64 iflag=direct status=none | cmp - "$T/q2.data") \
+	>"$T/q2.out" 2>&1 &
+q2io=$!
+ok=
+for _ in $(seq 1 $((100 * (1 + SLOW * 4)))); do
+	kill -0 $q2io 2>/dev/null || { ok=1; break; }
+	sleep 0.1
+done
+tapctl unpause p2 || fail "unpause p2"
+[ -n "$ok" ] || fail "q2's device was held up while p2 was paused under load"
+wait $q2io || fail "q2's I/O failed: $(cat "$T/q2.out")"
+kill $parker 2>/dev/null
+wait $parker 2>/dev/null || true
+tapctl detach p2 && tapctl detach q2 || fail "detach p2, q2"
+tapctl destroy p2 && tapctl destroy q2 || fail "destroy p2, q2"
 
 # --- open by a process: refused, naming it ----------------------------------
 exec 6<"$DEV"

@@ -34,13 +34,22 @@ struct event_base;
  * max_pages, which libfuse derives from it). */
 #define FX_MAX_IO (1u << 20)
 /* I/O requests in flight at once; with all taken, /dev/fuse is not read
- * (the kernel queues, and its callers wait): back-pressure, not queues. */
-#define FX_SLOTS 128
+ * (the kernel queues, and its callers wait): back-pressure, not queues.
+ * A slot holds no memory of its own beyond its ~500 bytes. */
+#define FX_SLOTS 512
 /* What the kernel may have in flight in the background (async direct I/O
- * from the loop device, read-ahead): max_background, and where it starts
- * to call the connection congested. */
-#define FX_BACKGROUND 64
-#define FX_CONGESTION 48
+ * from loop devices): max_background, per connection, so shared by every
+ * tap, and where it starts to call the connection congested. Requests
+ * parked by a paused tap count against it: with the default of 12, or 64,
+ * one paused loop device (128 requests deep) would hold up every other
+ * tap's device. tapd is root, so the kernel takes the value as it is. */
+#define FX_BACKGROUND 256
+#define FX_CONGESTION 192
+/* WRITE payloads copied aside while their pool buffer is not ready, or
+ * while they go in pieces, so that the one receive buffer goes on serving
+ * the other taps; past this much, a write keeps the receive buffer and the
+ * reader waits for it (head-of-line, the last resort). */
+#define FX_SPILL_MAX (32u << 20)
 /* Open files at once (each holds its tap). */
 #define FX_OPEN_MAX 4096
 /* Requests read from /dev/fuse per wakeup, so that a flood of them takes
@@ -86,8 +95,10 @@ void fx_open_put(struct fx_open *fo);
 /* The first open file, for the stop. */
 struct fx_open *fx_open_first(void);
 /* FUSE requests on an open file, answered later from the loop. A WRITE's
- * buf is in the receive buffer: while it is needed there (its buffer not
- * ready yet, or going in pieces) fx_io_can_read says no. */
+ * buf is in the receive buffer: when it is needed after the call (its pool
+ * buffer not ready yet, or going in pieces) it is copied aside within
+ * FX_SPILL_MAX, or else kept there and fx_io_can_read says no until it is
+ * done with. */
 void fx_io_read(fuse_req_t fr, struct fx_open *fo, size_t size, off_t off);
 void fx_io_write(fuse_req_t fr, struct fx_open *fo, const char *buf, size_t size, off_t off);
 void fx_io_flush(fuse_req_t fr, struct fx_open *fo);

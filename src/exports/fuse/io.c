@@ -5,11 +5,14 @@
  * slot taken the reader stops (fx_io_can_read), the kernel queues and its
  * callers wait.
  *
- * A WRITE's payload sits in the session's one receive buffer. When the
- * tap cannot take it at once (its pool buffer is not ready, or the write
- * goes in pieces through a smaller buffer) the write keeps the receive
- * buffer and the reader waits until the last piece is copied out: the
- * NBD export stops reading its socket the same way. A READ in pieces
+ * A WRITE's payload sits in the session's one receive buffer, shared by
+ * every tap. When the tap cannot take it at once (its pool buffer is not
+ * ready, or the write goes in pieces through a smaller buffer) it is
+ * copied aside (FX_SPILL_MAX in all), so that a tap whose pool ran dry (a
+ * paused tap's parked writes keep their buffers) holds up no other tap;
+ * past that budget the write keeps the receive buffer and the reader
+ * waits until the last piece is copied out, as the NBD export stops
+ * reading its socket. A READ in pieces
  * gathers them in one staging buffer of FX_MAX_IO, one such READ at a
  * time (the others wait for it in order): FUSE takes a READ's reply
  * whole. Pieces happen only with pools smaller than four FUSE requests. */
@@ -35,7 +38,9 @@ struct fx_io {
 	enum fx_op op;
 	bool prepared; /* tap_req_prepare was called: release when done */
 	bool staged;   /* READ in pieces: gathered in the staging buffer */
-	const char *wdata; /* WRITE: the payload, in the receive buffer */
+	const char *wdata; /* WRITE: the payload, in the receive buffer or spill */
+	char *spill;	   /* WRITE: the payload copied aside, or NULL */
+	size_t spill_len;
 	uint64_t zpos, zend; /* FALLOCATE: what is left to zero */
 	uint32_t zflags;
 	TAILQ_ENTRY(fx_io) link; /* free list, or waiting for the stage */
@@ -47,6 +52,8 @@ static struct {
 	unsigned busy;
 	/* The WRITE that holds the receive buffer, or NULL. */
 	struct fx_io *lent;
+	/* Bytes of WRITE payloads copied aside. */
+	size_t spilled;
 	/* READs in pieces: the staging buffer, its user, who waits. */
 	char *stage;
 	struct fx_io *stage_owner;
@@ -147,6 +154,8 @@ static struct fx_io *slot_get(fuse_req_t fr, struct fx_open *fo, enum fx_op op)
 	s->prepared = false;
 	s->staged = false;
 	s->wdata = NULL;
+	s->spill = NULL;
+	s->spill_len = 0;
 	fo->refs++;
 	return s;
 }
@@ -157,6 +166,11 @@ static void slot_put(struct fx_io *s)
 
 	if (s->prepared)
 		tap_req_release(&s->req);
+	if (s->spill) {
+		io.spilled -= s->spill_len;
+		free(s->spill);
+		s->spill = NULL;
+	}
 	fx_open_put(s->fo);
 	s->fo = NULL;
 	TAILQ_INSERT_HEAD(&io.free, s, link);
@@ -176,6 +190,23 @@ static void unlend(struct fx_io *s)
 		return;
 	io.lent = NULL;
 	io.wake();
+}
+
+/* s's payload is needed after this FUSE request has been handled: copy it
+ * aside if the budget allows, else keep the receive buffer. Called while
+ * the payload is still where the kernel put it, or once it is kept. */
+static void keep_payload(struct fx_io *s)
+{
+	if (s->spill || io.lent == s)
+		return;
+	if (io.spilled + s->req.len <= FX_SPILL_MAX && (s->spill = malloc(s->req.len))) {
+		memcpy(s->spill, s->wdata, s->req.len);
+		s->wdata = s->spill;
+		s->spill_len = s->req.len;
+		io.spilled += s->spill_len;
+		return;
+	}
+	lend(s);
 }
 
 /* The staging buffer for a READ in pieces: true if s has it now, false if
@@ -229,7 +260,7 @@ static void write_fill(struct fx_io *s)
 
 	memcpy(req->buf, s->wdata + (req->piece_off - req->off), req->piece_len);
 	if (tap_req_more(req))
-		lend(s);
+		keep_payload(s);
 	else
 		unlend(s);
 }
@@ -267,10 +298,9 @@ static void fx_prepare(struct fx_io *s)
 	s->prepared = true;
 	ret = tap_req_prepare(s->fo->tap, &s->req, fx_ready);
 	if (ret == 1) {
-		/* Waits for pool memory: a WRITE keeps its payload where it
-		 * is, and the reader waits with it. */
+		/* Waits for pool memory: a WRITE keeps its payload. */
 		if (s->op == FX_WRITE)
-			lend(s);
+			keep_payload(s);
 		return;
 	}
 	fx_go(s, ret);
