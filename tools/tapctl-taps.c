@@ -148,12 +148,11 @@ static const char *col_limit(uint64_t v, bool bytes, char *buf, size_t len)
 
 static void list_table(const struct tap_row *rows, const struct obj_props *props, size_t n)
 {
-	int w[10] = { 5, 4, 5, 4, 4, 4, 3, 6, 6, 5 };
+	int w[10] = { 5, 4, 5, 4, 4, 4, 3, 6, 5, 7 };
 	char sz[32], state[64];
 
 	for (size_t i = 0; i < n; i++) {
 		const char *parent = props[i].parent && *props[i].parent ? props[i].parent : "-";
-		const char *dev = props[i].dev_path ? props[i].dev_path : "-";
 
 		w[0] = MAX(w[0], snprintf(sz, sizeof(sz), "%" PRIu32, rows[i].minor));
 		w[1] = MAX(w[1], (int)strlen(rows[i].name));
@@ -163,12 +162,13 @@ static void list_table(const struct tap_row *rows, const struct obj_props *props
 		w[5] = MAX(w[5], (int)strlen(col_limit(props[i].qos_iops, false, sz, sizeof(sz))));
 		w[6] = MAX(w[6], (int)strlen(col_limit(props[i].qos_bps, true, sz, sizeof(sz))));
 		w[7] = MAX(w[7], (int)strlen(parent));
-		w[8] = MAX(w[8], (int)strlen(dev));
-		w[9] = MAX(w[9], (int)strlen(rows[i].image));
+		w[8] = MAX(w[8], (int)strlen(rows[i].image));
+		w[9] = MAX(w[9], (int)strlen(props[i].export ? props[i].export : "-"));
 	}
+	/* DEVICE last: scripts that read the older columns still find them. */
 	printf("%-*s %-*s %-*s %-*s %*s %*s %*s %-*s %-*s %-*s %s\n", w[0], "MINOR", w[1],
 	       "NAME", w[2], "STATE", w[3], "POOL", w[4], "SIZE", w[5], "IOPS", w[6], "BPS", w[7],
-	       "PARENT", w[8], "DEVICE", w[9], "IMAGE", "NBD-URI");
+	       "PARENT", w[8], "IMAGE", w[9], "NBD-URI", "DEVICE");
 	for (size_t i = 0; i < n; i++) {
 		char s1[32], s2[32];
 
@@ -180,8 +180,8 @@ static void list_table(const struct tap_row *rows, const struct obj_props *props
 		       col_limit(props[i].qos_iops, false, s1, sizeof(s1)), w[6],
 		       col_limit(props[i].qos_bps, true, s2, sizeof(s2)), w[7],
 		       props[i].parent && *props[i].parent ? props[i].parent : "-", w[8],
-		       props[i].dev_path ? props[i].dev_path : "-", w[9], rows[i].image,
-		       props[i].export ? props[i].export : "-");
+		       rows[i].image, w[9], props[i].export ? props[i].export : "-",
+		       props[i].dev_path ? props[i].dev_path : "-");
 	}
 }
 

@@ -28,8 +28,8 @@ wait_until() {
 	for _ in $(seq 1 $n); do "$@" && return 0; sleep 0.1; done
 	return 1
 }
-listed() { tapctl list | grep -qE "^[0-9]+ +$1 .* $2 "; }
-unlisted() { ! tapctl list | grep -q " $1 "; }
+listed() { tapctl list | grep -qE "^[0-9]+ +$1 .* $2\$"; }
+unlisted() { ! tapctl list | grep -q " $1\$"; }
 no_loop() { [ -z "$(our_loops)" ]; }
 
 # --- Destroy of an attached idle tap --------------------------------------

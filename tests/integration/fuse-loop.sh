@@ -30,7 +30,7 @@ log "attached as $DEV"
 [ "$(blockdev --getsize64 "$DEV")" = $((256 << 20)) ] || fail "$DEV has the wrong size"
 
 # list: the table's DEVICE column and the JSON devices array.
-tapctl list | grep -E "^0 +a +running .* $DEV " >/dev/null || fail "list lacks $DEV: $(tapctl list)"
+tapctl list | grep -E "^0 +a +running .* $DEV\$" >/dev/null || fail "list lacks $DEV: $(tapctl list)"
 devnum=$(stat -c '%Hr:%Lr' "$DEV")
 tapctl list --json | python3 -c 'import json, sys
 t = json.load(sys.stdin)[0]
@@ -95,7 +95,7 @@ expect 1 "tap a is attached as a device that cannot be detached: $DEV is mounted
 	tapctl destroy a
 errname org.xenproject.Tapd1.Error.TapBusy /org/xenproject/Tapd1/tap/0 \
 	org.xenproject.Tapd1.Tap.Destroy
-tapctl list | grep -q " $DEV " || fail "a refused detach dropped $DEV from the list: $(tapctl list)"
+tapctl list | grep -q " $DEV\$" || fail "a refused detach dropped $DEV from the list: $(tapctl list)"
 findmnt -n "$T/mnt" >/dev/null || fail "the mount went away"
 # The file system still works after the refusals.
 echo still-here >"$T/mnt/after" && sync || fail "write to the mount after refusals"
@@ -110,7 +110,7 @@ if [ -n "$SIGNALS" ]; then
 		fail "no PropertiesChanged for the detach: $(grep Devices "$T/signals")"
 fi
 [ -z "$(our_loops)" ] || fail "a loop device is left after detach: $(losetup -l)"
-tapctl list | grep -qE '^0 +a +running .* - +raw:' || fail "list still shows a device: $(tapctl list)"
+tapctl list | grep -qE '^0 +a +running .* -$' || fail "list still shows a device: $(tapctl list)"
 [ "$(tapctl list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["devices"])')" = "[]" ] ||
 	fail "list --json still shows a device"
 expect 1 "tap a is not attached" tapctl detach a
