@@ -133,7 +133,7 @@ tapctl detach a || fail "detach a"
 exec 5<"$F/a"
 expect 1 "client" tapctl destroy a
 exec 5<&-
-for _ in $(seq 1 50); do tapctl destroy a 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 $((50 * (1 + SLOW * 4)))); do tapctl destroy a 2>/dev/null && break; sleep 0.1; done
 tapctl list | grep -qE '^[0-9]+ +a ' && fail "a was not destroyed once its file was closed"
 [ -e "$F/a" ] && fail "a destroyed tap's file is still there"
 
