@@ -45,6 +45,19 @@ subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x7e 400k 4k", sys.argv[
 after = os.pread(fd, 4096, 400 << 10)
 assert before != after and after == b"\x7e" * 4096, "stale"
 os.close(fd)' "$F/a" "$(nbd_uri a)" || fail "the open file reads stale data after an NBD write"
+# fsync, and the close of a file opened for writing, are FLUSHes of the tap;
+# the close of a read-only open is not.
+flushes() { tapctl stats --json a | python3 -c 'import json, sys; print(json.load(sys.stdin)["flushes"])'; }
+f0=$(flushes)
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, b"x" * 4096, 8 << 20)
+os.fsync(fd)
+os.close(fd)' "$F/a" || fail "write and fsync"
+[ "$(flushes)" -ge $((f0 + 2)) ] || fail "fsync and close gave $(($(flushes) - f0)) flushes, want 2"
+f0=$(flushes)
+cat "$F/a" >/dev/null
+[ "$(flushes)" = "$f0" ] || fail "a read-only open flushed the tap on close"
 # ram: taps are files too.
 dd if="$T/d1" of="$F/mem" bs=64k count=16 conv=notrunc status=none || fail "dd to mem"
 cmp -n $((1 << 20)) "$T/d1" "$F/mem" || fail "mem reads back wrong"
