@@ -155,6 +155,12 @@ stop_tapd || fail "stop"
 [ -e "$F" ] && fail "$F is left after the stop"
 touch "$F"
 start_tapd
+# (The FUSE export starts once the bus name is ours: a moment after the
+# bus first answers.)
+for _ in $(seq 1 $((50 * (1 + SLOW * 4)))); do
+	grep -q "fuse: $F is not a directory: taps are not served as files" "$TAPD_LOG" && break
+	sleep 0.1
+done
 grep -q "fuse: $F is not a directory: taps are not served as files" "$TAPD_LOG" ||
 	fail "the missing FUSE export was not logged"
 tapctl create --name m ram:1M >/dev/null || fail "create without FUSE"

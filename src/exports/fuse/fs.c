@@ -440,6 +440,9 @@ static void fx_on_read(evutil_socket_t fd, short what, void *arg)
 		if (fs.stopping || !fx_io_can_read()) {
 			/* Back-pressure: the kernel queues until a slot (or
 			 * the receive buffer) comes back (fx_wake). */
+			if (!fs.stopping)
+				log_debug("fuse: every request slot is taken, or a write holds the "
+					  "receive buffer: not reading /dev/fuse for now");
 			fx_reader(false);
 			return;
 		}
