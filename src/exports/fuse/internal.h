@@ -1,6 +1,8 @@
 /* Shared between the files of the FUSE export, private to
  * src/exports/fuse/. Lowest first, calls going down only:
  *
+ *   stale.c   what a tapd that died left: loop devices bound to its
+ *             files, its mount (found at start, cleaned before the mount)
  *   io.c      open files and the request path: FUSE READ, WRITE, FLUSH,
  *             FSYNC and FALLOCATE as tap requests, answered from their
  *             completions; a fixed table of requests in flight
@@ -103,6 +105,15 @@ void fx_io_read(fuse_req_t fr, struct fx_open *fo, size_t size, off_t off);
 void fx_io_write(fuse_req_t fr, struct fx_open *fo, const char *buf, size_t size, off_t off);
 void fx_io_flush(fuse_req_t fr, struct fx_open *fo);
 void fx_io_fallocate(fuse_req_t fr, struct fx_open *fo, int mode, off_t off, off_t len);
+
+/* ---- stale.c -------------------------------------------------------------- */
+
+/* Whether dir is a mount point (mountinfo: a dead FUSE mount fails stat). */
+bool fx_mounted(const char *dir);
+/* Clear the loop devices a dead tapd left bound to files of dir: those
+ * under dir at once, those the kernel names "/NAME" (their mount gone)
+ * on a thread of their own, not waited for. Before the mount. */
+void fx_clear_stale_loops(const char *dir);
 
 /* ---- fs.c ----------------------------------------------------------------- */
 
