@@ -1,7 +1,8 @@
 /* tapd: options, privileges, the loop, and the start and stop sequences.
  * Start: protect the process (I/O flusher, locked memory) before any thread
- * exists, build pools, taps, the NBD export and the bus, then tell systemd
- * READY. Stop: refuse new work, drain, flush, close, exit 0. */
+ * exists, build pools, taps, the NBD export, the bus and the FUSE export,
+ * then tell systemd READY. Stop: refuse new work, drain the NBD export,
+ * detach the kernel devices, unmount, flush, close, exit 0. */
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
@@ -23,6 +24,8 @@
 #include "drivers/nbd/nbd.h"
 #include "drivers/path.h"
 #include "lib/log.h"
+#include "exports/device.h"
+#include "exports/fuse/fuse.h"
 #include "exports/nbd/server.h"
 #include "exports/nbd/tls.h"
 #include "pools/pool.h"
@@ -87,7 +90,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: tapd [OPTIONS]\n"
-		"Serve userspace block devices (taps) over NBD, controlled over D-Bus.\n\n"
+		"Serve userspace block devices (taps) over NBD, as files in STATE_DIR/fuse and\n"
+		"as kernel block devices, controlled over D-Bus.\n\n"
 		"  -f, --foreground            stay in the foreground (the default; for systemd)\n"
 		"      --state-dir DIR         state and sockets (default /run/tapd)\n"
 		"      --nbd-socket PATH       NBD unix socket (default STATE_DIR/nbd.sock)\n"
@@ -450,10 +454,25 @@ static void stop_done(void *arg)
 	event_base_loopbreak(d.base);
 }
 
-static void stop_exports_done(void *arg)
+static void stop_fuse_done(void *arg)
 {
 	(void)arg;
 	tap_shutdown_all(stop_done, NULL);
+}
+
+/* The consumers first: kernel devices are detached (with force: their
+ * users' I/O fails) while the FUSE export still serves their I/O, then
+ * the FUSE mount goes, then the taps. */
+static void stop_devices_done(void *arg)
+{
+	(void)arg;
+	fuse_export_stop(stop_fuse_done, NULL);
+}
+
+static void stop_exports_done(void *arg)
+{
+	(void)arg;
+	device_shutdown_all(stop_devices_done, NULL);
 }
 
 static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
@@ -610,7 +629,7 @@ int main(int argc, char **argv)
 	/* Two workers: a slow fallocate on one image does not hold up
 	 * block status on another. */
 	if (tap_setup(d.base) < 0 || aio_setup(d.base) < 0 || worker_setup(d.base, 2) < 0 ||
-	    nbd_client_setup(d.base) < 0) {
+	    nbd_client_setup(d.base) < 0 || device_setup(d.base) < 0) {
 		log_err("cannot set up the I/O path");
 		return 1;
 	}
@@ -657,6 +676,13 @@ int main(int argc, char **argv)
 		log_err("D-Bus (%s): %s", o.bus, eb.msg[0] ? eb.msg : strerror(-ret));
 		return 1;
 	}
+	/* After the bus name is ours: no other tapd serves this bus, so a
+	 * mount found at STATE_DIR/fuse is a dead one's, and is cleaned. */
+	eb.msg[0] = '\0';
+	ret = fuse_export_start(d.base, o.state_dir, &eb);
+	if (ret < 0)
+		log_notice("%s: taps are not served as files, and cannot be attached as fuse "
+			   "devices", eb.msg[0] ? eb.msg : strerror(-ret));
 
 	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, NULL);
 	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, NULL);
@@ -688,6 +714,9 @@ int main(int argc, char **argv)
 
 	nbd_server_free();
 	nbd_tls_teardown();
+	/* Both still hold taps (tap_attach) if the stop did not finish. */
+	fuse_export_free();
+	device_teardown();
 	tap_teardown();
 	/* Workers first: a pool still being mapped is then freed here. */
 	worker_teardown();

@@ -162,6 +162,27 @@ static int read_prop(sd_bus_message *m, const char *key, struct obj_props *p)
 			r = -ENOMEM;
 		return r;
 	}
+	if (strcmp(key, "Devices") == 0) {
+		const char *kind, *path, *num;
+
+		r = sd_bus_message_enter_container(m, 'v', "a(sss)");
+		if (r >= 0)
+			r = sd_bus_message_enter_container(m, 'a', "(sss)");
+		while (r >= 0 && (r = sd_bus_message_read(m, "(sss)", &kind, &path, &num)) > 0) {
+			if (p->ndevices++)
+				continue;
+			p->dev_kind = strdup(kind);
+			p->dev_path = strdup(path);
+			p->dev_num = strdup(num);
+			if (!p->dev_kind || !p->dev_path || !p->dev_num)
+				r = -ENOMEM;
+		}
+		if (r >= 0)
+			r = sd_bus_message_exit_container(m);
+		if (r >= 0)
+			r = sd_bus_message_exit_container(m);
+		return r;
+	}
 	if (strcmp(key, "Exports") == 0) {
 		r = sd_bus_message_enter_container(m, 'v', "as");
 		if (r >= 0)
@@ -209,7 +230,11 @@ void free_props(struct obj_props *p)
 {
 	free(p->parent);
 	free(p->export);
-	p->parent = p->export = NULL;
+	free(p->dev_kind);
+	free(p->dev_path);
+	free(p->dev_num);
+	p->parent = p->export = p->dev_kind = p->dev_path = p->dev_num = NULL;
+	p->ndevices = 0;
 }
 
 /* On failure the message is printed and the D-Bus error left in *e. */

@@ -32,6 +32,8 @@ struct args {
 	const char *parent;
 	bool read_only;
 	bool json;
+	const char *kind; /* attach --kind */
+	bool force;       /* detach --force */
 	bool has_iops, has_bps; /* --iops/--qos-iops, --bps/--qos-bps given */
 	uint64_t iops, bps;
 	unsigned iterations; /* top: frames to draw, 0: until q */
@@ -74,6 +76,10 @@ struct obj_props {
 	uint64_t qos_iops, qos_bps;
 	char *parent;
 	char *export; /* first of Exports */
+	/* Devices: the first one's kind, path and "major:minor", and how
+	 * many there are. */
+	char *dev_kind, *dev_path, *dev_num;
+	unsigned ndevices;
 };
 int get_props(sd_bus *bus, const char *path, const char *iface, struct obj_props *p,
 	      sd_bus_error *e);
@@ -96,6 +102,8 @@ int cmd_pause(sd_bus *bus, const struct args *a);
 int cmd_unpause(sd_bus *bus, const struct args *a);
 int cmd_set_pool(sd_bus *bus, const struct args *a);
 int cmd_qos(sd_bus *bus, const struct args *a);
+int cmd_attach(sd_bus *bus, const struct args *a);
+int cmd_detach(sd_bus *bus, const struct args *a);
 int cmd_pool_create(sd_bus *bus, const struct args *a);
 int cmd_pool_resize(sd_bus *bus, const struct args *a);
 int cmd_pool_destroy(sd_bus *bus, const struct args *a);

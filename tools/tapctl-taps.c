@@ -1,5 +1,5 @@
 /* tapctl's tap commands: create, destroy, list, stats, pause, unpause,
- * set-pool and qos (which also serves pool-qos). */
+ * set-pool, qos (which also serves pool-qos), attach and detach. */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -9,6 +9,9 @@
 /* Pause waits for the requests in flight, which a slow or stuck backend
  * may hold for longer than sd-bus's default 25 s. */
 #define PAUSE_TIMEOUT_USEC (120ULL * 1000000)
+/* Attach and detach wait for the kernel (a detach, for a paused tap's
+ * I/O to drain) and for the FUSE requests tapd answers meanwhile. */
+#define DEVICE_TIMEOUT_USEC (120ULL * 1000000)
 
 int cmd_create(sd_bus *bus, const struct args *a)
 {
@@ -120,7 +123,17 @@ static void list_json(const struct tap_row *rows, const struct obj_props *props,
 		printf(", \"qos_iops\": %" PRIu64 ", \"qos_bps\": %" PRIu64 ", \"parent\": ",
 		       props[i].qos_iops, props[i].qos_bps);
 		json_str(props[i].parent ? props[i].parent : "");
-		printf("}");
+		printf(", \"devices\": [");
+		if (props[i].ndevices) {
+			printf("{\"kind\": ");
+			json_str(props[i].dev_kind);
+			printf(", \"path\": ");
+			json_str(props[i].dev_path);
+			printf(", \"devnum\": ");
+			json_str(props[i].dev_num);
+			printf("}");
+		}
+		printf("]}");
 	}
 	printf("%s]\n", n ? "\n" : "");
 }
@@ -135,7 +148,7 @@ static const char *col_limit(uint64_t v, bool bytes, char *buf, size_t len)
 
 static void list_table(const struct tap_row *rows, const struct obj_props *props, size_t n)
 {
-	int w[9] = { 5, 4, 5, 4, 4, 4, 3, 6, 5 };
+	int w[10] = { 5, 4, 5, 4, 4, 4, 3, 6, 5, 7 };
 	char sz[32], state[64];
 
 	for (size_t i = 0; i < n; i++) {
@@ -150,22 +163,25 @@ static void list_table(const struct tap_row *rows, const struct obj_props *props
 		w[6] = MAX(w[6], (int)strlen(col_limit(props[i].qos_bps, true, sz, sizeof(sz))));
 		w[7] = MAX(w[7], (int)strlen(parent));
 		w[8] = MAX(w[8], (int)strlen(rows[i].image));
+		w[9] = MAX(w[9], (int)strlen(props[i].export ? props[i].export : "-"));
 	}
-	printf("%-*s %-*s %-*s %-*s %*s %*s %*s %-*s %-*s %s\n", w[0], "MINOR", w[1], "NAME",
-	       w[2], "STATE", w[3], "POOL", w[4], "SIZE", w[5], "IOPS", w[6], "BPS", w[7],
-	       "PARENT", w[8], "IMAGE", "NBD-URI");
+	/* DEVICE last: scripts that read the older columns still find them. */
+	printf("%-*s %-*s %-*s %-*s %*s %*s %*s %-*s %-*s %-*s %s\n", w[0], "MINOR", w[1],
+	       "NAME", w[2], "STATE", w[3], "POOL", w[4], "SIZE", w[5], "IOPS", w[6], "BPS", w[7],
+	       "PARENT", w[8], "IMAGE", w[9], "NBD-URI", "DEVICE");
 	for (size_t i = 0; i < n; i++) {
 		char s1[32], s2[32];
 
 		snprintf(state, sizeof(state), "%s%s", rows[i].state,
 			 rows[i].read_only ? ",ro" : "");
-		printf("%-*" PRIu32 " %-*s %-*s %-*s %*s %*s %*s %-*s %-*s %s\n", w[0],
+		printf("%-*" PRIu32 " %-*s %-*s %-*s %*s %*s %*s %-*s %-*s %-*s %s\n", w[0],
 		       rows[i].minor, w[1], rows[i].name, w[2], state, w[3], rows[i].pool, w[4],
 		       format_size(rows[i].size, sz, sizeof(sz)), w[5],
 		       col_limit(props[i].qos_iops, false, s1, sizeof(s1)), w[6],
 		       col_limit(props[i].qos_bps, true, s2, sizeof(s2)), w[7],
 		       props[i].parent && *props[i].parent ? props[i].parent : "-", w[8],
-		       rows[i].image, props[i].export ? props[i].export : "-");
+		       rows[i].image, w[9], props[i].export ? props[i].export : "-",
+		       props[i].dev_path ? props[i].dev_path : "-");
 	}
 }
 
@@ -270,4 +286,39 @@ int cmd_qos(sd_bus *bus, const struct args *a)
 	int r = resolve_tap(bus, a->pos[0], &path);
 
 	return r ? r : qos_show_or_set(bus, path, IFACE_TAP, "tap", a->pos[0], a);
+}
+
+int cmd_attach(sd_bus *bus, const struct args *a)
+{
+	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
+	_cleanup_msg_ sd_bus_message *m = NULL, *reply = NULL;
+	_cleanup_free_ char *path = NULL;
+	const char *dev;
+	int r = resolve_tap(bus, a->pos[0], &path);
+
+	if (r)
+		return r;
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, IFACE_TAP, "Attach");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "s", a->kind ? a->kind : "");
+	if (r >= 0)
+		r = sd_bus_call(bus, m, DEVICE_TIMEOUT_USEC, &e, &reply);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "s", &dev);
+	if (r < 0)
+		return refused(&e, r);
+	printf("%s\n", dev);
+	return 0;
+}
+
+int cmd_detach(sd_bus *bus, const struct args *a)
+{
+	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
+	_cleanup_free_ char *path = NULL;
+	int r = resolve_tap(bus, a->pos[0], &path);
+
+	if (r)
+		return r;
+	return error_call(bus, DEVICE_TIMEOUT_USEC, &e, path, IFACE_TAP, "Detach", "b",
+			  (int)a->force);
 }

@@ -22,10 +22,11 @@
 enum {
 	OPT_NAME = 1 << 0, OPT_POOL = 1 << 1, OPT_RO = 1 << 2, OPT_JSON = 1 << 3,
 	OPT_PARENT = 1 << 4, OPT_QOS = 1 << 5, OPT_LIMITS = 1 << 6, OPT_TOP = 1 << 7,
+	OPT_KIND = 1 << 8, OPT_FORCE = 1 << 9,
 };
 
 /* getopt codes of the long-only options. */
-enum { O_PARENT = 256, O_QOS_IOPS, O_QOS_BPS, O_IOPS, O_BPS, O_ITER, O_ONCE };
+enum { O_PARENT = 256, O_QOS_IOPS, O_QOS_BPS, O_IOPS, O_BPS, O_ITER, O_ONCE, O_KIND, O_FORCE };
 
 /* Every subcommand option, once; a command's mask says which it accepts. */
 static const struct {
@@ -56,6 +57,10 @@ static const struct {
 	  "top: draw N times, then exit" },
 	{ { "once", no_argument, NULL, O_ONCE }, OPT_TOP, "once",
 	  "top: draw once (same as --iterations 1)" },
+	{ { "kind", required_argument, NULL, O_KIND }, OPT_KIND, "kind KIND",
+	  "attach: fuse (a loop device over the tap's FUSE file); default: the first available" },
+	{ { "force", no_argument, NULL, O_FORCE }, OPT_FORCE, "force",
+	  "detach: even while in use (its user's I/O then fails)" },
 };
 
 struct command {
@@ -141,8 +146,8 @@ static const struct command commands[] = {
 	  "create a tap over IMAGE (raw:/path, ram:SIZE, null:SIZE, ...); prints its name",
 	  OPT_NAME | OPT_POOL | OPT_PARENT | OPT_RO | OPT_QOS, 1, 0, 0, cmd_create },
 	{ "destroy", "NAME|MINOR", "destroy a tap", 0, 1, 0, 0, cmd_destroy },
-	{ "list", "[--json]", "list taps with their state, limits and NBD URIs", OPT_JSON, 0, 0,
-	  0, cmd_list },
+	{ "list", "[--json]", "list taps with their state, limits, devices and NBD URIs",
+	  OPT_JSON, 0, 0, 0, cmd_list },
 	{ "stats", "[--json] NAME|MINOR", "show a tap's I/O counters", OPT_JSON, 1, 0, 0,
 	  cmd_stats },
 	{ "pause", "NAME|MINOR",
@@ -156,6 +161,12 @@ static const struct command commands[] = {
 	{ "qos", "[--json] NAME|MINOR [--iops N] [--bps N]",
 	  "show, or change, a tap's limits (0: unlimited; an option left out stays)",
 	  OPT_LIMITS | OPT_JSON, 1, 0, 0, cmd_qos },
+	{ "attach", "NAME|MINOR [--kind fuse|ublk|nbd]",
+	  "make the tap a kernel block device; prints its path (e.g. /dev/loop0)", OPT_KIND, 1,
+	  0, 0, cmd_attach },
+	{ "detach", "NAME|MINOR [--force]",
+	  "remove the tap's kernel block device; refused while it is in use unless --force",
+	  OPT_FORCE, 1, 0, 0, cmd_detach },
 	{ "top", "[--iterations N | --once]",
 	  "live view of taps and pools, refreshed every second; q or Ctrl-C quits", OPT_TOP, 0,
 	  0, 0, cmd_top },
@@ -268,6 +279,8 @@ static int parse_command(const struct command *c, int argc, char **argv, struct 
 			break;
 		case O_ITER: r = parse_iterations(optarg, &a->iterations); break;
 		case O_ONCE: a->iterations = 1; break;
+		case O_KIND: a->kind = optarg; break;
+		case O_FORCE: a->force = true; break;
 		case 'h':
 			printf("usage: tapctl %s %s\n  %s\n", c->name, c->args, c->summary);
 			return -1;

@@ -270,6 +270,7 @@ static const struct method tap_methods[] = {
 	{ DEST ".Tap", "Destroy", "" },	   { DEST ".Tap", "Pause", "" },
 	{ DEST ".Tap", "Unpause", "s" },   { DEST ".Tap", "Stats", "" },
 	{ DEST ".Tap", "SetPool", "s" },   { DEST ".Tap", "SetQos", "tt" },
+	{ DEST ".Tap", "Attach", "s" },	   { DEST ".Tap", "Detach", "b" },
 };
 static const struct method pool_methods[] = {
 	{ DEST ".Pool", "Resize", "t" },

@@ -23,6 +23,18 @@ echo "$out" | grep -q "src/lib/log.c:.*includes core/tap.h, a higher layer" ||
 echo "$out" | grep -q "src/control/bus/bus.c:.*exports/nbd/internal.h, private to" ||
 	fail "foreign internal.h not reported: $out"
 
+# --- a module folder nobody listed; one export using another
+cp -r "$TOP_SRCDIR/src" "$T/src3"
+mkdir "$T/src3/exports/stray"
+printf '#include "core/tap.h"\n' >"$T/src3/exports/stray/a.c"
+printf '#include "exports/nbd/server.h"\n' >>"$T/src3/exports/fuse/io.c"
+rc=0; out=$($CHECK --src "$T/src3" 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "planted folder: exit $rc, want 1: $out"
+echo "$out" | grep -q "src/exports/stray/: a folder not in tools/check-layers' MODULES table" ||
+	fail "unlisted folder not reported: $out"
+echo "$out" | grep -q "src3/exports/fuse/io.c:.*exports/nbd/server.h from the sibling module" ||
+	fail "an export using another not reported: $out"
+
 # --- a circle of two objects, and a call up a layer
 mkdir -p "$T/b/src/core" "$T/b/src/lib"
 printf 'void b(void); void a(void) { b(); }\n' >"$T/a.c"

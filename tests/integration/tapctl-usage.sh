@@ -68,12 +68,24 @@ usage 2 "bad value '0' for --iterations" top --iterations 0
 usage 2 "bad value 'two' for --iterations" top --iterations two
 usage 2 "unknown option '--json'" top --json
 grep -q '^usage: tapctl top \[--iterations N | --once\]' "$T/err" || fail "top: no usage line"
+# Kernel devices.
+usage 2 'missing argument' attach
+grep -q '^usage: tapctl attach NAME|MINOR \[--kind fuse|ublk|nbd\]' "$T/err" ||
+	fail "attach: no usage line: $(cat "$T/err")"
+usage 2 "option '--kind' needs an argument" attach disk --kind
+usage 2 "unknown option '--force'" attach disk --force
+usage 2 "unexpected argument 'x'" attach disk x
+usage 2 'empty argument' attach ''
+usage 2 'missing argument' detach --force
+usage 2 "unknown option '--kind'" detach disk --kind fuse
+usage 2 "unexpected argument 'x'" detach disk x
 
 # Help and version go to stdout and succeed, also without a daemon.
 tapctl --help >"$T/out" || fail "--help failed"
 grep -q 'pool-create NAME SIZE' "$T/out" || fail "--help lacks the commands"
 grep -q 'unpause NAME|MINOR \[IMAGE\]' "$T/out" || fail "--help lacks unpause"
-for c in 'set-pool NAME|MINOR POOL' 'qos \[--json\] NAME|MINOR' 'pool-qos \[--json\] POOL' 'top \['; do
+for c in 'set-pool NAME|MINOR POOL' 'qos \[--json\] NAME|MINOR' 'pool-qos \[--json\] POOL' 'top \[' \
+	'attach NAME|MINOR \[--kind' 'detach NAME|MINOR \[--force\]'; do
 	grep -q "^  $c" "$T/out" || fail "--help lacks $c"
 done
 tapctl -h | grep -q '^usage:' || fail "-h failed"
@@ -87,7 +99,8 @@ tapctl list 2>"$T/err" || rc=$?
 [ $rc = 1 ] || fail "list without a bus: exit $rc, expected 1"
 grep -q '^tapctl: ' "$T/err" || fail "list without a bus: no message"
 for cmd in "pause disk" "unpause disk" "unpause disk raw:/x" "set-pool disk p" "qos disk" \
-	"qos disk --iops 0" "pool-qos p --bps 1M" "top --once"; do
+	"qos disk --iops 0" "pool-qos p --bps 1M" "top --once" "attach disk" \
+	"attach disk --kind fuse" "detach disk" "detach --force disk"; do
 	rc=0
 	# shellcheck disable=SC2086 # the words are the arguments
 	tapctl $cmd 2>"$T/err" || rc=$?

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "exports/device.h"
 #include "lib/log.h"
 
 /* Pool in_use changes on every request; one signal per pool per interval
@@ -116,6 +117,16 @@ static void bus_on_tap_event(struct tap *t, enum tap_event ev)
 	bus_kick();
 }
 
+static void bus_on_devices(struct tap *t)
+{
+	sd_bus *bus = bus_conn();
+
+	if (!bus)
+		return;
+	bus_tap_devices_changed(bus, t);
+	bus_kick();
+}
+
 /* ---- start / stop ------------------------------------------------------- */
 
 static void bus_free_info(void)
@@ -185,6 +196,7 @@ int bus_start(struct event_base *base, const char *address,
 	}
 	tap_set_listener(bus_on_tap_event);
 	pool_set_listener(bus_on_pool_event);
+	device_set_listener(bus_on_devices);
 	log_info("D-Bus: %s owned on the %s bus", BUS_NAME, where);
 	/* Messages may already sit in the read queue (from the name request). */
 	bus_conn_process();
@@ -199,6 +211,7 @@ void bus_stop(void)
 {
 	tap_set_listener(NULL);
 	pool_set_listener(NULL);
+	device_set_listener(NULL);
 	if (B.pool_ev)
 		event_free(B.pool_ev);
 	B.pool_ev = NULL;

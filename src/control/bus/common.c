@@ -13,6 +13,30 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 	bool opens = op == BUS_OP_TAP_CREATE || op == BUS_OP_TAP_UNPAUSE;
 	const char *name;
 
+	if (op == BUS_OP_DEVICE) {
+		/* Attach and Detach (exports/device.h). */
+		switch (-err) {
+		case EOPNOTSUPP:
+			name = BUS_ERR_NOT_SUPPORTED;
+			break;
+		case EEXIST:
+			name = BUS_ERR_ALREADY_ATTACHED;
+			break;
+		case ENXIO:
+			name = BUS_ERR_NOT_ATTACHED;
+			break;
+		case EBUSY:
+			name = BUS_ERR_DEVICE_BUSY;
+			break;
+		case ESHUTDOWN:
+			name = BUS_ERR_SHUTTING_DOWN;
+			break;
+		default:
+			name = BUS_ERR_FAILED;
+			break;
+		}
+		return sd_bus_error_setf(e, name, "%s", msg);
+	}
 	switch (-err) {
 	case ENOENT:
 		/* Only opening the image looks up files. */

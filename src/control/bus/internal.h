@@ -36,6 +36,10 @@
 #define BUS_ERR_SIZE_MISMATCH BUS_ERR_PREFIX "SizeMismatch"
 #define BUS_ERR_SHUTTING_DOWN BUS_ERR_PREFIX "ShuttingDown"
 #define BUS_ERR_TIMED_OUT BUS_ERR_PREFIX "TimedOut"
+#define BUS_ERR_NOT_SUPPORTED BUS_ERR_PREFIX "NotSupported"
+#define BUS_ERR_ALREADY_ATTACHED BUS_ERR_PREFIX "AlreadyAttached"
+#define BUS_ERR_NOT_ATTACHED BUS_ERR_PREFIX "NotAttached"
+#define BUS_ERR_DEVICE_BUSY BUS_ERR_PREFIX "DeviceBusy"
 #define BUS_ERR_FAILED BUS_ERR_PREFIX "Failed"
 
 #define BUS_CHANGES SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
@@ -46,7 +50,7 @@
  * a taken tap name for CreateTap and a taken pool name for CreatePool;
  * EINVAL is a bad image for CreateTap and Unpause, bad arguments elsewhere). */
 enum bus_op { BUS_OP_TAP_CREATE, BUS_OP_TAP_UNPAUSE, BUS_OP_TAP, BUS_OP_POOL_CREATE,
-	      BUS_OP_POOL };
+	      BUS_OP_POOL, BUS_OP_DEVICE };
 
 /* Fill e with the named error for a core failure (err < 0) and return the
  * value a method handler returns. eb may be NULL or empty. */
@@ -98,6 +102,8 @@ char *bus_tap_path(const struct tap *t);
 int bus_tap_objects_add(sd_bus *bus, const struct daemon_info *info);
 /* Announce a tap event: ObjectManager or PropertiesChanged signals. */
 void bus_tap_emit(sd_bus *bus, struct tap *t, enum tap_event ev);
+/* Announce that the tap's Devices changed. */
+void bus_tap_devices_changed(sd_bus *bus, struct tap *t);
 
 /* ---- pool-object.c ------------------------------------------------------ */
 

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 #include "internal.h"
 #include "lib/log.h"
+#include "exports/device.h"
 #include "exports/nbd/server.h"
 
 /* For Exports: the daemon's NBD socket. */
@@ -92,12 +94,193 @@ static int tap_missing(sd_bus_error *e, const char *path)
 				 path);
 }
 
+/* ---- kernel devices ------------------------------------------------------
+ * Attach, Detach, and a Destroy that detaches first, held while the device
+ * kind works (exports/device.h). A call holds the D-Bus call, not the tap:
+ * the tap is looked up again by minor and name when the answer comes. */
+
+enum bus_dev_what { BUS_DEV_ATTACH, BUS_DEV_DETACH, BUS_DEV_DESTROY };
+
+struct bus_dev_call {
+	sd_bus_message *call;
+	enum bus_dev_what what;
+	int minor;
+	char name[TAP_NAME_MAX];
+};
+
+static struct bus_dev_call *bus_dev_call_new(sd_bus_message *m, const struct tap *t,
+					     enum bus_dev_what what)
+{
+	struct bus_dev_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->call = sd_bus_message_ref(m);
+	c->what = what;
+	c->minor = tap_minor(t);
+	snprintf(c->name, sizeof(c->name), "%s", tap_name(t));
+	return c;
+}
+
+static void bus_dev_call_free(struct bus_dev_call *c)
+{
+	sd_bus_message_unref(c->call);
+	free(c);
+}
+
+/* Destroy, once the tap's device is gone. */
+static int tap_destroy_now(struct bus_dev_call *c, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = tap_by_minor(c->minor);
+	int r;
+
+	if (!t || strcmp(tap_name(t), c->name) != 0)
+		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP, "no such tap: %s", c->name);
+	r = tap_destroy(t, &eb);
+	if (r < 0)
+		return bus_core_error(e, r, &eb, BUS_OP_TAP);
+	return 0;
+}
+
+/* From the device kind, on the loop: answer the call. */
+static void tap_dev_done(void *arg, int err, const char *msg)
+{
+	static const char *const what[] = { "Attach", "Detach", "Destroy" };
+	struct bus_dev_call *c = arg;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	struct errbuf eb = { { 0 } };
+	int r = 0;
+
+	if (err < 0) {
+		if (c->what == BUS_DEV_DESTROY) {
+			/* The tap is busy with its consumer: say so as any
+			 * other busy tap, naming the holder. */
+			err_set(&eb, "tap %s is attached as a device that cannot be detached: %s",
+				c->name, msg);
+			bus_core_error(&e, err, &eb, BUS_OP_TAP);
+		} else {
+			err_set(&eb, "%s", msg);
+			bus_core_error(&e, err, &eb, BUS_OP_DEVICE);
+		}
+	} else if (c->what == BUS_DEV_DESTROY) {
+		r = tap_destroy_now(c, &e);
+	}
+	if (sd_bus_error_is_set(&e)) {
+		log_info("%s %s failed: %s", what[c->what], c->name, e.message);
+		r = sd_bus_reply_method_error(c->call, &e);
+	} else if (c->what == BUS_DEV_ATTACH) {
+		r = sd_bus_reply_method_return(c->call, "s", msg);
+	} else {
+		r = sd_bus_reply_method_return(c->call, "");
+	}
+	/* The caller may have gone, or the connection: nothing to undo. */
+	if (r < 0)
+		log_debug("%s %s: cannot reply: %s", what[c->what], c->name, strerror(-r));
+	sd_bus_error_free(&e);
+	bus_dev_call_free(c);
+	bus_kick();
+}
+
+static int tap_attach_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = userdata;
+	struct bus_dev_call *c;
+	const char *kind;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &kind);
+	if (r < 0)
+		return r;
+	c = bus_dev_call_new(m, t, BUS_DEV_ATTACH);
+	if (!c)
+		return -ENOMEM;
+	r = device_attach(t, kind, tap_dev_done, c, &eb);
+	if (r < 0) {
+		bus_dev_call_free(c);
+		log_info("Attach %s as %s refused: %s", tap_name(t), *kind ? kind : "a device",
+			 eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r, &eb, BUS_OP_DEVICE);
+	}
+	/* Answered by tap_dev_done() once the device is there. */
+	return 1;
+}
+
+static int tap_detach_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct tap *t = userdata;
+	struct bus_dev_call *c;
+	int force, r;
+
+	r = sd_bus_message_read(m, "b", &force);
+	if (r < 0)
+		return r;
+	c = bus_dev_call_new(m, t, BUS_DEV_DETACH);
+	if (!c)
+		return -ENOMEM;
+	r = device_detach(t, force, tap_dev_done, c, &eb);
+	if (r < 0) {
+		bus_dev_call_free(c);
+		log_info("Detach %s refused: %s", tap_name(t), eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r, &eb, BUS_OP_DEVICE);
+	}
+	return 1;
+}
+
+static int tap_get_devices(sd_bus *bus, const char *path, const char *iface,
+			   const char *prop, sd_bus_message *reply, void *userdata,
+			   sd_bus_error *e)
+{
+	struct device *dev = device_of(userdata);
+	char num[32];
+	int r;
+
+	(void)bus;
+	(void)path;
+	(void)iface;
+	(void)prop;
+	(void)e;
+	r = sd_bus_message_open_container(reply, 'a', "(sss)");
+	if (r >= 0 && dev && device_listed(dev)) {
+		snprintf(num, sizeof(num), "%u:%u", major(device_devnum(dev)),
+			 minor(device_devnum(dev)));
+		r = sd_bus_message_append(reply, "(sss)", device_kind_name(dev), device_path(dev),
+					  num);
+	}
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	return r;
+}
+
+/* A tap attached as a device is detached first (without force: a device
+ * in use makes the Destroy fail, naming its holder), then destroyed. */
+static int tap_destroy_detach(sd_bus_message *m, struct tap *t, sd_bus_error *e)
+{
+	struct errbuf eb = { { 0 } };
+	struct bus_dev_call *c = bus_dev_call_new(m, t, BUS_DEV_DESTROY);
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	r = device_detach(t, false, tap_dev_done, c, &eb);
+	if (r < 0) {
+		bus_dev_call_free(c);
+		log_info("Destroy %s refused: %s", tap_name(t), eb.msg[0] ? eb.msg : strerror(-r));
+		return bus_core_error(e, r == -ENXIO ? -EBUSY : r, &eb, BUS_OP_TAP);
+	}
+	return 1;
+}
+
 static int tap_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
 	struct tap *t = userdata;
 	int r;
 
+	if (device_of(t))
+		return tap_destroy_detach(m, t, e);
 	r = tap_destroy(t, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_TAP);
@@ -393,6 +576,9 @@ static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_METHOD_WITH_NAMES("SetPool", "s", SD_BUS_PARAM(pool), "", , tap_set_pool_cb, 0),
 	SD_BUS_METHOD_WITH_NAMES("SetQos", "tt", SD_BUS_PARAM(iops) SD_BUS_PARAM(bps), "", ,
 				 tap_set_qos_cb, 0),
+	SD_BUS_METHOD_WITH_NAMES("Attach", "s", SD_BUS_PARAM(kind), "s", SD_BUS_PARAM(device),
+				 tap_attach_cb, 0),
+	SD_BUS_METHOD_WITH_NAMES("Detach", "b", SD_BUS_PARAM(force), "", , tap_detach_cb, 0),
 	SD_BUS_PROPERTY("Name", "s", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Minor", "u", tap_get_prop, 0, SD_BUS_VTABLE_PROPERTY_CONST),
 	SD_BUS_PROPERTY("Image", "s", tap_get_prop, 0, BUS_CHANGES),
@@ -404,6 +590,7 @@ static const sd_bus_vtable tap_vtable[] = {
 	SD_BUS_PROPERTY("QosIops", "t", tap_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("QosBps", "t", tap_get_prop, 0, BUS_CHANGES),
 	SD_BUS_PROPERTY("Parent", "s", tap_get_prop, 0, BUS_CHANGES),
+	SD_BUS_PROPERTY("Devices", "a(sss)", tap_get_devices, 0, BUS_CHANGES),
 	SD_BUS_VTABLE_END
 };
 
@@ -455,4 +642,12 @@ void bus_tap_emit(sd_bus *bus, struct tap *t, enum tap_event ev)
 		break;
 	}
 	tap_in_flight = NULL;
+}
+
+void bus_tap_devices_changed(sd_bus *bus, struct tap *t)
+{
+	_cleanup_free_ char *path = bus_tap_path(t);
+
+	if (path)
+		sd_bus_emit_properties_changed(bus, path, BUS_IFACE_TAP, "Devices", NULL);
 }
