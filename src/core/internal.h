@@ -45,6 +45,9 @@ struct tap {
 	struct tap *parent;
 	char *parent_name;
 	unsigned children;
+	/* The tap a tap: image in our chain reads through (stack.c sets it
+	 * at open, clears it at close): the edges of the pool graph. */
+	struct tap *below;
 	struct tap_stats st;
 	/* Requests holding (or waiting for) a pool buffer: the tap must
 	 * outlive them, so closing waits for this to reach zero too. */
@@ -129,6 +132,11 @@ void tap_registry_teardown(void);
 /* tap.c, for stack.c: the tap whose chain is being opened by this open
  * (by tap_create or tap_unpause), or NULL; its chain is not yet in place. */
 struct tap *tap_opening(void);
+
+/* tap.c, for stack.c: whether a request holding a buffer of pool from can
+ * come to wait for a buffer of pool to, through taps stacked on taps
+ * (each tap's pool leads to its below's): true also for from == to. */
+bool tap_pool_reaches(const struct pool *from, const struct pool *to);
 
 /* stack.c: the tap: driver, registered by setup.c. */
 extern const struct driver driver_tap;

@@ -37,6 +37,7 @@ struct tapdev_slot {
 
 struct tapdev {
 	struct tap *parent;
+	struct tap *opener; /* whose chain this is: its below is parent */
 	struct tapdev_slot slots[TAPDEV_SLOTS];
 	struct tapdev_slot *free;
 	/* ios waiting for a slot: a singly linked FIFO through priv */
@@ -118,6 +119,17 @@ static int tapdev_check(const struct tap *opener, struct tap *parent, struct err
 		err_set(eb, "a tap and the tap it reads through (%s) must use different pools, or "
 			    "the leaves can starve the parent of buffers; both would use '%s'",
 			tap_name(parent), pool_name(tap_pool(parent)));
+		return -EINVAL;
+	}
+	/* Nor may a pool come back below itself further down (A over B over
+	 * A, or crossed stacks): the upper A's requests could hold every
+	 * buffer of A while they wait for the lower A's, which need one. */
+	if (opener && tap_pool_reaches(tap_pool(parent), tap_pool(opener))) {
+		err_set(eb, "tap:%s would make pool '%s' wait on itself: below %s, taps of pool "
+			    "'%s' already read through taps of '%s'; every level of a stack needs a "
+			    "pool of its own",
+			tap_name(parent), pool_name(tap_pool(opener)), tap_name(parent),
+			pool_name(tap_pool(parent)), pool_name(tap_pool(opener)));
 		return -EINVAL;
 	}
 	return 0;
@@ -243,6 +255,9 @@ static int tapdev_open(struct image *img, const char *name, struct errbuf *eb)
 		return -ENOMEM;
 	}
 	d->parent = parent;
+	d->opener = tap_opening();
+	if (d->opener)
+		d->opener->below = parent;
 	for (int i = TAPDEV_SLOTS - 1; i >= 0; i--) {
 		d->slots[i].dev = d;
 		d->slots[i].next_free = d->free;
@@ -268,6 +283,8 @@ static void tapdev_close(struct image *img)
 {
 	struct tapdev *d = img->priv;
 
+	if (d->opener && d->opener->below == d->parent)
+		d->opener->below = NULL;
 	tap_stack_put(d->parent);
 	free(d);
 }

@@ -791,6 +791,48 @@ static struct tap *tap_below(const struct tap *t)
 	return NULL;
 }
 
+bool tap_pool_reaches(const struct pool *from, const struct pool *to)
+{
+	const struct pool *seen[POOL_COUNT_MAX];
+	unsigned n = 1, before;
+	struct tap *t;
+
+	seen[0] = from;
+	/* Grow the set of pools reached until it stops growing: at most
+	 * POOL_COUNT_MAX rounds over the taps. */
+	do {
+		before = n;
+		TAILQ_FOREACH(t, &taps.taps, link) {
+			const struct pool *p = t->below ? t->below->pool : NULL;
+			bool have_from = false, have_p = false;
+
+			if (!p)
+				continue;
+			for (unsigned i = 0; i < n; i++) {
+				have_from |= seen[i] == t->pool;
+				have_p |= seen[i] == p;
+			}
+			if (have_from && !have_p && n < POOL_COUNT_MAX)
+				seen[n++] = p;
+		}
+	} while (n != before);
+	for (unsigned i = 0; i < n; i++)
+		if (seen[i] == to)
+			return true;
+	return false;
+}
+
+/* Would a tap stacked on t wait on pool (pool reaches its pool)? */
+static bool tap_pool_reaches_above(const struct tap *t, const struct pool *pool)
+{
+	struct tap *c;
+
+	TAILQ_FOREACH(c, &taps.taps, link)
+		if (c->below == t && tap_pool_reaches(pool, c->pool))
+			return true;
+	return false;
+}
+
 int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 {
 	struct pool *pool = pool_find(name ? name : "");
@@ -816,6 +858,15 @@ int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 				    "must use different pools", c->name, t->name, name);
 			return -EINVAL;
 		}
+	}
+	/* No pool below itself (stack.c): below t, nothing may lead back to
+	 * the new pool; above t, nothing may be reached from it. */
+	if ((t->below && tap_pool_reaches(t->below->pool, pool)) ||
+	    (t->children && tap_pool_reaches_above(t, pool))) {
+		err_set(eb, "moving tap %s to pool '%s' would make that pool wait on itself "
+			    "through the stack; every level of a stack needs a pool of its own",
+			t->name, name);
+		return -EINVAL;
 	}
 	/* Requests holding buffers give them back to the pool they came
 	 * from (tap_req.pool); only new ones see the new pool. */

@@ -65,17 +65,40 @@ qemu-io -f raw -r -c 'read -P 0 0 64k' "$(nbd_uri K)" >/dev/null || fail "read t
 tapctl destroy K
 tapctl destroy G
 
+# ---- a pool again further down a stack --------------------------------------
+# C (default) over B (p2) over A (default): C's requests could hold all of
+# default waiting for A's, which need one. The same when crossing stacks:
+# Y1 (cx) reads through Q2 (cy), Y2 (cy) would read through Q1 (cx).
+# Refused at create, unpause and set-pool; a third pool is fine.
+expect 1 "would make pool 'default' wait on itself" tapctl create --name C tap:B
+tapctl pool-create cx 1M >/dev/null
+tapctl pool-create cy 1M >/dev/null
+tapctl pool-create cz 1M >/dev/null
+tapctl create --name Q1 --pool cx ram:1M >/dev/null
+tapctl create --name Q2 --pool cy ram:1M >/dev/null
+tapctl create --name Y1 --pool cx tap:Q2 >/dev/null || fail "create Y1 over Q2"
+expect 1 "wait on itself" tapctl create --name Y2 --pool cy tap:Q1
+tapctl create --name Y2 --pool cz tap:Q1 >/dev/null || fail "Y2 in a third pool"
+expect 1 "wait on itself" tapctl set-pool Y2 cy
+tapctl create --name Z --pool cy ram:1M >/dev/null
+tapctl pause Z
+expect 1 "wait on itself" tapctl unpause Z tap:Y1
+[ "$(tap_state Z)" = paused ] || fail "Z is $(tap_state Z) after the refused unpause"
+tapctl unpause Z || fail "unpause Z"
+for n in Z Y1 Y2 Q1 Q2; do tapctl destroy $n; done
+
 # ---- depth: 16 taps in a stack, not 17 --------------------------------------
-tapctl pool-create p1 4M >/dev/null
-tapctl create --name s1 --pool p1 ram:1M >/dev/null
+# Each level in a pool of its own.
+for i in $(seq 1 17); do tapctl pool-create "l$i" 1M >/dev/null; done
+tapctl create --name s1 --pool l1 ram:1M >/dev/null
 for i in $(seq 2 16); do
-	pool=p$(((i + 1) % 2 + 1))
-	tapctl create --name "s$i" --pool $pool "tap:s$((i - 1))" >/dev/null ||
+	tapctl create --name "s$i" --pool "l$i" "tap:s$((i - 1))" >/dev/null ||
 		fail "create s$i: a stack of $i taps was refused"
 done
 tapctl stats --json s16 | grep -q '"chain_depth": 16' || fail "s16: $(tapctl stats --json s16)"
-expect 1 "deeper than 16" tapctl create --name s17 --pool p1 tap:s16
+expect 1 "deeper than 16" tapctl create --name s17 --pool l17 tap:s16
 # The bottom tap unpaused on a stack of two would make 18.
+tapctl pool-create p1 1M >/dev/null
 tapctl create --name x1 --pool p1 ram:1M >/dev/null
 tapctl create --name x2 --pool p2 tap:x1 >/dev/null
 tapctl pause s1

@@ -1011,13 +1011,21 @@ START_TEST(test_stack_loop)
 	memset(&eb, 0, sizeof(eb));
 	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
 	ck_assert_msg(strstr(eb.msg, "different pools"), "%s", eb.msg);
+	/* Nor a pool again further down: c (default) over b (p2) over a
+	 * (default) could hold all of default waiting for a. */
+	cfg.image = "tap:b";
+	memset(&eb, 0, sizeof(eb));
+	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -EINVAL);
+	ck_assert_msg(strstr(eb.msg, "wait on itself"), "%s", eb.msg);
 	ck_assert_int_eq(tap_destroy(b, &eb), 0);
 
-	/* a and 15 more on it make 16; a 17th is refused. */
+	/* a and 15 more on it make 16, each level in a pool of its own; a
+	 * 17th is refused. */
 	for (int i = 2; i <= TAP_STACK_MAX; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
 		snprintf(img, sizeof(img), i == 2 ? "tap:a" : "tap:s%d", i - 1);
-		make_tap_in(img, name, i % 2 ? "p1" : "p2");
+		ck_assert_int_eq(pool_create(name, 1 << 20, &p, &eb), 0);
+		make_tap_in(img, name, name);
 	}
 	tap_get_stats(tap_find(name), &st);
 	ck_assert_uint_eq(st.chain_depth, TAP_STACK_MAX);
@@ -1029,8 +1037,8 @@ START_TEST(test_stack_loop)
 	ck_assert_int_eq(create_wait(&cfg, &t, &eb), -ELOOP);
 	ck_assert_msg(strstr(eb.msg, "deeper than 16"), "%s", eb.msg);
 	/* Deepening from below: a on a tap with one under it makes 18. */
-	make_tap_in("ram:1M", "x1", "p1");
-	make_tap_in("tap:x1", "x2", "p2");
+	make_tap_in("ram:1M", "x1", "p2");
+	make_tap_in("tap:x1", "x2", "p1");
 	pause_now(a);
 	memset(&eb, 0, sizeof(eb));
 	ck_assert_int_eq(unpause_wait(a, "tap:x2", &eb), -ELOOP);
