@@ -61,6 +61,9 @@
  * tapd's device to be quiesced. */
 #define UB_NODE_WAIT_MS 5000
 #define UB_QUIESCE_WAIT_MS 10000
+/* DEL_DEV waits for the last close of /dev/ublkbN: a detach whose DEL_DEV
+ * has not finished by then is answered as cut off (see del_slow). */
+#define UB_DEL_SLOW_MS 1000
 
 /* The ioctl-encoded opcodes (Linux 6.0's ublk_cmd.h lacks them; a kernel
  * built without UBLK_LEGACY_OPCODES takes only these). */
@@ -75,16 +78,16 @@ struct ub_tag {
 	struct tap_req req;
 	unsigned tag;
 	char *buf;
-	bool in_ring;  /* a command of this tag is in the ring */
-	bool busy;     /* a tap request is in flight */
+	bool in_ring; /* a command of this tag is in the ring */
+	bool busy;    /* a tap request is in flight */
 	bool prepared;
 };
 
 struct ub_dev {
 	struct device *dev; /* NULL once the device layer forgot it */
 	struct tap *tap;    /* held (tap_attach) until freed */
-	int id;             /* the tap's minor: /dev/ublkbN, /dev/ublkcN */
-	int cfd;            /* /dev/ublkcN, -1 */
+	int id;		    /* the tap's minor: /dev/ublkbN, /dev/ublkcN */
+	int cfd;	    /* /dev/ublkcN, -1 */
 	struct ublksrv_io_desc *descs;
 	size_t descs_len;
 	char *bufs;
@@ -94,7 +97,7 @@ struct ub_dev {
 	/* The job: set on the loop before it runs. */
 	struct worker_job job;
 	bool read_only, force;
-	uint32_t block;    /* logical block size */
+	uint32_t block; /* logical block size */
 	uint64_t size;
 	uint32_t max_io;
 	bool flush, fua;
@@ -104,6 +107,8 @@ struct ub_dev {
 	bool added, recovered, started;
 	dev_t devnum;
 	int fetch_err;
+	/* DEL_DEV still waits after UB_DEL_SLOW_MS: the detach is answered. */
+	struct event *slow;
 	LIST_ENTRY(ub_dev) link;
 };
 
@@ -115,7 +120,7 @@ static struct {
 	struct event *ev;
 	LIST_HEAD(, ub_dev) devs;
 	unsigned ndevs;
-} U = { .efd = -1 };
+} U = {.efd = -1};
 
 static void ub_fail(struct ub_dev *ud, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -133,7 +138,7 @@ static void ub_fail(struct ub_dev *ud, int err, const char *fmt, ...)
 
 static void sleep_ms(unsigned ms)
 {
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
 
 	nanosleep(&ts, NULL);
 }
@@ -348,8 +353,8 @@ static void attach_run(struct worker_job *job)
 		ret = ctrl_cmd(&c, UB_CTRL(UBLK_CMD_START_DEV), ud->id, (uint64_t)getpid(), NULL,
 			       0);
 	if (ret < 0) {
-		ub_fail(ud, ret, "ublk: %s: %s",
-			ud->recovered ? "END_USER_RECOVERY" : "START_DEV", strerror(-ret));
+		ub_fail(ud, ret, "ublk: %s: %s", ud->recovered ? "END_USER_RECOVERY" : "START_DEV",
+			strerror(-ret));
 		goto out;
 	}
 	ud->started = true;
@@ -654,6 +659,8 @@ static void queue_start(void *arg)
 
 static void ub_free(struct ub_dev *ud)
 {
+	if (ud->slow)
+		event_free(ud->slow);
 	if (ud->descs)
 		munmap(ud->descs, ud->descs_len);
 	if (ud->cfd >= 0)
@@ -679,6 +686,26 @@ static int ub_spawn(struct ub_dev *ud, void (*run)(struct worker_job *),
 static bool job_running(const struct ub_dev *ud)
 {
 	return ud->job.run != NULL;
+}
+
+/* STOP_DEV cut the device off, but DEL_DEV still waits: someone has
+ * /dev/ublkbN open whom the detach could not see (device_opener reads
+ * /proc, and under tapd.service's ProtectProc=invisible another root
+ * process with more capabilities than tapd is invisible). Answer the
+ * detach now: the device is cut off (its I/O fails) and goes, listed
+ * until then, when that process closes it. */
+static void del_slow(evutil_socket_t fd, short what, void *arg)
+{
+	struct ub_dev *ud = arg;
+
+	(void)fd;
+	(void)what;
+	if (!ud->dev || !job_running(ud))
+		return;
+	log_warn("ublk: /dev/ublkb%d is still open by a process tapd cannot see: cut off, "
+		 "it goes when that process closes it",
+		 ud->id);
+	device_detach_reply(ud->dev, 0, NULL);
 }
 
 static void del_done(struct worker_job *job)
@@ -717,6 +744,11 @@ static void dev_maybe_drained(struct ub_dev *ud)
 		return;
 	}
 	ret = ub_spawn(ud, del_run, del_done);
+	if (ret == 0 && ud->dev && (ud->slow = evtimer_new(U.base, del_slow, ud))) {
+		struct timeval tv = {0, UB_DEL_SLOW_MS * 1000};
+
+		evtimer_add(ud->slow, &tv);
+	}
 	if (ret < 0) {
 		ud->job.run = NULL;
 		log_warn("ublk: /dev/ublkb%d: cannot start a thread to delete it: %s", ud->id,
@@ -877,11 +909,19 @@ int ublk_export_start(struct event_base *base, struct errbuf *eb)
 
 void ublk_export_free(void)
 {
-	struct ub_dev *ud;
+	struct ub_dev *ud, *next;
 
 	/* Devices still here (the stop did not finish): the kernel keeps
 	 * them (recoverable) once we exit. */
-	while ((ud = LIST_FIRST(&U.devs))) {
+	for (ud = LIST_FIRST(&U.devs); ud; ud = next) {
+		next = LIST_NEXT(ud, link);
+		/* A thread still works on it (DEL_DEV waiting for a user):
+		 * left to the exit. */
+		if (job_running(ud)) {
+			if (ud->slow)
+				event_del(ud->slow);
+			continue;
+		}
 		if (ud->busy)
 			for (unsigned i = 0; i < UB_DEPTH; i++)
 				if (ud->tags[i].prepared)

@@ -1,8 +1,8 @@
 #!/bin/bash
 # A tap as /dev/ublkbN (N its minor) through the ublk kind: attach prints
 # it, list shows it; ext4 on it, mounted, fio with verify (buffered and
-# direct); detach of the mounted device refused naming the mount point;
-# umount, fsck clean through the device and on the backing file; detach
+# direct); detach of the mounted device refused naming the mount point,
+# of a device a process has open naming the process; umount, fsck clean through the device and on the backing file; detach
 # removes the device.
 . "$(dirname "$0")/../lib.sh"
 need mkfs.ext4 e2fsck fio modprobe blockdev
@@ -56,6 +56,17 @@ tapctl list --json | grep -q "\"kind\": \"ublk\"" || fail "device unlisted after
 sum=$(sha256sum <"$mnt/buffered")
 umount "$mnt" || fail "umount"
 e2fsck -fn "$dev" >"$T/fsck" 2>&1 || fail "fsck through $dev: $(cat "$T/fsck")"
+# Open by a process: refused, naming it. tapd finds it in /proc, which
+# under the unit's ProtectProc=invisible shows it only processes it could
+# ptrace: this one has no capabilities (a subset of tapd's).
+setpriv --bounding-set=-all sleep 600 <"$dev" &
+holder=$!
+track_pid $holder
+wait_for 5 sh -c "readlink /proc/$holder/fd/0 | grep -q ${dev#/dev/}"
+if tapctl detach ublk1 >"$T/out" 2>"$T/err"; then fail "detach of an open device succeeded"; fi
+grep -q "pid $holder" "$T/err" || fail "the refusal does not name pid $holder: $(cat "$T/err")"
+kill $holder
+wait $holder 2>/dev/null || true
 t0=$(now)
 tapctl detach ublk1 2>"$T/err" || fail "detach: $(cat "$T/err")"
 measure "ublk detach" "$(since "$t0") s"
@@ -68,5 +79,25 @@ dev=$(tapctl attach ublk1 --kind ublk 2>"$T/err") || fail "attach again: $(cat "
 mount -o ro "$dev" "$mnt" || fail "mount again"
 [ "$(sha256sum <"$mnt/buffered")" = "$sum" ] || fail "the file read back differs"
 umount "$mnt"
-tapctl detach ublk1 || fail "detach again"
+
+# Open by a process tapd cannot see (root with every capability, hidden
+# from tapd by ProtectProc=invisible): what a detach does then, known
+# and bounded. The kernel's STOP_DEV cuts the device off and DEL_DEV waits
+# for that process: the detach is answered within seconds, the device stays
+# listed and its reads fail, and it goes when the process closes it.
+sleep 600 <"$dev" &
+holder=$!
+track_pid $holder
+wait_for 5 sh -c "readlink /proc/$holder/fd/0 | grep -q ${dev#/dev/}"
+t0=$(now)
+tapctl detach ublk1 2>"$T/err" || fail "detach with a hidden opener: $(cat "$T/err")"
+measure "ublk detach, hidden opener" "$(since "$t0") s"
+tapctl list --json | grep -q "\"kind\": \"ublk\"" || fail "unlisted while still open"
+dd if="$dev" of=/dev/null bs=4k count=1 iflag=direct status=none 2>/dev/null &&
+	fail "a read of the cut-off $dev succeeded"
+kill $holder
+wait $holder 2>/dev/null || true
+wait_for 10 sh -c "! test -e $dev" || fail "$dev still there after its opener closed it"
+wait_for 5 sh -c "! tapctl list --json | grep -q '\"kind\": \"ublk\"'" ||
+	fail "still listed after its opener closed it: $(tapctl list --json)"
 log "ok"

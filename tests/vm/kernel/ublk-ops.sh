@@ -3,7 +3,8 @@
 # (volatile cache and FUA, discard and write-zeroes), blkdiscard as TRIM
 # and blkdiscard -z as WRITE_ZEROES reaching the image (read back as zeros
 # through NBD, the rest unchanged), fsync as FLUSH; a read-only tap gives
-# a read-only device that refuses writes.
+# a read-only device that refuses writes, and that a stop of tapd
+# removes.
 . "$(dirname "$0")/../lib.sh"
 need blkdiscard blockdev nbdcopy modprobe
 
@@ -56,5 +57,8 @@ if dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct status=none 2>"$T/dd"; t
 fi
 log "write refused: $(cat "$T/dd")"
 cmp <(part "$dev" 20 12) <(part "$T/orig" 20 12) >/dev/null || fail "read-only $dev reads wrong"
-tapctl detach ro || fail "detach read-only"
+# A stop detaches it: nothing is left behind.
+systemctl stop tapd.service || fail "systemctl stop"
+[ "$(unit_prop Result)" = success ] || fail "tapd stopped with $(unit_prop Result)"
+wait_for 5 sh -c "! test -e $dev" || fail "$dev left behind by the stop"
 log "ok"
