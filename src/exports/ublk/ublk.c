@@ -70,6 +70,7 @@
 #define UB_CTRL(nr) _IOWR('u', nr, struct ublksrv_ctrl_cmd)
 #define UB_IO(nr) _IOWR('u', nr, struct ublksrv_io_cmd)
 #define UB_GET_DEV_INFO _IOR('u', UBLK_CMD_GET_DEV_INFO, struct ublksrv_ctrl_cmd)
+#define UB_GET_PARAMS _IOR('u', UBLK_CMD_GET_PARAMS, struct ublksrv_ctrl_cmd)
 
 struct ub_dev;
 
@@ -282,6 +283,28 @@ static void attach_run(struct worker_job *job)
 		if (!(info.flags & UBLK_F_USER_RECOVERY)) {
 			ub_fail(ud, -EEXIST, "/dev/ublkb%d exists (%s) and cannot be recovered",
 				ud->id, state_name(info.state));
+			goto out;
+		}
+		/* Only the same disk: a tap of another size or block size
+		 * would change what its users see under them. */
+		memset(&params, 0, sizeof(params));
+		params.len = sizeof(params);
+		ret = ctrl_cmd(&c, UB_GET_PARAMS, ud->id, 0, &params, sizeof(params));
+		if (ret < 0) {
+			ub_fail(ud, ret, "/dev/ublkb%d exists (%s): GET_PARAMS: %s", ud->id,
+				state_name(info.state), strerror(-ret));
+			goto out;
+		}
+		if (params.basic.dev_sectors != ud->size >> 9 ||
+		    params.basic.logical_bs_shift != __builtin_ctz(ud->block)) {
+			ub_fail(ud, -EEXIST,
+				"/dev/ublkb%d exists (%s) with %llu bytes in blocks of %u, not "
+				"this "
+				"tap's %llu in blocks of %u: not recovered",
+				ud->id, state_name(info.state),
+				(unsigned long long)params.basic.dev_sectors << 9,
+				1u << params.basic.logical_bs_shift, (unsigned long long)ud->size,
+				ud->block);
 			goto out;
 		}
 		for (unsigned ms = 0;; ms += 100) {

@@ -4,8 +4,10 @@
  * Attach("ublk") on a tap whose /dev/ublkbN was left by a dead tapd
  * (UBLK_F_USER_RECOVERY: the kernel keeps the device and queues its I/O)
  * recovers that device instead of adding one: the consumer, its mounts
- * and its queued I/O carry on. ublk_recover is that call by name, for the
- * restore of recorded taps.
+ * and its queued I/O carry on. Only when the device's size and logical
+ * block size are the tap's: otherwise the attach fails with -EEXIST and
+ * the device waits on. ublk_recover is that call by name, for the restore
+ * of recorded taps: call it once the tap exists again with its old minor.
  *
  * Threading: the loop thread. The data path (FETCH_REQ and
  * COMMIT_AND_FETCH_REQ on /dev/ublkcN) is one io_uring whose eventfd is in

@@ -4,8 +4,9 @@
 # tapd that systemd restarts knows nothing yet (the restore of recorded
 # taps is not in this branch), so the test does by hand what the restore
 # will: the tap again, with the same name and minor, and Attach("ublk"),
-# which finds the device left behind and recovers it. fio finishes with
-# no error and every block verifies.
+# which finds the device left behind and recovers it (a tap of another
+# size is refused first). fio finishes with no error and every block
+# verifies.
 . "$(dirname "$0")/../lib.sh"
 need fio modprobe
 
@@ -41,6 +42,18 @@ kill -0 $fio_pid 2>/dev/null || fail "fio ended with tapd's death: $(cat "$T/fio
 wait_for 30 sh -c "p=\$(systemctl show -P MainPID tapd.service); [ \"\$p\" != 0 ] && [ \"\$p\" != $old ] && tapctl list >/dev/null" ||
 	fail "tapd was not restarted"
 kill -0 $fio_pid 2>/dev/null || fail "fio ended before the recovery: $(cat "$T/fio")"
+# A tap of the same minor but another size is not the same disk: refused.
+other=/var/tmp/vm-ublk-other.img
+truncate -s 64M "$other"
+at_exit rm -f "$other"
+tapctl create --name other "raw:$other" >/dev/null || fail "create other"
+if tapctl attach other --kind ublk >"$T/out" 2>"$T/err"; then
+	fail "a tap of another size recovered $dev: $(cat "$T/out")"
+fi
+grep -q "not recovered" "$T/err" || fail "the refusal does not say why: $(cat "$T/err")"
+tapctl destroy other || fail "destroy other"
+[ -b "$dev" ] || fail "$dev went after the refused recovery"
+kill -0 $fio_pid 2>/dev/null || fail "fio ended after the refused recovery: $(cat "$T/fio")"
 tapctl create --name rec "raw:$img" >/dev/null || fail "create again"
 minor=$(tapctl list --json | grep '"name": "rec"' | sed 's/.*"minor": \([0-9]*\).*/\1/')
 [ "$minor" = 0 ] || fail "the tap came back as minor $minor"
