@@ -26,6 +26,7 @@
 #include "lib/log.h"
 #include "exports/device.h"
 #include "exports/fuse/fuse.h"
+#include "exports/ublk/ublk.h"
 #include "exports/nbd/server.h"
 #include "exports/nbd/tls.h"
 #include "pools/pool.h"
@@ -684,6 +685,12 @@ int main(int argc, char **argv)
 		log_notice("%s: taps are not served as files, and cannot be attached as fuse "
 			   "devices", eb.msg[0] ? eb.msg : strerror(-ret));
 
+	eb.msg[0] = '\0';
+	ret = ublk_export_start(d.base, &eb);
+	if (ret < 0)
+		log_notice("%s: taps cannot be attached as ublk devices",
+			   eb.msg[0] ? eb.msg : strerror(-ret));
+
 	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, NULL);
 	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, NULL);
 	evsignal_add(d.sig_term, NULL);
@@ -716,6 +723,7 @@ int main(int argc, char **argv)
 	nbd_tls_teardown();
 	/* Both still hold taps (tap_attach) if the stop did not finish. */
 	fuse_export_free();
+	ublk_export_free();
 	device_teardown();
 	tap_teardown();
 	/* Workers first: a pool still being mapped is then freed here. */

@@ -7,6 +7,7 @@ TAPD_DEPS=(
 	build-essential autoconf automake libtool pkg-config
 	libevent-dev libaio-dev libsystemd-dev check libxen-dev libfuse3-dev fuse3
 	libgnutls28-dev           # TLS on the NBD export
+	liburing-dev              # the ublk device kind
 	# test peers and tools
 	qemu-utils libnbd-bin python3-libnbd nbdkit fio
 	gnutls-bin                # certtool, psktool for the TLS tests
