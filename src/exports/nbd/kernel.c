@@ -76,11 +76,15 @@ struct knbd {
 	int err;
 	char msg[256];
 	int index; /* N of /dev/nbdN, -1 none yet */
+	char backend[TAP_NAME_MAX + 64]; /* a dead tapd's device's, to reconfigure it */
 	dev_t devnum;
 	bool reconfigured;
+	bool unconfigured; /* the check found the kernel let it go */
 	/* On the loop. */
 	bool running;
-	unsigned live; /* adopted connections not gone */
+	bool checking;	   /* the running job is a check */
+	bool detach_queued; /* a detach waits for the check */
+	unsigned live;	   /* adopted connections not gone */
 };
 
 static void knbd_fail(struct knbd *k, int err, const char *fmt, ...)
@@ -329,6 +333,7 @@ static int find_left(struct knbd *k)
 			found = -EBUSY;
 			break;
 		}
+		snprintf(k->backend, sizeof(k->backend), "%s", line);
 		found = idx;
 		break;
 	}
@@ -381,6 +386,8 @@ static int do_reconfigure(struct knbd *k, int fd, int family, int index)
 
 	nl_init(&m, (uint16_t)family, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION);
 	nl_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+	/* The kernel wants the device's own identifier back. */
+	nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, k->backend, strlen(k->backend) + 1);
 	nl_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, KNBD_DEAD_CONN_TIMEOUT);
 	put_sockets(k, &m);
 	k->index = index;
@@ -497,18 +504,46 @@ static void knbd_detach_run(struct worker_job *job)
 		knbd_fail(k, ret, "nbd: %s: DISCONNECT: %s", path, strerror(-ret));
 }
 
+/* Every connection closed: was the device disconnected (nbd-client -d),
+ * or does the kernel wait for new ones (a tapd stopping)? Its pid file
+ * goes once the kernel has let it go: a moment after the sockets. */
+static void knbd_check_run(struct worker_job *job)
+{
+	struct knbd *k = container_of(job, struct knbd, job);
+	char path[64];
+
+	snprintf(path, sizeof(path), "/sys/block/nbd%d/pid", k->index);
+	for (int i = 0; i < 20; i++) {
+		if (!is_dir(path)) {
+			k->unconfigured = true;
+			return;
+		}
+		usleep(100 * 1000);
+	}
+}
+
 /* ---- on the loop ------------------------------------------------------- */
+
+static int knbd_spawn(struct knbd *k, struct errbuf *eb);
+static void knbd_detach_done(struct worker_job *job);
+static void knbd_check_done(struct worker_job *job);
 
 static void conn_gone(void *arg)
 {
 	struct knbd_conn *kc = arg;
 	struct knbd *k = kc->k;
 
+	struct errbuf eb = { { 0 } };
+
 	kc->id = 0;
-	if (k->live && !--k->live && device_state(k->dev) == DEVICE_ATTACHED)
-		log_warn("nbd: /dev/nbd%d (tap %s): every connection closed; the kernel holds "
-			 "its I/O for %d s",
-			 k->index, k->tap, KNBD_DEAD_CONN_TIMEOUT);
+	if (!k->live || --k->live || device_state(k->dev) != DEVICE_ATTACHED || k->running ||
+	    nbd_server_stopping())
+		return;
+	k->unconfigured = false;
+	k->job.run = knbd_check_run;
+	k->job.done = knbd_check_done;
+	if (knbd_spawn(k, &eb) == 0)
+		k->checking = true;
 }
 
 /* Close what is left of the server side, then free k. */
@@ -553,6 +588,35 @@ static void knbd_detach_done(struct worker_job *job)
 		device_detach_reply(dev, k->err, k->msg);
 		return;
 	}
+	device_set_priv(dev, NULL);
+	knbd_free(k);
+	device_gone(dev);
+}
+
+static void knbd_check_done(struct worker_job *job)
+{
+	struct knbd *k = container_of(job, struct knbd, job);
+	struct device *dev = k->dev;
+	struct errbuf eb = { { 0 } };
+
+	k->running = k->checking = false;
+	if (k->detach_queued) {
+		/* Detach runs now, and reports as usual. */
+		k->detach_queued = false;
+		k->job.run = knbd_detach_run;
+		k->job.done = knbd_detach_done;
+		if (knbd_spawn(k, &eb) < 0)
+			device_detach_reply(dev, -EAGAIN, eb.msg);
+		return;
+	}
+	if (!k->unconfigured) {
+		log_warn("nbd: /dev/nbd%d (tap %s): every connection closed; the kernel holds "
+			 "its I/O for %d s",
+			 k->index, k->tap, KNBD_DEAD_CONN_TIMEOUT);
+		return;
+	}
+	log_notice("nbd: /dev/nbd%d (tap %s) was disconnected by someone else", k->index,
+		   k->tap);
 	device_set_priv(dev, NULL);
 	knbd_free(k);
 	device_gone(dev);
@@ -650,6 +714,10 @@ static int knbd_detach(struct device *dev, bool force, struct errbuf *eb)
 	k->force = force;
 	k->err = 0;
 	k->msg[0] = '\0';
+	if (k->checking) {
+		k->detach_queued = true;
+		return 0;
+	}
 	k->job.run = knbd_detach_run;
 	k->job.done = knbd_detach_done;
 	return knbd_spawn(k, eb);

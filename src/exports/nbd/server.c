@@ -463,13 +463,13 @@ int nbd_server_adopt(struct event_base *base, int fd, struct tap *t, void (*gone
 		err_set(eb, "tap %s is closing", tap_name(t));
 		return -ESHUTDOWN;
 	}
+	c->id = ++srv.next_id;
 	if (nbd_hs_adopt(c, t) < 0) {
 		tap_detach(t);
 		conn_free_new(c);
 		err_set(eb, "nbd: out of memory for a request table");
 		return -ENOMEM;
 	}
-	c->id = ++srv.next_id;
 	c->peer.kind = NBD_PEER_UNKNOWN;
 	c->adopted = true;
 	c->gone = gone;
@@ -541,6 +541,11 @@ int nbd_server_activate(struct event_base *base, struct errbuf *eb)
 	/* Sockets adopted before a later one fails are armed already. */
 	server_init(base);
 	return nbd_listen_activate(base, conn_accepted, eb);
+}
+
+bool nbd_server_stopping(void)
+{
+	return srv.shutting;
 }
 
 void nbd_server_shutdown(void (*done)(void *arg), void *arg)

@@ -5,6 +5,7 @@
 #ifndef TAPD_NBD_SERVER_H
 #define TAPD_NBD_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "lib/util.h"
@@ -84,6 +85,8 @@ void nbd_server_adopt_forget(unsigned id);
 /* Close an adopted connection once its requests in flight are answered;
  * its gone callback is not called. */
 void nbd_server_adopt_close(unsigned id);
+/* Whether nbd_server_shutdown was called. */
+bool nbd_server_stopping(void);
 /* Graceful stop: close the listeners, stop reading new requests, let
  * in-flight requests finish and their replies go out, then close every
  * connection. done is called from the loop when no connection is left. */
