@@ -27,6 +27,7 @@
 #include <linux/nbd-netlink.h>
 #include <linux/netlink.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,7 +277,7 @@ static int read_line(const char *path, char *buf, size_t len)
 	return ret;
 }
 
-static bool is_dir(const char *path)
+static bool exists(const char *path)
 {
 	return access(path, F_OK) == 0;
 }
@@ -323,7 +324,7 @@ static int find_left(struct knbd *k)
 			continue;
 		name = e->d_name;
 		snprintf(path, sizeof(path), "/sys/block/%s/pid", name);
-		if (!is_dir(path))
+		if (!exists(path))
 			continue; /* not configured any more */
 		if (pid == getpid())
 			continue; /* ours, cut off by a forced detach */
@@ -435,7 +436,7 @@ static void knbd_attach_run(struct worker_job *job)
 	} else {
 		snprintf(path, sizeof(path), "/sys/block/nbd%d", k->minor);
 		ret = -EBUSY;
-		if (is_dir(path))
+		if (exists(path))
 			ret = do_connect(k, fd, family, k->minor);
 		if (ret == -EBUSY)
 			ret = do_connect(k, fd, family, -1);
@@ -514,7 +515,7 @@ static void knbd_check_run(struct worker_job *job)
 
 	snprintf(path, sizeof(path), "/sys/block/nbd%d/pid", k->index);
 	for (int i = 0; i < 20; i++) {
-		if (!is_dir(path)) {
+		if (!exists(path)) {
 			k->unconfigured = true;
 			return;
 		}
