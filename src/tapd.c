@@ -27,6 +27,7 @@
 #include "exports/device.h"
 #include "exports/fuse/fuse.h"
 #include "exports/ublk/ublk.h"
+#include "exports/nbd/kernel.h"
 #include "exports/nbd/server.h"
 #include "exports/nbd/tls.h"
 #include "pools/pool.h"
@@ -71,6 +72,7 @@ struct options {
 	const char *nbd_listen[8]; /* --nbd-listen HOST:PORT, in order */
 	unsigned n_nbd_listen;
 	struct nbd_limits nbd; /* per-peer default: a quarter of max_clients */
+	unsigned nbd_kernel_conns; /* --nbd-kernel-connections */
 	bool nbd_per_peer_set;
 	struct nbd_tls_config tls;
 	uint64_t poll_us;
@@ -99,6 +101,7 @@ static void usage(FILE *f)
 		"      --nbd-listen HOST:PORT  also serve NBD on TCP (repeatable; [IPV6]:PORT)\n"
 		"      --nbd-max-client-bytes SZ  READ/WRITE bytes in flight per client (32M)\n"
 		"      --nbd-max-connections N NBD connections per tap (default 16)\n"
+		"      --nbd-kernel-connections N  connections of each /dev/nbdN (default 2)\n"
 		"      --nbd-max-clients N     NBD connections in all (default: from\n"
 		"                              RLIMIT_NOFILE, at most 1024)\n"
 		"      --nbd-max-clients-per-peer N  per client uid or address (default 1/4)\n"
@@ -165,6 +168,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		O_DEVICE_ALLOW,
 		O_CONFIG,
 		O_OPEN_TIMEOUT,
+		O_NBD_KERNEL_CONNS,
 	};
 	static const struct option longopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
@@ -179,6 +183,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "nbd-max-client-bytes", required_argument, NULL, O_NBD_MAX_BYTES },
 		{ "nbd-max-connections", required_argument, NULL, O_NBD_MAX_CONNS },
 		{ "nbd-max-clients", required_argument, NULL, O_NBD_MAX_CLIENTS },
+		{ "nbd-kernel-connections", required_argument, NULL, O_NBD_KERNEL_CONNS },
 		{ "nbd-max-clients-per-peer", required_argument, NULL, O_NBD_MAX_PER_PEER },
 		{ "nbd-handshake-timeout", required_argument, NULL, O_NBD_HS_TIMEOUT },
 		{ "nbd-write-timeout", required_argument, NULL, O_NBD_WRITE_TIMEOUT },
@@ -267,6 +272,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 				return 2;
 			}
 			o->nbd.max_connections = (unsigned)n;
+			break;
+		case O_NBD_KERNEL_CONNS:
+			if (parse_count(optarg, 1, KNBD_CONNS_MAX, &n) < 0) {
+				fprintf(stderr, "tapd: bad connection count '%s' (1-%u)\n", optarg,
+					KNBD_CONNS_MAX);
+				return 2;
+			}
+			o->nbd_kernel_conns = (unsigned)n;
 			break;
 		case O_NBD_MAX_CLIENTS:
 		case O_NBD_MAX_PER_PEER:
@@ -560,6 +573,7 @@ int main(int argc, char **argv)
 		.state_dir = "/run/tapd",
 		.bus = "system",
 		.default_pool_size = 64u << 20,
+		.nbd_kernel_conns = KNBD_CONNS_DEFAULT,
 	};
 	struct errbuf eb = { { 0 } };
 	char sock_buf[4096];
@@ -684,6 +698,11 @@ int main(int argc, char **argv)
 	if (ret < 0)
 		log_notice("%s: taps are not served as files, and cannot be attached as fuse "
 			   "devices", eb.msg[0] ? eb.msg : strerror(-ret));
+	ret = nbd_kernel_start(d.base, o.nbd_kernel_conns, &eb);
+	if (ret < 0) {
+		log_err("%s", eb.msg[0] ? eb.msg : strerror(-ret));
+		return 1;
+	}
 
 	eb.msg[0] = '\0';
 	ret = ublk_export_start(d.base, &eb);

@@ -58,7 +58,8 @@ static const struct {
 	{ { "once", no_argument, NULL, O_ONCE }, OPT_TOP, "once",
 	  "top: draw once (same as --iterations 1)" },
 	{ { "kind", required_argument, NULL, O_KIND }, OPT_KIND, "kind KIND",
-	  "attach: fuse (a loop device over the tap's FUSE file); default: the first available" },
+	  "attach: fuse (a loop device over the tap's FUSE file), nbd (/dev/nbdN); default: "
+	  "the first available" },
 	{ { "force", no_argument, NULL, O_FORCE }, OPT_FORCE, "force",
 	  "detach: even while in use (its user's I/O then fails)" },
 };

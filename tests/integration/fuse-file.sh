@@ -135,7 +135,7 @@ dd if="$SDEV" bs=1M skip=8 count=4 iflag=direct status=none | cmp - "$T/d3" ||
 tapctl detach s || fail "detach s"
 
 # --- kinds -------------------------------------------------------------------
-expect 1 "unknown device kind 'floppy' \(this tapd has: fuse, ublk\)" tapctl attach a --kind floppy
+expect 1 "unknown device kind 'floppy' \(this tapd has: fuse, nbd, ublk\)" tapctl attach a --kind floppy
 errname org.xenproject.Tapd1.Error.NotSupported /org/xenproject/Tapd1/tap/0 \
 	org.xenproject.Tapd1.Tap.Attach nbd
 # The default kind is the first available one: fuse here.

@@ -132,6 +132,13 @@ static int enter_transmission(struct nbd_conn *c, struct tap *t)
 	return 0;
 }
 
+int nbd_hs_adopt(struct nbd_conn *c, struct tap *t)
+{
+	c->structured = false;
+	c->no_zeroes = true;
+	return enter_transmission(c, t) < 0 ? -ENOMEM : 0;
+}
+
 /* The per-tap connection cap. Returns true (after logging and filling msg)
  * when t already has as many NBD clients as allowed. */
 static bool tap_full(struct nbd_conn *c, struct tap *t, char *msg, size_t len)

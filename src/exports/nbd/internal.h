@@ -232,6 +232,14 @@ struct nbd_conn {
 	struct tap *tap;	     /* attached after GO / EXPORT_NAME */
 	struct nbd_export_view view; /* what requests are checked against */
 
+	/* Adopted (nbd_server_adopt): the kernel's nbd driver is the client,
+	 * in transmission from the start; gone(gone_arg) is called from the
+	 * loop when the connection is freed, unless nbd_server_adopt_forget
+	 * took it back. */
+	bool adopted;
+	void (*gone)(void *arg);
+	void *gone_arg;
+
 	/* SET_META_CONTEXT selected base:allocation for this export (by
 	 * name: the tap may come and go before GO). */
 	bool meta_set;
@@ -430,6 +438,9 @@ void nbd_wsplice_drop(struct nbd_conn *c);
 /* Queue the server greeting. Returns 0 or -ENOMEM (c is left untouched
  * apart from c->hs, which the caller frees). */
 int nbd_hs_greet(struct nbd_conn *c);
+/* A connection that skips the handshake (adopted): in transmission on t
+ * (attached by the caller) with simple replies. 0, or -ENOMEM. */
+int nbd_hs_adopt(struct nbd_conn *c, struct tap *t);
 /* Act on buffered input in RS_FLAGS / RS_OPT; same return convention as
  * the input side's consume step (1 progress, 0 need bytes, -EAGAIN wait,
  * another negative errno: c failed). */

@@ -49,6 +49,8 @@ static void server_init(struct event_base *base)
 
 /* ---- connection lifetime ---- */
 
+static void conn_free_new(struct nbd_conn *c);
+
 static void server_done_cb(evutil_socket_t fd, short what, void *arg)
 {
 	void (*done)(void *) = srv.done;
@@ -102,6 +104,9 @@ static void conn_kill(struct nbd_conn *c, const char *why)
 
 static void conn_destroy(struct nbd_conn *c)
 {
+	void (*gone)(void *) = c->gone;
+	void *gone_arg = c->gone_arg;
+
 	if (c->tap)
 		tap_detach(c->tap);
 	event_free(c->ev_read);
@@ -114,6 +119,8 @@ static void conn_destroy(struct nbd_conn *c)
 	nbd_clients_remove(c);
 	log_debug("nbd: client %u: gone", c->id);
 	free(c);
+	if (gone)
+		gone(gone_arg);
 	maybe_server_done();
 }
 
@@ -357,6 +364,47 @@ static void conn_refuse(int fd, int err, const char *why)
 	close(fd);
 }
 
+/* A connection on fd with its events, not yet in the client list; NULL
+ * (out of memory: nothing allocated, fd not closed). */
+static struct nbd_conn *conn_new(int fd)
+{
+	struct nbd_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->fd = fd;
+	c->pipe_rd = c->pipe_wr = -1;
+	c->wpipe_rd = c->wpipe_wr = -1;
+	nbd_slots_init(c);
+	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
+	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
+	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
+	c->ev_timer = evtimer_new(srv.base, on_timer, c);
+	c->ev_next = evtimer_new(srv.base, on_io, c);
+	if (c->ev_read && c->ev_write && c->ev_run && c->ev_timer && c->ev_next)
+		return c;
+	conn_free_new(c);
+	return NULL;
+}
+
+/* Undo conn_new (the fd stays open). */
+static void conn_free_new(struct nbd_conn *c)
+{
+	if (c->ev_read)
+		event_free(c->ev_read);
+	if (c->ev_write)
+		event_free(c->ev_write);
+	if (c->ev_run)
+		event_free(c->ev_run);
+	if (c->ev_timer)
+		event_free(c->ev_timer);
+	if (c->ev_next)
+		event_free(c->ev_next);
+	free(c->hs);
+	free(c->slots);
+	free(c);
+}
+
 /* A client accepted on a listener (listen.c). */
 static void conn_accepted(int fd, bool tcp)
 {
@@ -371,43 +419,20 @@ static void conn_accepted(int fd, bool tcp)
 		conn_refuse(fd, err, why);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
+	c = conn_new(fd);
+	if (c && nbd_hs_greet(c) < 0) {
+		conn_free_new(c);
+		c = NULL;
+	}
 	if (!c) {
 		log_warn("nbd: refusing a client: out of memory");
 		close(fd);
 		return;
 	}
 	c->id = ++srv.next_id;
-	c->fd = fd;
 	c->tcp = tcp;
 	c->peer = peer;
 	c->rs = RS_FLAGS;
-	c->pipe_rd = c->pipe_wr = -1;
-	c->wpipe_rd = c->wpipe_wr = -1;
-	nbd_slots_init(c);
-	c->ev_read = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_io, c);
-	c->ev_write = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_io, c);
-	c->ev_run = event_new(srv.base, -1, 0, on_io, c);
-	c->ev_timer = evtimer_new(srv.base, on_timer, c);
-	c->ev_next = evtimer_new(srv.base, on_io, c);
-	if (!c->ev_read || !c->ev_write || !c->ev_run || !c->ev_timer || !c->ev_next ||
-	    nbd_hs_greet(c) < 0) {
-		log_warn("nbd: refusing a client: out of memory");
-		if (c->ev_read)
-			event_free(c->ev_read);
-		if (c->ev_write)
-			event_free(c->ev_write);
-		if (c->ev_run)
-			event_free(c->ev_run);
-		if (c->ev_timer)
-			event_free(c->ev_timer);
-		if (c->ev_next)
-			event_free(c->ev_next);
-		free(c->hs);
-		free(c);
-		close(fd);
-		return;
-	}
 	nbd_clients_add(c);
 	/* From accept to transmission, TLS included. */
 	c->deadline_on = true;
@@ -415,6 +440,85 @@ static void conn_accepted(int fd, bool tcp)
 	log_debug("nbd: client %u: connected from %s", c->id,
 		  nbd_peer_name(&peer, why, sizeof(why)));
 	conn_run(c);
+}
+
+int nbd_server_adopt(struct event_base *base, int fd, struct tap *t, void (*gone)(void *arg),
+		     void *arg, struct errbuf *eb)
+{
+	struct nbd_conn *c;
+
+	if (srv.shutting) {
+		err_set(eb, "nbd: the server is shutting down");
+		return -ESHUTDOWN;
+	}
+	if (!srv.base)
+		srv.base = base;
+	c = conn_new(fd);
+	if (!c) {
+		err_set(eb, "nbd: out of memory for a connection");
+		return -ENOMEM;
+	}
+	if (tap_attach(t) < 0) {
+		conn_free_new(c);
+		err_set(eb, "tap %s is closing", tap_name(t));
+		return -ESHUTDOWN;
+	}
+	c->id = ++srv.next_id;
+	if (nbd_hs_adopt(c, t) < 0) {
+		tap_detach(t);
+		conn_free_new(c);
+		err_set(eb, "nbd: out of memory for a request table");
+		return -ENOMEM;
+	}
+	c->peer.kind = NBD_PEER_UNKNOWN;
+	c->adopted = true;
+	c->gone = gone;
+	c->gone_arg = arg;
+	nbd_clients_add(c);
+	log_debug("nbd: client %u: the kernel, on tap %s", c->id, tap_name(t));
+	conn_run(c);
+	return (int)c->id;
+}
+
+static struct nbd_conn *conn_by_id(unsigned id)
+{
+	struct nbd_conn *c;
+
+	for (c = nbd_clients_first(); c; c = LIST_NEXT(c, link))
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+void nbd_server_adopt_forget(unsigned id)
+{
+	struct nbd_conn *c = conn_by_id(id);
+
+	if (c && c->adopted)
+		c->gone = NULL;
+}
+
+void nbd_server_adopt_close(unsigned id)
+{
+	struct nbd_conn *c = conn_by_id(id);
+
+	if (!c || !c->adopted)
+		return;
+	c->gone = NULL;
+	if (c->dead)
+		return;
+	c->closing = true;
+	conn_run(c);
+}
+
+uint16_t nbd_server_adopt_flags(const struct tap *t)
+{
+	struct nbd_caps caps = {
+		.read_only = tap_read_only(t),
+		.fast_zero = tap_can_fast_zero(t),
+	};
+
+	return nbd_tx_flags(&caps);
 }
 
 /* ---- server ---- */
@@ -437,6 +541,11 @@ int nbd_server_activate(struct event_base *base, struct errbuf *eb)
 	/* Sockets adopted before a later one fails are armed already. */
 	server_init(base);
 	return nbd_listen_activate(base, conn_accepted, eb);
+}
+
+bool nbd_server_stopping(void)
+{
+	return srv.shutting;
 }
 
 void nbd_server_shutdown(void (*done)(void *arg), void *arg)

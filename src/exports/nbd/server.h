@@ -5,11 +5,13 @@
 #ifndef TAPD_NBD_SERVER_H
 #define TAPD_NBD_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "lib/util.h"
 
 struct event_base;
+struct tap;
 
 /* Defaults of struct nbd_limits (max_clients and max_clients_per_peer
  * come from nbd_server_default_limits, which sizes them to the fds). */
@@ -65,6 +67,26 @@ const char *nbd_server_socket(void);
 /* The first TCP listener as "HOST:PORT" ("[::1]:10809"), for nbd:// URIs,
  * or NULL without one. */
 const char *nbd_server_tcp_address(void);
+/* Serve fd, one end of a socketpair whose other end was (or is about to
+ * be) given to the kernel's nbd driver, as a client of tap t already in
+ * transmission: the kernel does no handshake. Requests are checked
+ * against the flags nbd_server_adopt_flags(t) gives, which the kernel
+ * must be told; replies are simple. gone(arg) is called from the loop
+ * when the connection is freed (the kernel closed its end, a protocol
+ * error, the server's shutdown). Returns the connection's id (> 0; fd is
+ * the server's then) or a negative errno with eb (fd not taken). */
+int nbd_server_adopt(struct event_base *base, int fd, struct tap *t, void (*gone)(void *arg),
+		     void *arg, struct errbuf *eb);
+/* The transmission flags of an adopted connection on t. */
+uint16_t nbd_server_adopt_flags(const struct tap *t);
+/* Take back an adopted connection's gone callback (its caller goes
+ * first). */
+void nbd_server_adopt_forget(unsigned id);
+/* Close an adopted connection once its requests in flight are answered;
+ * its gone callback is not called. */
+void nbd_server_adopt_close(unsigned id);
+/* Whether nbd_server_shutdown was called. */
+bool nbd_server_stopping(void);
 /* Graceful stop: close the listeners, stop reading new requests, let
  * in-flight requests finish and their replies go out, then close every
  * connection. done is called from the loop when no connection is left. */
