@@ -11,8 +11,8 @@ for c in pkg-config dbus-daemon; do
 done
 # Every daemon source but main.
 src="$TOP_SRCDIR/tests/fuzz/fuzz-bus.c $(find "$TOP_SRCDIR/src" -name '*.c' ! -path "$TOP_SRCDIR/src/tapd.c" | sort | tr '\n' ' ')"
-libs="$(pkg-config --libs libevent libsystemd gnutls fuse3) -laio -lpthread"
-FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3)"
+libs="$(pkg-config --libs libevent libsystemd gnutls fuse3 liburing) -laio -lpthread"
+FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3 liburing)"
 
 # Seeds, in the harness's byte language (see fuzz-bus.c: target, method,
 # then the arguments' bytes; strings by dictionary index): create a tap

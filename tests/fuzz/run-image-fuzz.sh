@@ -7,8 +7,8 @@
 command -v pkg-config >/dev/null || { log "SKIP: pkg-config missing"; exit 77; }
 # Every daemon source but main (the drivers need the lib and formats).
 src="$TOP_SRCDIR/tests/fuzz/fuzz-image-spec.c $(find "$TOP_SRCDIR/src" -name '*.c' ! -path "$TOP_SRCDIR/src/tapd.c" | sort | tr '\n' ' ')"
-libs="$(pkg-config --libs libevent libsystemd gnutls fuse3) -laio -lpthread"
-FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3)"
+libs="$(pkg-config --libs libevent libsystemd gnutls fuse3 liburing) -laio -lpthread"
+FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3 liburing)"
 
 i=0
 for s in 'null:1M' 'ram:64K' 'error,errno=ENOSPC,ops=write+read,rate=50%:ram:1M' \

@@ -9,8 +9,8 @@
 command -v pkg-config >/dev/null || { log "SKIP: pkg-config missing"; exit 77; }
 # Every daemon source but main.
 src="$TOP_SRCDIR/tests/fuzz/fuzz-nbd-server.c $(find "$TOP_SRCDIR/src" -name '*.c' ! -path "$TOP_SRCDIR/src/tapd.c" | sort | tr '\n' ' ')"
-libs="$(pkg-config --libs libevent libsystemd gnutls fuse3) -laio -lpthread"
-FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3)"
+libs="$(pkg-config --libs libevent libsystemd gnutls fuse3 liburing) -laio -lpthread"
+FUZZ_FLAGS="$FUZZ_FLAGS $(pkg-config --cflags libevent libsystemd gnutls fuse3 liburing)"
 
 /usr/bin/python3 - "$T/corpus" <<'PY'
 import struct, sys, os
