@@ -160,10 +160,11 @@ TAPD_PID=
 findmnt -n "$STATE/fuse" >/dev/null || fail "no dead mount to clean after kill -9"
 [ "$(our_loops)" = "$KDEV" ] || fail "no dead loop device to clean after kill -9: $(losetup -l)"
 start_tapd
-grep -q "was left mounted by a tapd that stopped: unmounted" "$TAPD_LOG" ||
+# Cleaned on threads of their own: the log lines may follow the start.
+wait_until 10 grep -q "was left mounted by a tapd that stopped: unmounted" "$TAPD_LOG" ||
 	fail "the dead mount was not reported"
-grep -q "$KDEV was left bound to a file of $STATE/fuse by a tapd that stopped" "$TAPD_LOG" ||
-	fail "the dead loop device was not reported"
+wait_until 10 grep -q "$KDEV was left bound to a file of $STATE/fuse by a tapd that stopped" \
+	"$TAPD_LOG" || fail "the dead loop device was not reported"
 wait_until 5 no_loop || fail "the dead loop device is left: $(our_loops)"
 [ "$(findmnt -n -o FSTYPE "$STATE/fuse")" = fuse.tapd ] || fail "no fresh mount"
 tapctl create --name k "raw:$T/x.img" >/dev/null || fail "create k again"
@@ -182,7 +183,7 @@ start_tapd
 k_gone() { ! dead_k; }
 wait_until 5 k_gone ||
 	fail "a dead loop device without its mount is left: $(losetup -l "$DEV")"
-grep -q "$DEV was left bound to a file of $STATE/fuse" "$TAPD_LOG" || fail "not reported"
+wait_until 10 grep -q "$DEV was left bound to a file of $STATE/fuse" "$TAPD_LOG" || fail "not reported"
 tapctl create --name k "raw:$T/x.img" >/dev/null || fail "create k a third time"
 DEV=$(tapctl attach k --kind fuse) || fail "attach k a third time"
 tapctl detach k || fail "detach k"
