@@ -261,6 +261,12 @@ held_client() {
 
 # Number of open fds of tapd.
 tapd_fds() { ls "/proc/$TAPD_PID/fd" | wc -l; }
+# fds_back N WHAT: tapd's fd count returns to N within 10 s (closes that
+# tapd has yet to get to, slowly under valgrind), or fail naming its fds.
+fds_back() {
+	for _ in $(seq 1 100); do [ "$(tapd_fds)" = "$1" ] && return 0; sleep 0.1; done
+	fail "$2: tapd has $(tapd_fds) fds, $1 before: $(ls -l "/proc/$TAPD_PID/fd" | tail -n +2 | awk '{ print $(NF - 2), $NF }' | tr '\n' ' ')"
+}
 
 # bctl ARGS...: busctl on the test's bus.
 bctl() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }

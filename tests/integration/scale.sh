@@ -90,7 +90,5 @@ for i in $(seq 0 $((n - 1))); do
 	tapctl destroy "s$i" || fail "destroy s$i"
 done
 [ "$(tapctl list --json)" = "[]" ] || fail "taps left: $(tapctl list)"
-# Connections close as tapd gets to them (slowly, under valgrind).
-for _ in $(seq 1 100); do [ "$(tapd_fds)" = "$fds0" ] && break; sleep 0.1; done
-[ "$(tapd_fds)" = "$fds0" ] || fail "fds: $fds0 before, $(tapd_fds) after: $(ls -l /proc/$TAPD_PID/fd | tail -n +2)"
+fds_back "$fds0" "after the destroys"
 tapd_alive || fail "tapd died"

@@ -192,7 +192,7 @@ static void loop_attach_run(struct worker_job *job)
 static void loop_detach_run(struct worker_job *job)
 {
 	struct fx_loop *l = container_of(job, struct fx_loop, job);
-	struct loop_info64 info;
+	struct loop_info64 info = {0}; /* valgrind knows not the loop ioctls */
 	char path[64], name[32];
 	int fd;
 

@@ -95,7 +95,7 @@ static void fx_stale_run(struct worker_job *job)
 
 	(void)job;
 	for (unsigned i = 0; i < stale.n; i++) {
-		struct loop_info64 info;
+		struct loop_info64 info = {0}; /* valgrind knows not the loop ioctls */
 		char now[PATH_MAX], dev[32];
 		bool ours;
 		int fd;
