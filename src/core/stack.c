@@ -51,25 +51,11 @@ struct tapdev_wait {
 
 static void tapdev_start(struct tapdev *d, struct image_io *io);
 
-/* The tap that t's open chain reads through (the tap of the first tap:
- * image down its chain), or NULL. A chain is a line, so there is one. */
-static struct tap *tapdev_below(const struct tap *t)
-{
-	struct image *img = tap_chain(t);
-
-	for (unsigned n = 0; img && n < TAP_CHAIN_IMAGES_MAX; n++) {
-		if (img->drv == &driver_tap)
-			return ((struct tapdev *)img->priv)->parent;
-		img = img->drv->parent ? img->drv->parent(img) : NULL;
-	}
-	return NULL;
-}
-
 /* Taps from t down to to (0: t is to), or -1 when t's stack does not reach
  * it within TAP_STACK_MAX taps. */
 static int tapdev_hops(const struct tap *t, const struct tap *to)
 {
-	for (int n = 0; t && n <= TAP_STACK_MAX; n++, t = tapdev_below(t))
+	for (int n = 0; t && n <= TAP_STACK_MAX; n++, t = t->below)
 		if (t == to)
 			return n;
 	return -1;
@@ -88,7 +74,7 @@ static int tapdev_check(const struct tap *opener, struct tap *parent, struct err
 	const struct tap *x = parent;
 	unsigned n = 0, above = 0;
 
-	for (; x && x != opener && n < TAP_STACK_MAX; x = tapdev_below(x))
+	for (; x && x != opener && n < TAP_STACK_MAX; x = x->below)
 		below[n++] = x;
 	if (x && x == opener) {
 		char path[sizeof(eb->msg)];

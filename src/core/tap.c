@@ -774,23 +774,6 @@ uint32_t tap_align(const struct tap *t)
 	return t->align;
 }
 
-/* The tap that t's open chain reads through, or NULL: the one whose chain
- * it enters (a tap: image hands reads on to its tap's chain). A tap's own
- * leaf image is never shared, so meeting it means meeting the tap. */
-static struct tap *tap_below(const struct tap *t)
-{
-	struct image *img = t->img;
-	struct tap *c;
-
-	for (unsigned n = 0; img && n < TAP_CHAIN_IMAGES_MAX; n++) {
-		img = img->drv->parent ? img->drv->parent(img) : NULL;
-		TAILQ_FOREACH(c, &taps.taps, link)
-			if (img && c != t && c->img == img)
-				return c;
-	}
-	return NULL;
-}
-
 bool tap_pool_reaches(const struct pool *from, const struct pool *to)
 {
 	const struct pool *seen[POOL_COUNT_MAX];
@@ -849,11 +832,11 @@ int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
 	if (t->parent && (ret = tap_check_stack(t->parent, t->parent->name, pool, eb)) < 0)
 		return ret;
 	/* The same for a tap: image, whose link is its open chain. */
-	below = tap_below(t);
+	below = t->below;
 	if (below && (ret = tap_check_stack(below, below->name, pool, eb)) < 0)
 		return ret;
 	TAILQ_FOREACH(c, &taps.taps, link) {
-		if (c->pool == pool && (c->parent == t || (t->children && tap_below(c) == t))) {
+		if (c->pool == pool && (c->parent == t || (t->children && c->below == t))) {
 			err_set(eb, "tap %s is stacked on %s and uses pool '%s': a tap and its parent "
 				    "must use different pools", c->name, t->name, name);
 			return -EINVAL;
