@@ -4,7 +4,8 @@
  *   pieces.c  a request's buffer and pieces: arithmetic, no state
  *   qos.c     the QoS gate: what a request costs, whether it may pass now
  *   tap-io.c  the request path: gates, queues, dispatch, completion
- *   tap.c     the registry and the lifecycle of taps (drives tap-io.c)
+ *   registry.c the taps listed, their properties, pools, QoS, references
+ *   tap.c     the lifecycle of taps: create, open, pause, stop (drives tap-io.c)
  *   splice.c  data by reference between memory images and export pipes
  *   stack.c   the tap: driver (a tap as another tap's parent), on both
  *   setup.c   brings core up: registers the image drivers, tap: included
@@ -125,6 +126,20 @@ uint32_t tap_piece_len(enum image_op op, uint64_t p, uint64_t end, uint64_t cap)
 int tap_req_need(struct tap_req *req, uint64_t cap, size_t *need);
 /* req's envelope in the image's alignment, for its current piece. */
 void tap_req_plan(const struct tap *t, struct tap_req *req);
+
+/* registry.c, for tap.c (above it) and the files above: */
+/* Tell the listener (the bus) that t was added, changed or removed. */
+void tap_notify(struct tap *t, enum tap_event ev);
+/* A free minor, or -ENOSPC; give it back when the tap is gone. */
+int tap_minor_take(void);
+void tap_minor_give(int minor);
+/* List a tap that runs (tap_find, tap_first... see it), or unlist it. */
+void tap_list_add(struct tap *t);
+void tap_list_remove(struct tap *t);
+/* A leaf stacked on parent (named name, NULL: no such tap) must draw
+ * from another pool than parent: 0, or -ENOENT/-EINVAL with eb. */
+int tap_check_stack(struct tap *parent, const char *name, struct pool *pool,
+		    struct errbuf *eb);
 
 /* tap.c, for setup.c */
 int tap_registry_setup(struct event_base *base);

@@ -1,7 +1,9 @@
-/* Taps: the registry, creation and destruction, pause, the orderly close of
- * every tap at daemon exit, limits, and the properties others read. The
- * request path is in tap-io.c, which this file drives: it hears back only
- * through tap_drained(), so the calls run one way (see internal.h). */
+/* Taps: their lifecycle. Creation (the image opened off the loop, the tap
+ * listed once it runs), destruction, pause and unpause, and the orderly
+ * close of every tap at daemon exit. The registry and the properties are
+ * in registry.c, below; the request path is in tap-io.c, which this file
+ * drives: it hears back only through tap_drained(), so the calls run one
+ * way (see internal.h). */
 #include "tap.h"
 
 #include <errno.h>
@@ -15,10 +17,6 @@
 #include "internal.h"
 
 static struct {
-	TAILQ_HEAD(, tap) taps;
-	unsigned count;
-	struct minors minors;
-	void (*listener)(struct tap *t, enum tap_event ev);
 	/* Taps being created: their chains are opening; not listed. */
 	TAILQ_HEAD(, tap) creating;
 	unsigned open_timeout_s;
@@ -29,57 +27,11 @@ static struct {
 	/* Answers an unpause that needed no open, from the loop. */
 	struct event *answer_ev;
 } taps = {
-	.taps = TAILQ_HEAD_INITIALIZER(taps.taps),
 	.creating = TAILQ_HEAD_INITIALIZER(taps.creating),
 	.open_timeout_s = 30,
 };
 
-static void tap_notify(struct tap *t, enum tap_event ev)
-{
-	if (taps.listener)
-		taps.listener(t, ev);
-}
-
-void tap_set_listener(void (*fn)(struct tap *t, enum tap_event ev))
-{
-	taps.listener = fn;
-}
-
 /* ---- taps ---------------------------------------------------------- */
-
-int tap_name_check(const char *name, struct errbuf *eb)
-{
-	size_t n = strlen(name);
-	bool digits = true;
-
-	if (n == 0 || n >= TAP_NAME_MAX) {
-		err_set(eb, "bad tap name: a tap name has 1 to %d characters", TAP_NAME_MAX - 1);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-' || c == '.')) {
-			err_set(eb, "bad tap name '%.*s': use letters, digits, '_', '-' and '.'",
-				TAP_NAME_MAX, name);
-			return -EINVAL;
-		}
-		digits &= c >= '0' && c <= '9';
-	}
-	/* Names end up as file names and command-line arguments: ".", ".."
-	 * and "-x" would mean something else there. */
-	if (name[0] == '-' || name[0] == '.') {
-		err_set(eb, "bad tap name '%s': use letters, digits, '_', '-' and '.', but do "
-			    "not start with '-' or '.'", name);
-		return -EINVAL;
-	}
-	if (digits) {
-		err_set(eb, "bad tap name '%s': a number would be taken for a minor", name);
-		return -EINVAL;
-	}
-	return 0;
-}
 
 struct tap *tap_opening(void)
 {
@@ -179,25 +131,6 @@ static void tap_image_opened(void *arg, struct image *img, int err, const struct
 		tap_unpause_finish(t, err, &eb);
 }
 
-/* A leaf stacked on parent must draw from another pool: with one pool,
- * leaves can hold every buffer while their requests wait for the parent,
- * which then has none to serve them with (blktap's stacking deadlock). */
-static int tap_check_stack(struct tap *parent, const char *name, struct pool *pool,
-			   struct errbuf *eb)
-{
-	if (!parent) {
-		err_set(eb, "no tap named '%s' to serve as the parent", name);
-		return -ENOENT;
-	}
-	if (parent->pool == pool) {
-		err_set(eb, "a tap and the tap serving its parent chain (%s) must use different "
-			    "pools, or the leaves can starve the parent of buffers; both would use '%s'",
-			parent->name, pool_name(pool));
-		return -EINVAL;
-	}
-	return 0;
-}
-
 /* A name is taken by a listed tap or one being created. */
 static struct tap *tap_find_creating(const char *name)
 {
@@ -216,7 +149,7 @@ static void tap_free_unborn(struct tap *t)
 	if (t->pool)
 		pool_unref(t->pool);
 	tap_io_free(t);
-	minor_free(&taps.minors, t->minor);
+	tap_minor_give(t->minor);
 	free(t->spec);
 	free(t->parent_name);
 	free(t);
@@ -248,7 +181,7 @@ int tap_create(const struct tap_config *cfg, tap_open_done_fn *done, void *arg,
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	minor = minor_alloc(&taps.minors);
+	minor = tap_minor_take();
 	if (minor < 0) {
 		err_set(eb, "all %d minors are in use", MINOR_MAX);
 		free(t);
@@ -317,8 +250,7 @@ static void tap_create_finish(struct tap *t, int err, const struct errbuf *eb)
 	t->state = TAP_RUNNING;
 	if (t->qos_iops_cfg || t->qos_bps_cfg)
 		tap_set_qos(t, t->qos_iops_cfg, t->qos_bps_cfg);
-	TAILQ_INSERT_TAIL(&taps.taps, t, link);
-	taps.count++;
+	tap_list_add(t);
 	log_info("%s: created (minor %d, %s, %llu bytes, pool %s%s)", t->name, t->minor, t->spec,
 		 (unsigned long long)t->size, pool_name(t->pool), t->read_only ? ", read-only" : "");
 	tap_notify(t, TAP_ADDED);
@@ -328,16 +260,7 @@ static void tap_create_finish(struct tap *t, int err, const struct errbuf *eb)
 /* Unlink, close and free; the minor goes last, when nothing refers to it. */
 static void tap_free(struct tap *t)
 {
-	struct tap *c;
-
-	TAILQ_REMOVE(&taps.taps, t, link);
-	taps.count--;
-	/* A paused tap stacked on t no longer holds it (its chain is
-	 * closed): it must not point at it either. Its unpause looks the
-	 * name up again. */
-	TAILQ_FOREACH(c, &taps.taps, link)
-		if (c->parent == t)
-			c->parent = NULL;
+	tap_list_remove(t);
 	tap_notify(t, TAP_REMOVED);
 	tap_open_answer(t, t, 0, &(struct errbuf){{0}});
 	image_close(t->img);
@@ -346,7 +269,7 @@ static void tap_free(struct tap *t)
 	free(t->spec);
 	free(t->parent_name);
 	pool_unref(t->pool);
-	minor_free(&taps.minors, t->minor);
+	tap_minor_give(t->minor);
 	free(t);
 }
 
@@ -509,8 +432,8 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	for (t = TAILQ_FIRST(&taps.taps); t; t = next) {
-		next = TAILQ_NEXT(t, link);
+	for (t = tap_first(); t; t = next) {
+		next = tap_next(t);
 		if (t->state == TAP_PAUSING && !t->st.inflight) {
 			tap_paused(t);
 			continue;
@@ -528,7 +451,7 @@ static void tap_shutdown_check(evutil_socket_t fd, short what, void *arg)
 			tap_flush_done(&t->flush_io, 0);
 		}
 	}
-	if (taps.count == 0 && taps.shutdown_done) {
+	if (tap_count() == 0 && taps.shutdown_done) {
 		void (*done)(void *) = taps.shutdown_done;
 
 		taps.shutdown_done = NULL;
@@ -541,7 +464,7 @@ void tap_stop_begin(void)
 	struct tap *t;
 
 	tap_io_stop();
-	TAILQ_FOREACH(t, &taps.taps, link)
+	for (t = tap_first(); t; t = tap_next(t))
 		tap_io_release(t);
 }
 
@@ -570,7 +493,7 @@ void tap_shutdown_all(void (*done)(void *arg), void *arg)
 		tap_open_abandon(t);
 		tap_free_unborn(t);
 	}
-	TAILQ_FOREACH(t, &taps.taps, link) {
+	for (t = tap_first(); t; t = tap_next(t)) {
 		tap_open_abandon(t);
 		tap_pause_end(t, -ESHUTDOWN);
 		t->state = TAP_CLOSING;
@@ -594,8 +517,8 @@ static void tap_answer_unpaused(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	for (t = TAILQ_FIRST(&taps.taps); t; t = next) {
-		next = TAILQ_NEXT(t, link);
+	for (t = tap_first(); t; t = next) {
+		next = tap_next(t);
 		if (t->open_done && !t->opening)
 			tap_open_answer(t, t, 0, &(struct errbuf){{0}});
 	}
@@ -618,14 +541,13 @@ void tap_registry_teardown(void)
 		tap_open_abandon(t);
 		tap_free_unborn(t);
 	}
-	TAILQ_FOREACH(t, &taps.taps, link)
+	for (t = tap_first(); t; t = tap_next(t))
 		tap_open_abandon(t);
 	/* Stacked taps first: each holds the tap that serves its parent. */
-	while (!TAILQ_EMPTY(&taps.taps)) {
-		TAILQ_FOREACH(t, &taps.taps, link)
-			if (!t->children)
-				break;
-		tap_free(t ? t : TAILQ_FIRST(&taps.taps));
+	while (tap_first()) {
+		for (t = tap_first(); t && t->children; t = tap_next(t))
+			;
+		tap_free(t ? t : tap_first());
 	}
 	tap_io_teardown();
 	if (taps.shutdown_ev)
@@ -638,308 +560,3 @@ void tap_registry_teardown(void)
 	taps.shutdown_done = NULL;
 }
 
-/* ---- lookup and properties ------------------------------------------- */
-
-struct tap *tap_find(const char *key)
-{
-	struct tap *t;
-	char *end;
-	long minor;
-
-	if (!key || !*key)
-		return NULL;
-	TAILQ_FOREACH(t, &taps.taps, link)
-		if (strcmp(t->name, key) == 0)
-			return t;
-	minor = strtol(key, &end, 10);
-	if (*end || minor < 0 || minor >= MINOR_MAX)
-		return NULL;
-	return tap_by_minor((int)minor);
-}
-
-struct tap *tap_by_minor(int minor)
-{
-	struct tap *t;
-
-	TAILQ_FOREACH(t, &taps.taps, link)
-		if (t->minor == minor)
-			return t;
-	return NULL;
-}
-
-struct tap *tap_first(void)
-{
-	return TAILQ_FIRST(&taps.taps);
-}
-
-struct tap *tap_next(struct tap *t)
-{
-	return TAILQ_NEXT(t, link);
-}
-
-unsigned tap_count(void)
-{
-	return taps.count;
-}
-
-const char *tap_name(const struct tap *t)
-{
-	return t->name;
-}
-
-int tap_minor(const struct tap *t)
-{
-	return t->minor;
-}
-
-const char *tap_image(const struct tap *t)
-{
-	return t->spec;
-}
-
-uint64_t tap_size(const struct tap *t)
-{
-	return t->size;
-}
-
-bool tap_read_only(const struct tap *t)
-{
-	return t->read_only;
-}
-
-enum tap_state tap_state(const struct tap *t)
-{
-	return t->state;
-}
-
-const char *tap_state_name(enum tap_state s)
-{
-	switch (s) {
-	case TAP_OPENING:
-		return "opening";
-	case TAP_RUNNING:
-		return "running";
-	case TAP_PAUSING:
-		return "pausing";
-	case TAP_PAUSED:
-		return "paused";
-	case TAP_CLOSING:
-		return "closing";
-	}
-	return "unknown";
-}
-
-struct pool *tap_pool(const struct tap *t)
-{
-	return t->pool;
-}
-
-void tap_get_stats(const struct tap *t, struct tap_stats *st)
-{
-	struct image *img = t->img;
-
-	*st = t->st;
-	st->chain_depth = 0;
-	st->parent_shares = 0;
-	/* Any caller may ask: bounded even were a chain to loop. */
-	for (; img && st->chain_depth < TAP_CHAIN_IMAGES_MAX;
-	     img = img->drv->parent ? img->drv->parent(img) : NULL) {
-		if (st->chain_depth++ == 1)
-			st->parent_shares = image_refs(img);
-	}
-}
-
-bool tap_can_flush(const struct tap *t)
-{
-	return t->can_flush;
-}
-
-bool tap_can_fua(const struct tap *t)
-{
-	return t->can_flush;
-}
-
-bool tap_can_trim(const struct tap *t)
-{
-	return t->can_trim;
-}
-
-bool tap_can_fast_zero(const struct tap *t)
-{
-	return t->img ? t->img->can_zero : t->can_zero;
-}
-
-uint32_t tap_align(const struct tap *t)
-{
-	return t->align;
-}
-
-bool tap_pool_reaches(const struct pool *from, const struct pool *to)
-{
-	const struct pool *seen[POOL_COUNT_MAX];
-	unsigned n = 1, before;
-	struct tap *t;
-
-	seen[0] = from;
-	/* Grow the set of pools reached until it stops growing: at most
-	 * POOL_COUNT_MAX rounds over the taps. */
-	do {
-		before = n;
-		TAILQ_FOREACH(t, &taps.taps, link) {
-			const struct pool *p = t->below ? t->below->pool : NULL;
-			bool have_from = false, have_p = false;
-
-			if (!p)
-				continue;
-			for (unsigned i = 0; i < n; i++) {
-				have_from |= seen[i] == t->pool;
-				have_p |= seen[i] == p;
-			}
-			if (have_from && !have_p && n < POOL_COUNT_MAX)
-				seen[n++] = p;
-		}
-	} while (n != before);
-	for (unsigned i = 0; i < n; i++)
-		if (seen[i] == to)
-			return true;
-	return false;
-}
-
-/* Would a tap stacked on t wait on pool (pool reaches its pool)? */
-static bool tap_pool_reaches_above(const struct tap *t, const struct pool *pool)
-{
-	struct tap *c;
-
-	TAILQ_FOREACH(c, &taps.taps, link)
-		if (c->below == t && tap_pool_reaches(pool, c->pool))
-			return true;
-	return false;
-}
-
-int tap_set_pool(struct tap *t, const char *name, struct errbuf *eb)
-{
-	struct pool *pool = pool_find(name ? name : "");
-	struct pool *old = t->pool;
-	struct tap *c, *below;
-	int ret;
-
-	if (!pool) {
-		err_set(eb, "no pool named '%s'", name ? name : "");
-		return -ENODEV;
-	}
-	if (pool == old)
-		return 0;
-	if (t->parent && (ret = tap_check_stack(t->parent, t->parent->name, pool, eb)) < 0)
-		return ret;
-	/* The same for a tap: image, whose link is its open chain. */
-	below = t->below;
-	if (below && (ret = tap_check_stack(below, below->name, pool, eb)) < 0)
-		return ret;
-	TAILQ_FOREACH(c, &taps.taps, link) {
-		if (c->pool == pool && (c->parent == t || (t->children && c->below == t))) {
-			err_set(eb, "tap %s is stacked on %s and uses pool '%s': a tap and its parent "
-				    "must use different pools", c->name, t->name, name);
-			return -EINVAL;
-		}
-	}
-	/* No pool below itself (stack.c): below t, nothing may lead back to
-	 * the new pool; above t, nothing may be reached from it. */
-	if ((t->below && tap_pool_reaches(t->below->pool, pool)) ||
-	    (t->children && tap_pool_reaches_above(t, pool))) {
-		err_set(eb, "moving tap %s to pool '%s' would make that pool wait on itself "
-			    "through the stack; every level of a stack needs a pool of its own",
-			t->name, name);
-		return -EINVAL;
-	}
-	/* Requests holding buffers give them back to the pool they came
-	 * from (tap_req.pool); only new ones see the new pool. */
-	pool_ref(pool);
-	t->pool = pool;
-	pool_unref(old);
-	log_info("%s: moved from pool %s to %s", t->name, pool_name(old), pool_name(pool));
-	tap_notify(t, TAP_CHANGED);
-	return 0;
-}
-
-/* ---- limits ---------------------------------------------------------- */
-
-void tap_set_qos(struct tap *t, uint64_t iops, uint64_t bps)
-{
-	qos_bucket_set(&t->qos, iops, bps);
-	log_info("%s: QoS %llu IOPS, %llu B/s (0: unlimited)", t->name, (unsigned long long)iops,
-		 (unsigned long long)bps);
-	/* Whatever waited is judged by the new limit. */
-	tap_io_qos_changed(t);
-}
-
-void tap_get_qos(const struct tap *t, uint64_t *iops, uint64_t *bps)
-{
-	*iops = t->qos.iops;
-	*bps = t->qos.bps;
-}
-
-void tap_set_pool_qos(struct pool *pool, uint64_t iops, uint64_t bps)
-{
-	struct tap *t;
-
-	qos_bucket_set(pool_qos(pool), iops, bps);
-	log_info("pool %s: QoS %llu IOPS, %llu B/s (0: unlimited)", pool_name(pool),
-		 (unsigned long long)iops, (unsigned long long)bps);
-	TAILQ_FOREACH(t, &taps.taps, link)
-		if (t->pool == pool)
-			tap_io_qos_changed(t);
-}
-
-void tap_get_pool_qos(struct pool *pool, uint64_t *iops, uint64_t *bps)
-{
-	const struct qos_bucket *b = pool_qos(pool);
-
-	*iops = b->iops;
-	*bps = b->bps;
-}
-
-struct tap *tap_parent(const struct tap *t)
-{
-	return t->parent;
-}
-
-int tap_stack_get(const char *name, struct tap **out, struct errbuf *eb)
-{
-	struct tap *t = tap_find(name);
-
-	if (!t) {
-		err_set(eb, "no tap named '%s' to serve as a parent", name);
-		return -ENOENT;
-	}
-	if (t->state == TAP_CLOSING || tap_io_stopping()) {
-		err_set(eb, "tap %s is closing", name);
-		return -ESHUTDOWN;
-	}
-	t->children++;
-	*out = t;
-	return 0;
-}
-
-void tap_stack_put(struct tap *t)
-{
-	t->children--;
-}
-
-struct image *tap_chain(const struct tap *t)
-{
-	return t->img;
-}
-
-int tap_attach(struct tap *t)
-{
-	/* A paused tap takes clients: their requests wait for the unpause. */
-	if (t->state == TAP_CLOSING || t->state == TAP_OPENING || tap_io_stopping())
-		return -ESHUTDOWN;
-	t->st.connections++;
-	return 0;
-}
-
-void tap_detach(struct tap *t)
-{
-	t->st.connections--;
-}
