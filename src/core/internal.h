@@ -46,8 +46,9 @@ struct tap {
 	struct tap *parent;
 	char *parent_name;
 	unsigned children;
-	/* The tap a tap: image in our chain reads through (stack.c sets it
-	 * at open, clears it at close): the edges of the pool graph. */
+	/* The tap our open chain reads through (a tap: image's, found once
+	 * the chain is taken, NULL while paused): the links of stacks and
+	 * the edges of the pool graph. */
 	struct tap *below;
 	struct tap_stats st;
 	/* Requests holding (or waiting for) a pool buffer: the tap must
@@ -136,6 +137,10 @@ void tap_minor_give(int minor);
 /* List a tap that runs (tap_find, tap_first... see it), or unlist it. */
 void tap_list_add(struct tap *t);
 void tap_list_remove(struct tap *t);
+/* The tap whose chain t's open chain enters (a tap: image hands reads on
+ * to its tap's chain: a tap's own leaf image is never shared, so meeting
+ * it means meeting the tap), or NULL. For tap->below. */
+struct tap *tap_reads_through(const struct tap *t);
 /* A leaf stacked on parent (named name, NULL: no such tap) must draw
  * from another pool than parent: 0, or -ENOENT/-EINVAL with eb. */
 int tap_check_stack(struct tap *parent, const char *name, struct pool *pool,

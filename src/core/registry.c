@@ -257,6 +257,20 @@ uint32_t tap_align(const struct tap *t)
 	return t->align;
 }
 
+struct tap *tap_reads_through(const struct tap *t)
+{
+	struct image *img = t->img;
+	struct tap *c;
+
+	for (unsigned n = 0; img && n < TAP_CHAIN_IMAGES_MAX; n++) {
+		img = img->drv->parent ? img->drv->parent(img) : NULL;
+		TAILQ_FOREACH(c, &reg.taps, link)
+			if (img && c != t && c->img == img)
+				return c;
+	}
+	return NULL;
+}
+
 bool tap_pool_reaches(const struct pool *from, const struct pool *to)
 {
 	const struct pool *seen[POOL_COUNT_MAX];

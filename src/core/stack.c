@@ -37,7 +37,6 @@ struct tapdev_slot {
 
 struct tapdev {
 	struct tap *parent;
-	struct tap *opener; /* whose chain this is: its below is parent */
 	struct tapdev_slot slots[TAPDEV_SLOTS];
 	struct tapdev_slot *free;
 	/* ios waiting for a slot: a singly linked FIFO through priv */
@@ -241,9 +240,6 @@ static int tapdev_open(struct image *img, const char *name, struct errbuf *eb)
 		return -ENOMEM;
 	}
 	d->parent = parent;
-	d->opener = tap_opening();
-	if (d->opener)
-		d->opener->below = parent;
 	for (int i = TAPDEV_SLOTS - 1; i >= 0; i--) {
 		d->slots[i].dev = d;
 		d->slots[i].next_free = d->free;
@@ -269,8 +265,6 @@ static void tapdev_close(struct image *img)
 {
 	struct tapdev *d = img->priv;
 
-	if (d->opener && d->opener->below == d->parent)
-		d->opener->below = NULL;
 	tap_stack_put(d->parent);
 	free(d);
 }

@@ -95,6 +95,7 @@ static int tap_take_image(struct tap *t, struct image *img, const char *spec,
 	free(t->spec);
 	t->spec = copy;
 	t->img = img;
+	t->below = tap_reads_through(t);
 	t->align = img->align;
 	t->can_flush = img->can_flush;
 	t->can_trim = img->can_trim;
@@ -325,6 +326,7 @@ static void tap_paused(struct tap *t)
 	else
 		image_close(img);
 	t->img = NULL;
+	t->below = NULL;
 	t->state = TAP_PAUSED;
 	log_info("%s: paused", t->name);
 	tap_notify(t, TAP_CHANGED);

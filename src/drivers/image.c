@@ -29,8 +29,14 @@ static struct event_base *loop;
 /* How deep the image_open calls of this thread nest, for IMAGE_DEPTH_MAX.
  * Per thread: opens may one day run on workers. */
 static _Thread_local unsigned open_depth;
-/* Who the opens of this thread are for (image_open_owner). */
+struct image_opening;
+/* The image_open_async this thread opens for (on its opening thread). */
+static _Thread_local struct image_opening *cur_opening;
+/* Who an on_loop driver's open is for (image_open_owner), on the loop
+ * while that open runs: read there from the opening, whose owner a
+ * timeout or a stop clears (on the loop too) before the owner goes. */
 static _Thread_local void *open_owner;
+static void *image_opening_owner(const struct image_opening *o);
 /* Opens on their threads (image_open_async), stuck ones included. */
 static unsigned opens_in_flight;
 
@@ -266,7 +272,7 @@ struct loop_open {
 	struct image *img;
 	const char *arg;
 	struct errbuf *eb;
-	void *owner;
+	struct image_opening *opening;
 	int ret;
 };
 
@@ -275,14 +281,14 @@ static void image_loop_open(void *arg)
 	struct loop_open *o = arg;
 	void *saved = open_owner;
 
-	open_owner = o->owner;
+	open_owner = o->opening ? image_opening_owner(o->opening) : NULL;
 	o->ret = o->img->drv->open(o->img, o->arg, o->eb);
 	open_owner = saved;
 }
 
 static int image_drv_open(struct image *img, const char *arg, struct errbuf *eb)
 {
-	struct loop_open o = {.img = img, .arg = arg, .eb = eb, .owner = open_owner};
+	struct loop_open o = {.img = img, .arg = arg, .eb = eb, .opening = cur_opening};
 
 	if (!img->drv->on_loop)
 		return img->drv->open(img, arg, eb);
@@ -531,13 +537,18 @@ struct image_opening {
 	unsigned timeout_s;
 };
 
+static void *image_opening_owner(const struct image_opening *o)
+{
+	return o->owner;
+}
+
 static void image_opening_run(struct worker_job *job)
 {
 	struct image_opening *o = container_of(job, struct image_opening, job);
 
-	open_owner = o->owner;
+	cur_opening = o;
 	o->ret = image_open_parent(o->spec, o->read_only, o->parent, &o->img, &o->eb);
-	open_owner = NULL;
+	cur_opening = NULL;
 }
 
 static void image_opening_free(struct image_opening *o)
@@ -584,6 +595,7 @@ static void image_opening_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	o->done = NULL;
+	o->owner = NULL; /* it may go now: a tap: open still to come finds none */
 	err_set(&eb, "opening %s: no answer after %u s (the storage or server does not "
 		     "respond)", o->spec, o->timeout_s);
 	log_warn("%s", eb.msg);
@@ -595,9 +607,16 @@ int image_open_async(const char *spec, bool read_only, const char *parent, void 
 		     void (*done)(void *arg, struct image *img, int err, const struct errbuf *eb),
 		     void *arg, struct image_opening **out, struct errbuf *eb)
 {
-	struct image_opening *o = calloc(1, sizeof(*o));
+	struct image_opening *o;
 	int ret = -ENOMEM;
 
+	if (opens_in_flight >= IMAGE_OPENS_MAX) {
+		err_set(eb, "%u image opens are in progress already (some may be stuck on "
+			    "storage that does not answer); try again later",
+			opens_in_flight);
+		return -EAGAIN;
+	}
+	o = calloc(1, sizeof(*o));
 	if (!o)
 		return -ENOMEM;
 	o->spec = strdup(spec);
@@ -618,13 +637,6 @@ int image_open_async(const char *spec, bool read_only, const char *parent, void 
 		if (!o->timer || evtimer_add(o->timer, &tv) < 0)
 			goto fail;
 	}
-	if (opens_in_flight >= IMAGE_OPENS_MAX) {
-		err_set(eb, "%u image opens are in progress already (some may be stuck on "
-			    "storage that does not answer); try again later",
-			opens_in_flight);
-		ret = -EAGAIN;
-		goto fail;
-	}
 	ret = worker_spawn(&o->job);
 	if (ret < 0) {
 		err_set(eb, "cannot start a thread to open %s: %s", spec, strerror(-ret));
@@ -642,6 +654,7 @@ fail:
 void image_open_abandon(struct image_opening *o)
 {
 	o->done = NULL;
+	o->owner = NULL;
 	if (o->timer)
 		event_del(o->timer);
 }
