@@ -28,11 +28,11 @@ qemu-img create -q -f vpc -o subformat=dynamic "$T/slow.vhd" 64M
 qemu-img create -q -f vpc -o subformat=dynamic "$T/good.vhd" 64M
 DELAY=$((TMO + 2))
 
-# slow_mount NAME SECONDS: $T/NAME/slow.vhd, the VHD read through FUSE
-# (nbdfuse) from nbdkit, whose every read sleeps SECONDS; nbdkit's pid in
-# $KIT.
+# slow_mount NAME SECONDS [FILE]: $T/NAME/slow.vhd, FILE (default
+# $T/slow.vhd) read through FUSE (nbdfuse) from nbdkit, whose every read
+# sleeps SECONDS; nbdkit's pid in $KIT.
 slow_mount() {
-	nbdkit --foreground -U "$T/$1.sock" --filter=delay file "$T/slow.vhd" \
+	nbdkit --foreground -U "$T/$1.sock" --filter=delay file "${3:-$T/slow.vhd}" \
 		delay-read="$2" >"$T/$1-kit.log" 2>&1 &
 	KIT=$!
 	track_pid $KIT
@@ -92,6 +92,28 @@ for _ in $(seq 1 $((DELAY * 20))); do
 done
 grep -q "slow.vhd: opened after $TMO s, too late; closing it" "$TAPD_LOG" ||
 	fail "the late open was not closed"
+
+# --- the open of a stacked tap given up before it reaches its parent -----
+# K's child VHD reads slowly; its parent is served by tap G (--parent G).
+# K's create times out (K is gone) before the open gets to tap:G; when it
+# does, it must not take gone K for the tap being opened, and the late
+# chain, closed, gives G back: G can then be destroyed.
+VHD=$TOP_BUILDDIR/tools/tapd-vhd
+"$VHD" create "$T/gold.vhd" 8M >/dev/null
+"$VHD" snapshot "$T/child.vhd" "$T/gold.vhd" >/dev/null
+slow_mount mntc $DELAY "$T/child.vhd"
+tapctl create --name G --read-only "vhd:$T/gold.vhd" >/dev/null || fail "create G"
+tapctl pool-create pk 1M >/dev/null
+expect 1 "no answer after $TMO s" tapctl create --name K --pool pk --parent G "vhd:$T/mntc/slow.vhd"
+for _ in $(seq 1 $((DELAY * 20))); do
+	grep -qE "mntc/slow.vhd: (opened after $TMO s, too late; closing it|the open given up on failed too)" \
+		"$TAPD_LOG" && break
+	sleep 0.5
+done
+grep -qE "mntc/slow.vhd: (opened after $TMO s, too late; closing it|the open given up on failed too)" \
+	"$TAPD_LOG" || fail "the late open of K never ended"
+[ -z "$(tap_state K)" ] || fail "K is listed after its create timed out"
+tapctl destroy G || fail "G still held after K's late chain was closed"
 
 # --- an NBD server that accepts and never answers ----------------------
 socat UNIX-LISTEN:"$T/mute.sock",fork SYSTEM:"sleep 600" >/dev/null 2>&1 &
