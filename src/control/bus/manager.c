@@ -129,7 +129,8 @@ static void mgr_tap_created(void *arg, struct tap *t, int err, const struct errb
 		sd_bus_error_free(&e);
 	} else {
 		path = bus_tap_path(t);
-		r = path ? sd_bus_reply_method_return(c->call, "os", path, tap_name(t)) : -ENOMEM;
+		r = path ? sd_bus_reply_method_return(c->call, "os", path, tap_name(t))
+			 : sd_bus_reply_method_errno(c->call, ENOMEM, NULL);
 	}
 	/* The caller may have gone, or the connection: the tap stays. */
 	if (r < 0)

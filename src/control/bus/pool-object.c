@@ -89,7 +89,8 @@ void bus_pool_call_done(void *arg, struct pool *p, int err, const char *msg)
 	} else if (c->create) {
 		log_info("pool %s created (%llu bytes)", c->name, (unsigned long long)c->size);
 		path = bus_pool_path(p);
-		r = path ? sd_bus_reply_method_return(c->call, "o", path) : -ENOMEM;
+		r = path ? sd_bus_reply_method_return(c->call, "o", path)
+			 : sd_bus_reply_method_errno(c->call, ENOMEM, NULL);
 	} else {
 		log_info("pool %s resized to %llu bytes", c->name, (unsigned long long)c->size);
 		r = sd_bus_reply_method_return(c->call, "");
