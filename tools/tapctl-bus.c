@@ -276,3 +276,19 @@ int error_call(sd_bus *bus, uint64_t usec, sd_bus_error *e, const char *path,
 	va_end(ap);
 	return r;
 }
+
+int tap_call(sd_bus *bus, const char *tap, uint64_t usec, sd_bus_error *e, const char *member,
+	     const char *sig, ...)
+{
+	_cleanup_err_ sd_bus_error own = SD_BUS_ERROR_NULL;
+	_cleanup_free_ char *path = NULL;
+	va_list ap;
+	int r = resolve_tap(bus, tap, &path);
+
+	if (r)
+		return r;
+	va_start(ap, sig);
+	r = timed_call(bus, usec, e ? e : &own, path, IFACE_TAP, member, sig, ap);
+	va_end(ap);
+	return r;
+}

@@ -91,6 +91,10 @@ int simple_call(sd_bus *bus, const char *path, const char *iface, const char *me
 /* The same with a timeout (0: default), leaving the D-Bus error in *e. */
 int error_call(sd_bus *bus, uint64_t usec, sd_bus_error *e, const char *path,
 	       const char *iface, const char *member, const char *sig, ...);
+/* error_call on the tap NAME|MINOR (e may be NULL); a tap not found is
+ * printed and refused as by resolve_tap. */
+int tap_call(sd_bus *bus, const char *tap, uint64_t usec, sd_bus_error *e, const char *member,
+	     const char *sig, ...);
 
 /* ---- commands ----------------------------------------------------------- */
 

@@ -51,23 +51,16 @@ int cmd_create(sd_bus *bus, const struct args *a)
 
 int cmd_destroy(sd_bus *bus, const struct args *a)
 {
-	_cleanup_free_ char *path = NULL;
-	int r = resolve_tap(bus, a->pos[0], &path);
-
-	return r ? r : simple_call(bus, path, IFACE_TAP, "Destroy", "");
+	return tap_call(bus, a->pos[0], 0, NULL, "Destroy", "");
 }
 
 int cmd_pause(sd_bus *bus, const struct args *a)
 {
 	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
-	_cleanup_free_ char *path = NULL;
-	int r = resolve_tap(bus, a->pos[0], &path);
-
-	if (r)
-		return r;
 	/* Returns once the tap is paused: its image is closed and may be
 	 * copied, snapshotted or replaced. */
-	r = error_call(bus, PAUSE_TIMEOUT_USEC, &e, path, IFACE_TAP, "Pause", "");
+	int r = tap_call(bus, a->pos[0], PAUSE_TIMEOUT_USEC, &e, "Pause", "");
+
 	if (r && sd_bus_error_get_errno(&e) == ETIMEDOUT)
 		fprintf(stderr, "tapctl: %s may still be pausing; see 'tapctl list'\n", a->pos[0]);
 	return r;
@@ -76,13 +69,8 @@ int cmd_pause(sd_bus *bus, const struct args *a)
 int cmd_unpause(sd_bus *bus, const struct args *a)
 {
 	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
-	_cleanup_free_ char *path = NULL;
-	int r = resolve_tap(bus, a->pos[0], &path);
+	int r = tap_call(bus, a->pos[0], 0, &e, "Unpause", "s", a->npos > 1 ? a->pos[1] : "");
 
-	if (r)
-		return r;
-	r = error_call(bus, 0, &e, path, IFACE_TAP, "Unpause", "s",
-		       a->npos > 1 ? a->pos[1] : "");
 	/* The image was refused: say that nothing changed, so the next step
 	 * (another image, or the old one) is obvious. */
 	if (r && (sd_bus_error_has_name(&e, ERR_PREFIX "SizeMismatch") ||
@@ -97,10 +85,7 @@ int cmd_unpause(sd_bus *bus, const struct args *a)
 
 int cmd_set_pool(sd_bus *bus, const struct args *a)
 {
-	_cleanup_free_ char *path = NULL;
-	int r = resolve_tap(bus, a->pos[0], &path);
-
-	return r ? r : simple_call(bus, path, IFACE_TAP, "SetPool", "s", a->pos[1]);
+	return tap_call(bus, a->pos[0], 0, NULL, "SetPool", "s", a->pos[1]);
 }
 
 static void list_json(const struct tap_row *rows, const struct obj_props *props, size_t n)
@@ -313,12 +298,5 @@ int cmd_attach(sd_bus *bus, const struct args *a)
 
 int cmd_detach(sd_bus *bus, const struct args *a)
 {
-	_cleanup_err_ sd_bus_error e = SD_BUS_ERROR_NULL;
-	_cleanup_free_ char *path = NULL;
-	int r = resolve_tap(bus, a->pos[0], &path);
-
-	if (r)
-		return r;
-	return error_call(bus, DEVICE_TIMEOUT_USEC, &e, path, IFACE_TAP, "Detach", "b",
-			  (int)a->force);
+	return tap_call(bus, a->pos[0], DEVICE_TIMEOUT_USEC, NULL, "Detach", "b", (int)a->force);
 }

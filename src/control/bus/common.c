@@ -1,10 +1,13 @@
 /* What every D-Bus object file shares: the mapping from a core failure
- * (-errno and its message) to a named D-Bus error, and the find, enumerate
- * and missing-object callbacks of one kind of object (struct bus_kind). */
+ * (-errno and its message) to a named D-Bus error, the calls answered later
+ * (struct bus_held), and the find, enumerate and missing-object callbacks
+ * of one kind of object (struct bus_kind). */
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "internal.h"
+#include "lib/log.h"
 
 int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_op op)
 {
@@ -86,6 +89,53 @@ int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_o
 		break;
 	}
 	return sd_bus_error_setf(e, name, "%s", msg);
+}
+
+void *bus_held_new(sd_bus_message *m, size_t size, const char *method, const char *about)
+{
+	struct bus_held *h = calloc(1, size);
+
+	if (!h || !(h->about = strdup(about))) {
+		free(h);
+		return NULL;
+	}
+	h->call = sd_bus_message_ref(m);
+	h->method = method;
+	return h;
+}
+
+void bus_held_free(struct bus_held *h)
+{
+	sd_bus_message_unref(h->call);
+	free(h->about);
+	free(h);
+}
+
+static void bus_held_end(struct bus_held *h, int r)
+{
+	if (r < 0)
+		log_debug("%s %s: cannot reply: %s", h->method, h->about, strerror(-r));
+	bus_held_free(h);
+	bus_kick();
+}
+
+void bus_held_error(struct bus_held *h, sd_bus_error *e)
+{
+	int r = sd_bus_reply_method_error(h->call, e);
+
+	sd_bus_error_free(e);
+	bus_held_end(h, r);
+}
+
+void bus_held_return(struct bus_held *h, const char *types, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, types);
+	r = sd_bus_reply_method_returnv(h->call, types, ap);
+	va_end(ap);
+	bus_held_end(h, r);
 }
 
 static int kind_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata,

@@ -56,6 +56,30 @@ enum bus_op { BUS_OP_TAP_CREATE, BUS_OP_TAP_UNPAUSE, BUS_OP_TAP, BUS_OP_POOL_CRE
  * value a method handler returns. eb may be NULL or empty. */
 int bus_core_error(sd_bus_error *e, int err, const struct errbuf *eb, enum bus_op op);
 
+/* A method call answered later, from a core callback (an image opened, a
+ * tap drained, a pool mapped, a device attached). It holds the call, not
+ * the object, which may be gone by then. A caller that needs more embeds
+ * it first in its own struct. */
+struct bus_held {
+	sd_bus_message *call;
+	const char *method; /* a literal, for the log: "Pause", "CreateTap" */
+	char *about;        /* for the log: the tap, pool or image it is about */
+};
+
+/* Hold m in a zeroed struct of size bytes that begins with a struct
+ * bus_held; about is copied. NULL: out of memory. */
+void *bus_held_new(sd_bus_message *m, size_t size, const char *method, const char *about);
+/* Free a call that will not be answered here (the core refused it at once
+ * and the handler returns the error). */
+void bus_held_free(struct bus_held *h);
+/* Answer with e's error (from bus_core_error(), usually) and free e; or
+ * with the method return of types and the arguments after it. Either way
+ * log a reply that cannot be sent (the caller or the connection may have
+ * gone: nothing to undo), free h and push the reply out, as a core
+ * callback does not run inside sd_bus_process(). */
+void bus_held_error(struct bus_held *h, sd_bus_error *e);
+void bus_held_return(struct bus_held *h, const char *types, ...);
+
 /* One kind of object served under a path prefix by a fallback vtable that
  * looks the object up on every call, so nothing on the bus side has to be
  * kept in step with the core's lists. */
@@ -113,17 +137,15 @@ int bus_pool_objects_add(sd_bus *bus);
 /* Announce a pool event (POOL_CHANGED: its counters changed). */
 void bus_pool_emit(sd_bus *bus, struct pool *p, enum pool_event ev);
 /* A CreatePool or Resize call held until the workers have mapped the
- * pool's memory (pool_done_fn); it holds the call, not the pool. */
+ * pool's memory (pool_done_fn); about the pool's name. Freed with
+ * bus_held_free(&c->held) if the pools refuse it at once. */
 struct bus_pool_call {
-	sd_bus_message *call;
-	char name[POOL_NAME_MAX];
+	struct bus_held held;
 	uint64_t size;
 	bool create;
 };
 struct bus_pool_call *bus_pool_call_new(sd_bus_message *m, const char *name, uint64_t size,
 					bool create);
-/* Free a call that was not handed to the pools (refused at once). */
-void bus_pool_call_free(struct bus_pool_call *c);
 /* The pool_done_fn: answers the call and frees it. */
 void bus_pool_call_done(void *arg, struct pool *p, int err, const char *msg);
 

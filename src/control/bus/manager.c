@@ -101,41 +101,26 @@ static int mgr_parse_options(sd_bus_message *m, struct tap_config *cfg, sd_bus_e
 	return sd_bus_message_exit_container(m);
 }
 
-/* A CreateTap waiting for its image to open. */
-struct mgr_create {
-	sd_bus_message *call;
-	char *image;
-};
-
-static void mgr_create_free(struct mgr_create *c)
-{
-	sd_bus_message_unref(c->call);
-	free(c->image);
-	free(c);
-}
-
+/* From the core, once CreateTap's image is open or will not be; arg is
+ * the held call, about its image. */
 static void mgr_tap_created(void *arg, struct tap *t, int err, const struct errbuf *eb)
 {
-	struct mgr_create *c = arg;
+	struct bus_held *c = arg;
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	_cleanup_free_ char *path = NULL;
-	int r;
 
 	if (err < 0) {
-		log_info("CreateTap %s refused: %s", c->image,
+		log_info("CreateTap %s refused: %s", c->about,
 			 eb && eb->msg[0] ? eb->msg : strerror(-err));
 		bus_core_error(&e, err, eb, BUS_OP_TAP_CREATE);
-		r = sd_bus_reply_method_error(c->call, &e);
-		sd_bus_error_free(&e);
-	} else {
-		path = bus_tap_path(t);
-		r = path ? sd_bus_reply_method_return(c->call, "os", path, tap_name(t)) : -ENOMEM;
+	} else if (!(path = bus_tap_path(t))) {
+		sd_bus_error_set_errno(&e, ENOMEM);
 	}
-	/* The caller may have gone, or the connection: the tap stays. */
-	if (r < 0)
-		log_debug("CreateTap %s: cannot reply: %s", c->image, strerror(-r));
-	mgr_create_free(c);
-	bus_kick();
+	/* A caller gone does not undo it: the tap stays. */
+	if (sd_bus_error_is_set(&e))
+		bus_held_error(c, &e);
+	else
+		bus_held_return(c, "os", path, tap_name(t));
 }
 
 /* Answered by mgr_tap_created once the image is open: opening runs off
@@ -144,7 +129,7 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct tap_config cfg = { 0 };
 	struct errbuf eb = { { 0 } };
-	struct mgr_create *c;
+	struct bus_held *c;
 	int r;
 
 	(void)userdata;
@@ -167,15 +152,12 @@ static int mgr_create_tap(sd_bus_message *m, void *userdata, sd_bus_error *e)
 					 "no such tap: %s (the parent must be a running tap)",
 					 cfg.parent);
 
-	c = calloc(1, sizeof(*c));
-	if (!c || !(c->image = strdup(cfg.image))) {
-		free(c);
+	c = bus_held_new(m, sizeof(*c), "CreateTap", cfg.image);
+	if (!c)
 		return -ENOMEM;
-	}
-	c->call = sd_bus_message_ref(m);
 	r = tap_create(&cfg, mgr_tap_created, c, &eb);
 	if (r < 0) {
-		mgr_create_free(c);
+		bus_held_free(c);
 		log_info("CreateTap %s refused: %s", cfg.image, eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_TAP_CREATE);
 	}
@@ -238,7 +220,7 @@ static int mgr_create_pool(sd_bus_message *m, void *userdata, sd_bus_error *e)
 		return -ENOMEM;
 	r = pool_create_async(name, size, bus_pool_call_done, c, &eb);
 	if (r < 0) {
-		bus_pool_call_free(c);
+		bus_held_free(&c->held);
 		log_info("CreatePool %s (%llu bytes) refused: %s", name, (unsigned long long)size,
 			 eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_POOL_CREATE);

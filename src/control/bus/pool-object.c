@@ -49,56 +49,46 @@ static int pool_missing(sd_bus_error *e, const char *path)
 struct bus_pool_call *bus_pool_call_new(sd_bus_message *m, const char *name, uint64_t size,
 					bool create)
 {
-	struct bus_pool_call *c = calloc(1, sizeof(*c));
+	struct bus_pool_call *c =
+		bus_held_new(m, sizeof(*c), create ? "CreatePool" : "Resize", name);
 
 	if (!c)
 		return NULL;
-	c->call = sd_bus_message_ref(m);
-	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->size = size;
 	c->create = create;
 	return c;
 }
 
-void bus_pool_call_free(struct bus_pool_call *c)
-{
-	sd_bus_message_unref(c->call);
-	free(c);
-}
-
 /* From the pools, on the loop (or from pool_teardown() at exit): the
- * memory is mapped, or will not be. Reply now and push the reply out, as we
- * are not inside sd_bus_process(). */
+ * memory is mapped, or will not be. */
 void bus_pool_call_done(void *arg, struct pool *p, int err, const char *msg)
 {
 	struct bus_pool_call *c = arg;
-	const char *what = c->create ? "CreatePool" : "Resize";
+	const char *name = c->held.about;
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	struct errbuf eb = { { 0 } };
 	_cleanup_free_ char *path = NULL;
-	int r;
 
 	if (err < 0) {
-		log_info("%s %s (%llu bytes) failed: %s", what, c->name,
+		log_info("%s %s (%llu bytes) failed: %s", c->held.method, name,
 			 (unsigned long long)c->size, msg ? msg : strerror(-err));
 		if (msg)
 			err_set(&eb, "%s", msg);
 		bus_core_error(&e, err, &eb, c->create ? BUS_OP_POOL_CREATE : BUS_OP_POOL);
-		r = sd_bus_reply_method_error(c->call, &e);
-		sd_bus_error_free(&e);
+		bus_held_error(&c->held, &e);
 	} else if (c->create) {
-		log_info("pool %s created (%llu bytes)", c->name, (unsigned long long)c->size);
+		log_info("pool %s created (%llu bytes)", name, (unsigned long long)c->size);
 		path = bus_pool_path(p);
-		r = path ? sd_bus_reply_method_return(c->call, "o", path) : -ENOMEM;
+		if (!path) {
+			sd_bus_error_set_errno(&e, ENOMEM);
+			bus_held_error(&c->held, &e);
+		} else {
+			bus_held_return(&c->held, "o", path);
+		}
 	} else {
-		log_info("pool %s resized to %llu bytes", c->name, (unsigned long long)c->size);
-		r = sd_bus_reply_method_return(c->call, "");
+		log_info("pool %s resized to %llu bytes", name, (unsigned long long)c->size);
+		bus_held_return(&c->held, "");
 	}
-	/* The caller may have gone, or the connection: nothing to undo. */
-	if (r < 0)
-		log_debug("%s %s: cannot reply: %s", what, c->name, strerror(-r));
-	bus_pool_call_free(c);
-	bus_kick();
 }
 
 static int pool_resize_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
@@ -121,7 +111,7 @@ static int pool_resize_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	r = pool_resize_async(userdata, size, bus_pool_call_done, c, &eb);
 	if (r > 0)
 		return 1; /* answered by bus_pool_call_done() */
-	bus_pool_call_free(c);
+	bus_held_free(&c->held);
 	if (r < 0) {
 		log_info("Resize %s to %llu bytes refused: %s", pool_name(userdata),
 			 (unsigned long long)size, eb.msg[0] ? eb.msg : strerror(-r));

@@ -102,30 +102,22 @@ static int tap_missing(sd_bus_error *e, const char *path)
 enum bus_dev_what { BUS_DEV_ATTACH, BUS_DEV_DETACH, BUS_DEV_DESTROY };
 
 struct bus_dev_call {
-	sd_bus_message *call;
+	struct bus_held held; /* about the tap's name */
 	enum bus_dev_what what;
 	int minor;
-	char name[TAP_NAME_MAX];
 };
 
 static struct bus_dev_call *bus_dev_call_new(sd_bus_message *m, const struct tap *t,
 					     enum bus_dev_what what)
 {
-	struct bus_dev_call *c = calloc(1, sizeof(*c));
+	static const char *const method[] = { "Attach", "Detach", "Destroy" };
+	struct bus_dev_call *c = bus_held_new(m, sizeof(*c), method[what], tap_name(t));
 
 	if (!c)
 		return NULL;
-	c->call = sd_bus_message_ref(m);
 	c->what = what;
 	c->minor = tap_minor(t);
-	snprintf(c->name, sizeof(c->name), "%s", tap_name(t));
 	return c;
-}
-
-static void bus_dev_call_free(struct bus_dev_call *c)
-{
-	sd_bus_message_unref(c->call);
-	free(c);
 }
 
 /* Destroy, once the tap's device is gone. */
@@ -135,8 +127,8 @@ static int tap_destroy_now(struct bus_dev_call *c, sd_bus_error *e)
 	struct tap *t = tap_by_minor(c->minor);
 	int r;
 
-	if (!t || strcmp(tap_name(t), c->name) != 0)
-		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP, "no such tap: %s", c->name);
+	if (!t || strcmp(tap_name(t), c->held.about) != 0)
+		return sd_bus_error_setf(e, BUS_ERR_NO_SUCH_TAP, "no such tap: %s", c->held.about);
 	r = tap_destroy(t, &eb);
 	if (r < 0)
 		return bus_core_error(e, r, &eb, BUS_OP_TAP);
@@ -146,40 +138,32 @@ static int tap_destroy_now(struct bus_dev_call *c, sd_bus_error *e)
 /* From the device kind, on the loop: answer the call. */
 static void tap_dev_done(void *arg, int err, const char *msg)
 {
-	static const char *const what[] = { "Attach", "Detach", "Destroy" };
 	struct bus_dev_call *c = arg;
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	struct errbuf eb = { { 0 } };
-	int r = 0;
 
 	if (err < 0) {
 		if (c->what == BUS_DEV_DESTROY) {
 			/* The tap is busy with its consumer: say so as any
 			 * other busy tap, naming the holder. */
 			err_set(&eb, "tap %s is attached as a device that cannot be detached: %s",
-				c->name, msg);
+				c->held.about, msg);
 			bus_core_error(&e, err, &eb, BUS_OP_TAP);
 		} else {
 			err_set(&eb, "%s", msg);
 			bus_core_error(&e, err, &eb, BUS_OP_DEVICE);
 		}
 	} else if (c->what == BUS_DEV_DESTROY) {
-		r = tap_destroy_now(c, &e);
+		tap_destroy_now(c, &e);
 	}
 	if (sd_bus_error_is_set(&e)) {
-		log_info("%s %s failed: %s", what[c->what], c->name, e.message);
-		r = sd_bus_reply_method_error(c->call, &e);
+		log_info("%s %s failed: %s", c->held.method, c->held.about, e.message);
+		bus_held_error(&c->held, &e);
 	} else if (c->what == BUS_DEV_ATTACH) {
-		r = sd_bus_reply_method_return(c->call, "s", msg);
+		bus_held_return(&c->held, "s", msg);
 	} else {
-		r = sd_bus_reply_method_return(c->call, "");
+		bus_held_return(&c->held, "");
 	}
-	/* The caller may have gone, or the connection: nothing to undo. */
-	if (r < 0)
-		log_debug("%s %s: cannot reply: %s", what[c->what], c->name, strerror(-r));
-	sd_bus_error_free(&e);
-	bus_dev_call_free(c);
-	bus_kick();
 }
 
 static int tap_attach_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
@@ -198,7 +182,7 @@ static int tap_attach_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 		return -ENOMEM;
 	r = device_attach(t, kind, tap_dev_done, c, &eb);
 	if (r < 0) {
-		bus_dev_call_free(c);
+		bus_held_free(&c->held);
 		log_info("Attach %s as %s refused: %s", tap_name(t), *kind ? kind : "a device",
 			 eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_DEVICE);
@@ -222,7 +206,7 @@ static int tap_detach_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 		return -ENOMEM;
 	r = device_detach(t, force, tap_dev_done, c, &eb);
 	if (r < 0) {
-		bus_dev_call_free(c);
+		bus_held_free(&c->held);
 		log_info("Detach %s refused: %s", tap_name(t), eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_DEVICE);
 	}
@@ -266,7 +250,7 @@ static int tap_destroy_detach(sd_bus_message *m, struct tap *t, sd_bus_error *e)
 		return -ENOMEM;
 	r = device_detach(t, false, tap_dev_done, c, &eb);
 	if (r < 0) {
-		bus_dev_call_free(c);
+		bus_held_free(&c->held);
 		log_info("Destroy %s refused: %s", tap_name(t), eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r == -ENXIO ? -EBUSY : r, &eb, BUS_OP_TAP);
 	}
@@ -288,58 +272,39 @@ static int tap_destroy_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	return sd_bus_reply_method_return(m, "");
 }
 
-/* A Pause() call waiting for its tap to drain. It holds the call, not the
- * tap: the tap may be gone by the time the core answers. */
-struct bus_pause {
-	sd_bus_message *call;
-	char name[TAP_NAME_MAX];
-};
-
 /* From the core, on the loop (or from tap_shutdown_all() at daemon stop):
- * the tap is paused, or will not be. Reply now and push the reply out, as
- * we are not inside sd_bus_process(). */
+ * the tap is paused, or will not be. arg is the held call, about the tap's
+ * name: the tap may be gone by now. */
 static void tap_pause_done(void *arg, int err)
 {
-	struct bus_pause *p = arg;
+	struct bus_held *p = arg;
 	sd_bus_error e = SD_BUS_ERROR_NULL;
-	int r;
+	struct errbuf eb = { { 0 } };
 
 	if (err < 0) {
-		log_info("Pause %s failed: %s", p->name, strerror(-err));
+		log_info("Pause %s failed: %s", p->about, strerror(-err));
 		if (err == -ESHUTDOWN)
-			sd_bus_error_setf(&e, BUS_ERR_SHUTTING_DOWN,
-					  "tapd is stopping: tap %s was not paused", p->name);
-		else
-			bus_core_error(&e, err, NULL, BUS_OP_TAP);
-		r = sd_bus_reply_method_error(p->call, &e);
-		sd_bus_error_free(&e);
+			err_set(&eb, "tapd is stopping: tap %s was not paused", p->about);
+		bus_core_error(&e, err, &eb, BUS_OP_TAP);
+		bus_held_error(p, &e);
 	} else {
-		r = sd_bus_reply_method_return(p->call, "");
+		bus_held_return(p, "");
 	}
-	/* The caller may have gone, or the connection: nothing to undo. */
-	if (r < 0)
-		log_debug("Pause %s: cannot reply: %s", p->name, strerror(-r));
-	sd_bus_message_unref(p->call);
-	free(p);
-	bus_kick();
 }
 
 static int tap_pause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 {
 	struct errbuf eb = { { 0 } };
 	struct tap *t = userdata;
-	struct bus_pause *p;
+	struct bus_held *p;
 	int r;
 
-	p = calloc(1, sizeof(*p));
+	p = bus_held_new(m, sizeof(*p), "Pause", tap_name(t));
 	if (!p)
 		return -ENOMEM;
-	snprintf(p->name, sizeof(p->name), "%s", tap_name(t));
-	p->call = sd_bus_message_ref(m);
 	r = tap_pause(t, tap_pause_done, p, &eb);
 	if (r < 0) {
-		sd_bus_message_unref(p->call);
-		free(p);
+		bus_held_free(p);
 		return bus_core_error(e, r, &eb, BUS_OP_TAP);
 	}
 	/* Answered by tap_pause_done() once in-flight requests are done. */
@@ -348,38 +313,25 @@ static int tap_pause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 
 /* An Unpause waiting for its image to open. */
 struct bus_unpause {
-	sd_bus_message *call;
-	char name[TAP_NAME_MAX];
-	char *image;
+	struct bus_held held; /* about the tap's name */
+	char image[];         /* for the log */
 };
-
-static void bus_unpause_free(struct bus_unpause *u)
-{
-	sd_bus_message_unref(u->call);
-	free(u->image);
-	free(u);
-}
 
 static void tap_unpause_done(void *arg, struct tap *t, int err, const struct errbuf *eb)
 {
 	struct bus_unpause *u = arg;
 	sd_bus_error e = SD_BUS_ERROR_NULL;
-	int r;
 
 	(void)t;
 	if (err < 0) {
-		log_info("Unpause %s on %s refused: %s", u->name, *u->image ? u->image : "its image",
+		log_info("Unpause %s on %s refused: %s", u->held.about,
+			 *u->image ? u->image : "its image",
 			 eb && eb->msg[0] ? eb->msg : strerror(-err));
 		bus_core_error(&e, err, eb, BUS_OP_TAP_UNPAUSE);
-		r = sd_bus_reply_method_error(u->call, &e);
-		sd_bus_error_free(&e);
+		bus_held_error(&u->held, &e);
 	} else {
-		r = sd_bus_reply_method_return(u->call, "");
+		bus_held_return(&u->held, "");
 	}
-	if (r < 0)
-		log_debug("Unpause %s: cannot reply: %s", u->name, strerror(-r));
-	bus_unpause_free(u);
-	bus_kick();
 }
 
 /* Answered by tap_unpause_done once the image is open. */
@@ -399,16 +351,13 @@ static int tap_unpause_cb(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	if (tap_state(t) != TAP_PAUSED)
 		return sd_bus_error_setf(e, BUS_ERR_NOT_PAUSED, "tap %s is %s, not paused",
 					 tap_name(t), tap_state_name(tap_state(t)));
-	u = calloc(1, sizeof(*u));
-	if (!u || !(u->image = strdup(image))) {
-		free(u);
+	u = bus_held_new(m, sizeof(*u) + strlen(image) + 1, "Unpause", tap_name(t));
+	if (!u)
 		return -ENOMEM;
-	}
-	snprintf(u->name, sizeof(u->name), "%s", tap_name(t));
-	u->call = sd_bus_message_ref(m);
+	strcpy(u->image, image);
 	r = tap_unpause(t, image, tap_unpause_done, u, &eb);
 	if (r < 0) {
-		bus_unpause_free(u);
+		bus_held_free(&u->held);
 		log_info("Unpause %s on %s refused: %s", tap_name(t), *image ? image : "its image",
 			 eb.msg[0] ? eb.msg : strerror(-r));
 		return bus_core_error(e, r, &eb, BUS_OP_TAP_UNPAUSE);
