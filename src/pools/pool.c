@@ -67,7 +67,6 @@ static struct event_base *pool_base;
 static void (*pool_listener)(struct pool *p, enum pool_event ev);
 static bool pool_lock = true;
 static unsigned pool_count;
-static uint64_t pool_pending; /* bytes ops have still to map */
 
 static void pool_notify(struct pool *p, enum pool_event ev)
 {
@@ -289,12 +288,24 @@ static int pool_check_size(uint64_t size, struct errbuf *eb)
 	return 0;
 }
 
+/* Bytes the creates and grows in progress have still to map. */
+static uint64_t pool_pending(void)
+{
+	uint64_t n = 0;
+	struct pool *p;
+
+	TAILQ_FOREACH(p, &pools, link)
+		if (p->op)
+			n += p->op->total - p->op->added;
+	return n;
+}
+
 static int pool_check_mem(const char *name, uint64_t asked, struct errbuf *eb)
 {
 	struct pool_mem m;
 
 	pool_mem_read(&m);
-	m.pending = pool_pending;
+	m.pending = pool_pending();
 	m.lock = pool_lock;
 	return pool_mem_check(name, asked, &m, eb);
 }
@@ -403,7 +414,6 @@ static void pool_op_finish(struct pool_op *op, int err, const char *msg)
 
 	if (err == 0 && !done)
 		err = -ESHUTDOWN; /* pool_stop() answered it: undo */
-	pool_pending -= op->total - op->added;
 	p->op = NULL;
 	p->state = POOL_READY;
 	if (err == 0) {
@@ -448,7 +458,6 @@ static void pool_op_done(struct worker_job *job)
 	TAILQ_INSERT_TAIL(&op->fresh, op->cur, link);
 	op->cur = NULL;
 	op->added += b;
-	pool_pending -= b;
 	if (op->big)
 		op->big = 0;
 	else
@@ -488,7 +497,6 @@ static int pool_op_start(struct pool *p, uint64_t size, uint64_t big, uint64_t r
 	op->arg = arg;
 	TAILQ_INIT(&op->fresh);
 	p->op = op;
-	pool_pending += op->total;
 	worker_submit(&op->job);
 	return 1;
 }
