@@ -166,12 +166,13 @@ void worker_teardown(void)
 		event_free(w.ev);
 	w.ev = NULL;
 	/* Spawned threads still out (stuck in a call that never returns)
-	 * find no eventfd and drop their job: the process is ending. */
+	 * find no eventfd and drop their job, and a call they ask of the
+	 * loop waits for good: the process is ending. The loop thread stays
+	 * the loop, so that worker_on_loop() does not say yes on theirs. */
 	pthread_mutex_lock(&w.lock);
 	if (w.efd >= 0)
 		close(w.efd);
 	w.efd = -1;
-	w.have_loop = false;
 	w.todo.head = w.todo.tail = w.done.head = w.done.tail = NULL;
 	pthread_mutex_unlock(&w.lock);
 }

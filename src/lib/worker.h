@@ -39,7 +39,8 @@ void worker_submit(struct worker_job *job);
 int worker_spawn(struct worker_job *job);
 /* Run fn(arg) on the loop thread and wait until it returns: for the few
  * calls a spawned job must make there (they must not block). On the loop
- * itself, or without a loop (tools), a plain call. */
+ * itself, or without a loop (tools), a plain call; from another thread
+ * after worker_teardown, it never returns (the process is ending). */
 void worker_call_on_loop(void (*fn)(void *arg), void *arg);
 /* True on the loop thread, and everywhere before worker_setup. */
 bool worker_on_loop(void);

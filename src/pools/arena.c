@@ -1,7 +1,7 @@
 /* Arenas: one anonymous mapping of a pool's memory, populated and (where
  * asked) mlocked, with a bitmap of its pages; a buffer is a first-fit run
- * of pages inside one arena. The pool (pool.c) owns its list of arenas and
- * decides when to map and unmap them. */
+ * of pages inside one arena. The pool (buffers.c, grow.c) owns its list
+ * of arenas and decides when to map and unmap them. */
 #include "arena.h"
 
 #include <errno.h>

@@ -65,43 +65,43 @@ void pool_mem_read(struct pool_mem *m)
 		m->lock_limit = rl.rlim_cur;
 }
 
+/* What is left of limit once used is taken. */
+static uint64_t room_left(uint64_t limit, uint64_t used)
+{
+	return limit > used ? limit - used : 0;
+}
+
 int pool_mem_check(const char *name, uint64_t asked, const struct pool_mem *m, struct errbuf *eb)
 {
 	uint64_t reserve =
 		m->total == UINT64_MAX ? POOL_RESERVE_MAX : MIN(POOL_RESERVE_MAX, m->total / 16);
-	const char *verb = m->lock ? "available to lock" : "available";
-	char s1[16], s2[16], s3[16], s4[16], others[48] = "";
-	uint64_t room;
+	uint64_t mem_room = UINT64_MAX, lock_room = UINT64_MAX, room;
+	char s1[16], s2[16], s3[16], s4[16], others[48] = "", why[160];
 
+	if (m->available != UINT64_MAX)
+		mem_room = room_left(m->available, reserve + m->pending);
+	if (m->lock && m->lock_limit != UINT64_MAX)
+		lock_room = room_left(m->lock_limit, m->locked + m->pending);
+	if (asked <= mem_room && asked <= lock_room)
+		return 0;
 	if (m->pending)
 		snprintf(others, sizeof(others), ", %s being mapped for other pools",
 			 format_size(m->pending, s4, sizeof(s4)));
-	if (m->available != UINT64_MAX) {
-		room = m->available > reserve + m->pending ? m->available - reserve - m->pending
-							   : 0;
-		if (asked > room) {
-			err_set(eb,
-				"pool '%s': %" PRIu64 " bytes asked, %s %s (MemAvailable %s "
-				"less %s reserve%s)",
-				name, asked, format_size(room, s1, sizeof(s1)), verb,
-				format_size(m->available, s2, sizeof(s2)),
-				format_size(reserve, s3, sizeof(s3)), others);
-			return -ENOMEM;
-		}
+	if (asked > mem_room) {
+		room = mem_room;
+		snprintf(why, sizeof(why), "MemAvailable %s less %s reserve%s",
+			 format_size(m->available, s2, sizeof(s2)),
+			 format_size(reserve, s3, sizeof(s3)), others);
+	} else {
+		room = lock_room;
+		snprintf(why, sizeof(why),
+			 "RLIMIT_MEMLOCK %s, %s locked already%s; raise LimitMEMLOCK or grant "
+			 "CAP_IPC_LOCK",
+			 format_size(m->lock_limit, s2, sizeof(s2)),
+			 format_size(m->locked, s3, sizeof(s3)), others);
 	}
-	if (m->lock && m->lock_limit != UINT64_MAX) {
-		uint64_t used = m->locked + m->pending;
-
-		room = m->lock_limit > used ? m->lock_limit - used : 0;
-		if (asked > room) {
-			err_set(eb,
-				"pool '%s': %" PRIu64 " bytes asked, %s %s (RLIMIT_MEMLOCK %s, "
-				"%s locked already%s; raise LimitMEMLOCK or grant CAP_IPC_LOCK)",
-				name, asked, format_size(room, s1, sizeof(s1)), verb,
-				format_size(m->lock_limit, s2, sizeof(s2)),
-				format_size(m->locked, s3, sizeof(s3)), others);
-			return -ENOMEM;
-		}
-	}
-	return 0;
+	err_set(eb, "pool '%s': %" PRIu64 " bytes asked, %s %s (%s)", name, asked,
+		format_size(room, s1, sizeof(s1)), m->lock ? "available to lock" : "available",
+		why);
+	return -ENOMEM;
 }
