@@ -513,12 +513,8 @@ void nbd_server_adopt_close(unsigned id)
 
 uint16_t nbd_server_adopt_flags(const struct tap *t)
 {
-	struct nbd_caps caps = {
-		.read_only = tap_read_only(t),
-		.fast_zero = tap_can_fast_zero(t),
-	};
-
-	return nbd_tx_flags(&caps);
+	/* As nbd_hs_adopt's connection will check them: simple replies. */
+	return nbd_hs_export_flags(t, false);
 }
 
 /* ---- server ---- */
