@@ -270,21 +270,6 @@ static int nl_family(int fd)
 
 /* ---- sysfs (on the job's thread) -------------------------------------- */
 
-static int read_line(const char *path, char *buf, size_t len)
-{
-	FILE *f = fopen(path, "re");
-	int ret = 0;
-
-	if (!f)
-		return -errno;
-	if (!fgets(buf, (int)len, f))
-		ret = -EIO;
-	else
-		buf[strcspn(buf, "\n")] = '\0';
-	fclose(f);
-	return ret;
-}
-
 static bool exists(const char *path)
 {
 	return access(path, F_OK) == 0;
@@ -298,7 +283,7 @@ static bool tapd_alive(long pid)
 	if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno == ESRCH))
 		return false;
 	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-	return read_line(path, comm, sizeof(comm)) == 0 && strcmp(comm, "tapd") == 0;
+	return device_read_line(path, comm, sizeof(comm)) == 0 && strcmp(comm, "tapd") == 0;
 }
 
 /* A device a dead tapd connected for this tap and the kernel still has
@@ -325,7 +310,8 @@ static int find_left(struct knbd *k)
 		if (*end || end == e->d_name + 3)
 			continue;
 		snprintf(path, sizeof(path), "/sys/block/%s/backend", e->d_name);
-		if (read_line(path, line, sizeof(line)) < 0 || strncmp(line, "tapd:", 5) != 0)
+		if (device_read_line(path, line, sizeof(line)) < 0 ||
+		    strncmp(line, "tapd:", 5) != 0)
 			continue;
 		pid = strtol(line + 5, &end, 10);
 		if (*end != ':' || strcmp(end + 1, k->tap) != 0)
@@ -454,7 +440,7 @@ static void knbd_attach_run(struct worker_job *job)
 		}
 	}
 	snprintf(path, sizeof(path), "/sys/block/nbd%d/dev", k->index);
-	if (read_line(path, line, sizeof(line)) == 0 && sscanf(line, "%u:%u", &ma, &mi) == 2)
+	if (device_read_line(path, line, sizeof(line)) == 0 && sscanf(line, "%u:%u", &ma, &mi) == 2)
 		k->devnum = makedev(ma, mi);
 out:
 	if (fd >= 0)
