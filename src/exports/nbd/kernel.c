@@ -59,7 +59,7 @@ struct knbd;
  * job gave it to the kernel. */
 struct knbd_conn {
 	struct knbd *k;
-	unsigned id; /* 0: gone */
+	unsigned id; /* 0: gone (or never made) */
 	int kfd;     /* the kernel's end, -1 once closed */
 };
 
@@ -85,7 +85,6 @@ struct knbd {
 	bool running;
 	bool checking;	   /* the running job is a check */
 	bool detach_queued; /* a detach waits for the check */
-	unsigned live;	   /* adopted connections not gone */
 };
 
 static void knbd_fail(struct knbd *k, int err, const char *fmt, ...)
@@ -523,15 +522,23 @@ static int knbd_spawn(struct knbd *k, struct errbuf *eb);
 static void knbd_detach_done(struct worker_job *job);
 static void knbd_check_done(struct worker_job *job);
 
+/* Whether an adopted connection is not gone yet. */
+static bool knbd_live(const struct knbd *k)
+{
+	for (unsigned i = 0; i < k->n; i++)
+		if (k->conn[i].id)
+			return true;
+	return false;
+}
+
 static void conn_gone(void *arg)
 {
 	struct knbd_conn *kc = arg;
 	struct knbd *k = kc->k;
-
 	struct errbuf eb = { { 0 } };
 
 	kc->id = 0;
-	if (!k->live || --k->live || device_state(k->dev) != DEVICE_ATTACHED || k->running ||
+	if (knbd_live(k) || device_state(k->dev) != DEVICE_ATTACHED || k->running ||
 	    nbd_server_stopping())
 		return;
 	k->unconfigured = false;
@@ -662,7 +669,6 @@ static int knbd_pairs(struct knbd *k, struct tap *t, struct errbuf *eb)
 			return id;
 		}
 		k->conn[i].id = (unsigned)id;
-		k->live++;
 	}
 	return 0;
 }
