@@ -653,8 +653,10 @@ static int knbd_pairs(struct knbd *k, struct tap *t, struct errbuf *eb)
 		int sv[2], id;
 
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-			err_set(eb, "nbd: socketpair: %s", strerror(errno));
-			return -errno;
+			int err = -errno;
+
+			err_set(eb, "nbd: socketpair: %s", strerror(-err));
+			return err;
 		}
 		if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
 			err_set(eb, "nbd: socketpair: %s", strerror(errno));
