@@ -1,6 +1,6 @@
 /* Taps as kernel block devices: the attach API that every kind of device
- * (fuse: a loop device over the tap's FUSE file; later ublk and kernel
- * NBD) plugs into as one row of ops. This file keeps which tap has which
+ * (fuse: a loop device over the tap's FUSE file; ublk; nbd: the kernel's
+ * NBD client) plugs into as one row of ops. This file keeps which tap has which
  * device, holds the control plane's calls while a kind works, and tells
  * the control plane when a tap's devices change; the kinds do the kernel
  * work, off the loop thread.
