@@ -234,7 +234,7 @@ struct nbd_conn {
 
 	/* Adopted (nbd_server_adopt): the kernel's nbd driver is the client,
 	 * in transmission from the start; gone(gone_arg) is called from the
-	 * loop when the connection is freed, unless nbd_server_adopt_forget
+	 * loop when the connection is freed, unless nbd_server_adopt_close
 	 * took it back. */
 	bool adopted;
 	void (*gone)(void *arg);

@@ -490,14 +490,6 @@ static struct nbd_conn *conn_by_id(unsigned id)
 	return NULL;
 }
 
-void nbd_server_adopt_forget(unsigned id)
-{
-	struct nbd_conn *c = conn_by_id(id);
-
-	if (c && c->adopted)
-		c->gone = NULL;
-}
-
 void nbd_server_adopt_close(unsigned id)
 {
 	struct nbd_conn *c = conn_by_id(id);
