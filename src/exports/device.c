@@ -496,6 +496,21 @@ void device_gone(struct device *dev)
 
 /* ---- who holds a block device (blocking threads) ------------------------ */
 
+int device_read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	int ret = 0;
+
+	if (!f)
+		return -errno;
+	if (!fgets(buf, (int)len, f))
+		ret = -EIO;
+	else
+		buf[strcspn(buf, "\n")] = '\0';
+	fclose(f);
+	return ret;
+}
+
 int device_holder(const char *devname, dev_t devnum, char *msg, size_t len)
 {
 	char path[PATH_MAX], line[4096];
@@ -540,7 +555,6 @@ int device_opener(const char *target, char *msg, size_t len)
 	struct dirent *p, *fd;
 	DIR *proc = opendir("/proc"), *fds;
 	ssize_t n;
-	FILE *f;
 	int pid;
 
 	while (proc && (p = readdir(proc)) && scanned < DEVICE_OPENER_SCAN_MAX) {
@@ -562,13 +576,8 @@ int device_opener(const char *target, char *msg, size_t len)
 			closedir(fds);
 			closedir(proc);
 			snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-			comm[0] = '\0';
-			f = fopen(path, "re");
-			if (f) {
-				if (fgets(comm, sizeof(comm), f))
-					comm[strcspn(comm, "\n")] = '\0';
-				fclose(f);
-			}
+			if (device_read_line(path, comm, sizeof(comm)) < 0)
+				comm[0] = '\0';
 			snprintf(msg, len, "%s is open by pid %d (%s)", target, pid, comm);
 			return 0;
 		}

@@ -1,6 +1,6 @@
 /* Taps as kernel block devices: the attach API that every kind of device
- * (fuse: a loop device over the tap's FUSE file; later ublk and kernel
- * NBD) plugs into as one row of ops. This file keeps which tap has which
+ * (fuse: a loop device over the tap's FUSE file; ublk; nbd: the kernel's
+ * NBD client) plugs into as one row of ops. This file keeps which tap has which
  * device, holds the control plane's calls while a kind works, and tells
  * the control plane when a tap's devices change; the kinds do the kernel
  * work, off the loop thread.
@@ -134,6 +134,11 @@ void device_detach_reply(struct device *dev, int err, const char *msg);
  * kind's priv must be freed by the kind before. */
 void device_gone(struct device *dev);
 
+/* The first line of a small file (sysfs, /proc) into buf, without its
+ * newline: 0, or a negative errno (-EIO: empty). It may wait for the
+ * file's system: for the kinds' threads (and the start, before the loop
+ * serves). */
+int device_read_line(const char *path, char *buf, size_t len);
 /* On a blocking thread: who holds the block device devname ("loop3",
  * number devnum) open exclusively: a mount (named from mountinfo) or a
  * holder in /sys/block/NAME/holders. Fills msg and returns -EBUSY, or 0

@@ -38,6 +38,8 @@
 
 /* How long the kernel may keep a tap's attributes (a tap keeps its size). */
 #define FX_ATTR_TIMEOUT 1.0
+/* The most a READDIR answers at once (the kernel asks for a page or so). */
+#define FX_DIR_MAX 65536
 
 static struct {
 	struct event_base *base;
@@ -46,6 +48,8 @@ static struct {
 	struct event *ev;
 	bool reading;
 	struct fuse_buf buf;
+	/* A READDIR's answer, sent before the next request is read. */
+	char dirents[FX_DIR_MAX];
 	time_t mounted_at;
 	/* Why the mount does not serve, for the device kind's available(). */
 	char why[256];
@@ -224,9 +228,9 @@ static void fx_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fx_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	char *buf = fs.dirents;
 	struct stat st;
 	size_t used = 0, n;
-	char *buf;
 	off_t i = 0;
 
 	(void)fi;
@@ -234,12 +238,7 @@ static void fx_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	size = MIN(size, (size_t)65536);
-	buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	size = MIN(size, sizeof(fs.dirents));
 	fx_root_attr(&st);
 	for (i = off; i < 2; i++) {
 		n = fuse_add_direntry(req, buf + used, size - used, i ? ".." : ".", &st, i + 1);
@@ -259,7 +258,6 @@ static void fx_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 full:
 	fuse_reply_buf(req, buf, used);
-	free(buf);
 }
 
 static struct fx_open *fx_fh(const struct fuse_file_info *fi)

@@ -147,15 +147,8 @@ static struct fx_io *slot_get(fuse_req_t fr, struct fx_open *fo, enum fx_op op)
 	/* The reader reads only with a slot free (fx_io_can_read). */
 	TAILQ_REMOVE(&io.free, s, link);
 	io.busy++;
-	memset(&s->req, 0, sizeof(s->req));
-	s->fr = fr;
-	s->fo = fo;
-	s->op = op;
-	s->prepared = false;
-	s->staged = false;
-	s->wdata = NULL;
-	s->spill = NULL;
-	s->spill_len = 0;
+	/* Nothing of the last request it served carries over. */
+	*s = (struct fx_io){ .fr = fr, .fo = fo, .op = op };
 	fo->refs++;
 	return s;
 }

@@ -160,10 +160,9 @@ static int loop_bind(struct fx_loop *l, int bfd)
 static void loop_attach_run(struct worker_job *job)
 {
 	struct fx_loop *l = container_of(job, struct fx_loop, job);
-	char path[PATH_MAX];
+	char path[PATH_MAX], dio[8];
 	struct stat st;
 	int bfd, lfd;
-	FILE *f;
 
 	/* The open below is ours (fs.c matches the claim by thread). */
 	__atomic_store_n(&l->claim.tid, (int)gettid(), __ATOMIC_RELEASE);
@@ -177,10 +176,7 @@ static void loop_attach_run(struct worker_job *job)
 		if (fstat(lfd, &st) == 0)
 			l->devnum = st.st_rdev;
 		snprintf(path, sizeof(path), "/sys/block/loop%d/loop/dio", l->number);
-		f = fopen(path, "re");
-		l->dio = f && fgetc(f) == '1';
-		if (f)
-			fclose(f);
+		l->dio = device_read_line(path, dio, sizeof(dio)) == 0 && dio[0] == '1';
 		close(lfd);
 	}
 	/* The loop device holds the file now (or nobody does). */

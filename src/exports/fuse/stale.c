@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "exports/device.h"
 #include "lib/log.h"
 #include "lib/worker.h"
 #include "internal.h"
@@ -57,17 +58,10 @@ static struct {
 static void fx_backing_file(int number, char *buf, size_t len)
 {
 	char path[96];
-	FILE *f;
 
-	buf[0] = '\0';
 	snprintf(path, sizeof(path), "/sys/block/loop%d/loop/backing_file", number);
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	if (!fgets(buf, (int)len, f))
+	if (device_read_line(path, buf, len) < 0)
 		buf[0] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	fclose(f);
 }
 
 static bool fx_clear_loop(int number)

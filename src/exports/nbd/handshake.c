@@ -101,12 +101,12 @@ static struct tap *find_export(const char *name, size_t len)
 	return tap_find(buf);
 }
 
-static uint16_t export_flags(struct nbd_conn *c, struct tap *t)
+uint16_t nbd_hs_export_flags(const struct tap *t, bool structured)
 {
 	struct nbd_caps caps = {
 		.read_only = tap_read_only(t),
 		.fast_zero = tap_can_fast_zero(t),
-		.structured = c->structured,
+		.structured = structured,
 	};
 
 	return nbd_tx_flags(&caps);
@@ -120,7 +120,7 @@ static int enter_transmission(struct nbd_conn *c, struct tap *t)
 		return nbd_fail(c, -ENOMEM, "out of memory for the request table");
 	c->tx = true;
 	c->view.size = tap_size(t);
-	c->view.tx_flags = export_flags(c, t);
+	c->view.tx_flags = nbd_hs_export_flags(t, c->structured);
 	c->view.max_len = TAP_REQ_MAX;
 	/* Contexts chosen for another export do not carry over. */
 	c->view.meta = c->meta_set && strcmp(c->meta_export, tap_name(t)) == 0;
@@ -182,7 +182,7 @@ static int put_infos(struct nbd_conn *c, uint32_t opt, struct tap *t, const stru
 	const char *name = tap_name(t), *desc = tap_image(t);
 	size_t n;
 
-	n = nbd_encode_info_export(buf, opt, tap_size(t), export_flags(c, t));
+	n = nbd_encode_info_export(buf, opt, tap_size(t), nbd_hs_export_flags(t, c->structured));
 	n += nbd_encode_info_block_size(buf + n, opt, 1, MAX(4096u, tap_align(t)), TAP_REQ_MAX);
 	if (hs_put(c, buf, n) < 0)
 		return -ENOMEM;

@@ -234,7 +234,7 @@ struct nbd_conn {
 
 	/* Adopted (nbd_server_adopt): the kernel's nbd driver is the client,
 	 * in transmission from the start; gone(gone_arg) is called from the
-	 * loop when the connection is freed, unless nbd_server_adopt_forget
+	 * loop when the connection is freed, unless nbd_server_adopt_close
 	 * took it back. */
 	bool adopted;
 	void (*gone)(void *arg);
@@ -441,6 +441,11 @@ int nbd_hs_greet(struct nbd_conn *c);
 /* A connection that skips the handshake (adopted): in transmission on t
  * (attached by the caller) with simple replies. 0, or -ENOMEM. */
 int nbd_hs_adopt(struct nbd_conn *c, struct tap *t);
+/* The transmission flags of an export of t, the one place they are
+ * chosen: what a client is told, what its requests are checked against
+ * (c->view.tx_flags), and what the kernel's client of an adopted
+ * connection is told (nbd_server_adopt_flags, structured false). */
+uint16_t nbd_hs_export_flags(const struct tap *t, bool structured);
 /* Act on buffered input in RS_FLAGS / RS_OPT; same return convention as
  * the input side's consume step (1 progress, 0 need bytes, -EAGAIN wait,
  * another negative errno: c failed). */

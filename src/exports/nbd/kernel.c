@@ -59,7 +59,7 @@ struct knbd;
  * job gave it to the kernel. */
 struct knbd_conn {
 	struct knbd *k;
-	unsigned id; /* 0: gone */
+	unsigned id; /* 0: gone (or never made) */
 	int kfd;     /* the kernel's end, -1 once closed */
 };
 
@@ -85,7 +85,6 @@ struct knbd {
 	bool running;
 	bool checking;	   /* the running job is a check */
 	bool detach_queued; /* a detach waits for the check */
-	unsigned live;	   /* adopted connections not gone */
 };
 
 static void knbd_fail(struct knbd *k, int err, const char *fmt, ...)
@@ -270,21 +269,6 @@ static int nl_family(int fd)
 
 /* ---- sysfs (on the job's thread) -------------------------------------- */
 
-static int read_line(const char *path, char *buf, size_t len)
-{
-	FILE *f = fopen(path, "re");
-	int ret = 0;
-
-	if (!f)
-		return -errno;
-	if (!fgets(buf, (int)len, f))
-		ret = -EIO;
-	else
-		buf[strcspn(buf, "\n")] = '\0';
-	fclose(f);
-	return ret;
-}
-
 static bool exists(const char *path)
 {
 	return access(path, F_OK) == 0;
@@ -298,7 +282,7 @@ static bool tapd_alive(long pid)
 	if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno == ESRCH))
 		return false;
 	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-	return read_line(path, comm, sizeof(comm)) == 0 && strcmp(comm, "tapd") == 0;
+	return device_read_line(path, comm, sizeof(comm)) == 0 && strcmp(comm, "tapd") == 0;
 }
 
 /* A device a dead tapd connected for this tap and the kernel still has
@@ -325,7 +309,8 @@ static int find_left(struct knbd *k)
 		if (*end || end == e->d_name + 3)
 			continue;
 		snprintf(path, sizeof(path), "/sys/block/%s/backend", e->d_name);
-		if (read_line(path, line, sizeof(line)) < 0 || strncmp(line, "tapd:", 5) != 0)
+		if (device_read_line(path, line, sizeof(line)) < 0 ||
+		    strncmp(line, "tapd:", 5) != 0)
 			continue;
 		pid = strtol(line + 5, &end, 10);
 		if (*end != ':' || strcmp(end + 1, k->tap) != 0)
@@ -454,7 +439,7 @@ static void knbd_attach_run(struct worker_job *job)
 		}
 	}
 	snprintf(path, sizeof(path), "/sys/block/nbd%d/dev", k->index);
-	if (read_line(path, line, sizeof(line)) == 0 && sscanf(line, "%u:%u", &ma, &mi) == 2)
+	if (device_read_line(path, line, sizeof(line)) == 0 && sscanf(line, "%u:%u", &ma, &mi) == 2)
 		k->devnum = makedev(ma, mi);
 out:
 	if (fd >= 0)
@@ -537,15 +522,23 @@ static int knbd_spawn(struct knbd *k, struct errbuf *eb);
 static void knbd_detach_done(struct worker_job *job);
 static void knbd_check_done(struct worker_job *job);
 
+/* Whether an adopted connection is not gone yet. */
+static bool knbd_live(const struct knbd *k)
+{
+	for (unsigned i = 0; i < k->n; i++)
+		if (k->conn[i].id)
+			return true;
+	return false;
+}
+
 static void conn_gone(void *arg)
 {
 	struct knbd_conn *kc = arg;
 	struct knbd *k = kc->k;
-
 	struct errbuf eb = { { 0 } };
 
 	kc->id = 0;
-	if (!k->live || --k->live || device_state(k->dev) != DEVICE_ATTACHED || k->running ||
+	if (knbd_live(k) || device_state(k->dev) != DEVICE_ATTACHED || k->running ||
 	    nbd_server_stopping())
 		return;
 	k->unconfigured = false;
@@ -660,8 +653,10 @@ static int knbd_pairs(struct knbd *k, struct tap *t, struct errbuf *eb)
 		int sv[2], id;
 
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-			err_set(eb, "nbd: socketpair: %s", strerror(errno));
-			return -errno;
+			int err = -errno;
+
+			err_set(eb, "nbd: socketpair: %s", strerror(-err));
+			return err;
 		}
 		if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
 			err_set(eb, "nbd: socketpair: %s", strerror(errno));
@@ -676,7 +671,6 @@ static int knbd_pairs(struct knbd *k, struct tap *t, struct errbuf *eb)
 			return id;
 		}
 		k->conn[i].id = (unsigned)id;
-		k->live++;
 	}
 	return 0;
 }

@@ -490,14 +490,6 @@ static struct nbd_conn *conn_by_id(unsigned id)
 	return NULL;
 }
 
-void nbd_server_adopt_forget(unsigned id)
-{
-	struct nbd_conn *c = conn_by_id(id);
-
-	if (c && c->adopted)
-		c->gone = NULL;
-}
-
 void nbd_server_adopt_close(unsigned id)
 {
 	struct nbd_conn *c = conn_by_id(id);
@@ -513,12 +505,8 @@ void nbd_server_adopt_close(unsigned id)
 
 uint16_t nbd_server_adopt_flags(const struct tap *t)
 {
-	struct nbd_caps caps = {
-		.read_only = tap_read_only(t),
-		.fast_zero = tap_can_fast_zero(t),
-	};
-
-	return nbd_tx_flags(&caps);
+	/* As nbd_hs_adopt's connection will check them: simple replies. */
+	return nbd_hs_export_flags(t, false);
 }
 
 /* ---- server ---- */

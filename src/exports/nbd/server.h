@@ -79,9 +79,6 @@ int nbd_server_adopt(struct event_base *base, int fd, struct tap *t, void (*gone
 		     void *arg, struct errbuf *eb);
 /* The transmission flags of an adopted connection on t. */
 uint16_t nbd_server_adopt_flags(const struct tap *t);
-/* Take back an adopted connection's gone callback (its caller goes
- * first). */
-void nbd_server_adopt_forget(unsigned id);
 /* Close an adopted connection once its requests in flight are answered;
  * its gone callback is not called. */
 void nbd_server_adopt_close(unsigned id);
