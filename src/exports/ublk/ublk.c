@@ -23,7 +23,6 @@
 static struct {
 	struct event_base *base;
 	LIST_HEAD(, ub_dev) devs;
-	unsigned ndevs;
 } U;
 
 static void ub_free(struct ub_dev *ud)
@@ -37,7 +36,6 @@ static void ub_free(struct ub_dev *ud)
 	if (ud->bufs)
 		munmap(ud->bufs, (size_t)UB_DEPTH * ud->max_io);
 	LIST_REMOVE(ud, link);
-	U.ndevs--;
 	tap_detach(ud->tap);
 	free(ud);
 }
@@ -210,7 +208,6 @@ static int ub_attach(struct device *dev, struct errbuf *eb)
 	ud->flush = tap_can_flush(t);
 	ud->fua = tap_can_fua(t);
 	LIST_INSERT_HEAD(&U.devs, ud, link);
-	U.ndevs++;
 	ud->bufs = mmap(NULL, (size_t)UB_DEPTH * ud->max_io, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (ud->bufs == MAP_FAILED) {
