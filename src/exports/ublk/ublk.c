@@ -40,14 +40,20 @@ static void ub_free(struct ub_dev *ud)
 	free(ud);
 }
 
+/* Start a job on ud (job_running until its done callback clears it). */
 static int ub_spawn(struct ub_dev *ud, void (*run)(struct worker_job *),
 		    void (*done)(struct worker_job *))
 {
+	int ret;
+
 	ud->err = 0;
 	ud->msg[0] = '\0';
 	ud->job.run = run;
 	ud->job.done = done;
-	return worker_spawn(&ud->job);
+	ret = worker_spawn(&ud->job);
+	if (ret < 0)
+		ud->job.run = NULL;
+	return ret;
 }
 
 static bool job_running(const struct ub_dev *ud)
@@ -75,19 +81,27 @@ static void del_slow(evutil_socket_t fd, short what, void *arg)
 	device_detach_reply(ud->dev, 0, NULL);
 }
 
-static void del_done(struct worker_job *job)
+/* The kernel has let the device go (or never had it of ours): free it and
+ * tell the device layer, if it still knows it. */
+static void dev_end(struct ub_dev *ud)
 {
-	struct ub_dev *ud = container_of(job, struct ub_dev, job);
 	struct device *dev = ud->dev;
 
-	ud->job.run = NULL;
-	if (ud->err)
-		log_warn("%s", ud->msg);
 	ub_free(ud);
 	if (dev) {
 		device_set_priv(dev, NULL);
 		device_gone(dev);
 	}
+}
+
+static void del_done(struct worker_job *job)
+{
+	struct ub_dev *ud = container_of(job, struct ub_dev, job);
+
+	ud->job.run = NULL;
+	if (ud->err)
+		log_warn("%s", ud->msg);
+	dev_end(ud);
 }
 
 /* After STOP_DEV: once nothing is in the ring or in flight, close
@@ -106,22 +120,20 @@ static void dev_maybe_drained(struct ub_dev *ud)
 	ud->cfd = -1;
 	if (!ud->added && !ud->started) {
 		/* Nothing of ours in the kernel (a failed recovery). */
-		ud->job.run = ub_del_run;
-		del_done(&ud->job);
+		dev_end(ud);
 		return;
 	}
 	ret = ub_spawn(ud, ub_del_run, del_done);
-	if (ret == 0 && ud->dev && (ud->slow = evtimer_new(U.base, del_slow, ud))) {
+	if (ret < 0) {
+		log_warn("ublk: /dev/ublkb%d: cannot start a thread to delete it: %s", ud->id,
+			 strerror(-ret));
+		dev_end(ud);
+		return;
+	}
+	if (ud->dev && (ud->slow = evtimer_new(U.base, del_slow, ud))) {
 		struct timeval tv = {0, UB_DEL_SLOW_MS * 1000};
 
 		evtimer_add(ud->slow, &tv);
-	}
-	if (ret < 0) {
-		ud->job.run = NULL;
-		log_warn("ublk: /dev/ublkb%d: cannot start a thread to delete it: %s", ud->id,
-			 strerror(-ret));
-		ud->job.run = ub_del_run;
-		del_done(&ud->job);
 	}
 }
 
@@ -237,10 +249,8 @@ static int ub_detach(struct device *dev, bool force, struct errbuf *eb)
 
 	ud->force = force;
 	ret = ub_spawn(ud, ub_stop_run, stop_done);
-	if (ret < 0) {
-		ud->job.run = NULL;
+	if (ret < 0)
 		err_set(eb, "cannot start a thread: %s", strerror(-ret));
-	}
 	return ret;
 }
 
