@@ -8,7 +8,8 @@
  * UBLK_F_USER_COPY the driver copies to and from the address a tag's
  * command names, for the next request as well as this one: each tag has
  * a buffer of its own of UB_MAX_IO bytes, copied to and from the tap's
- * buffer. */
+ * buffer. The commands queued in one pass of the loop go to the kernel
+ * in one io_uring_enter. */
 #include <errno.h>
 #include <liburing.h>
 #include <string.h>
@@ -30,7 +31,22 @@ static struct {
 	bool ring_up;
 	int efd;
 	struct event *ev;
+	/* Deferred: the commands queued while the loop ran its callbacks go
+	 * to the kernel in one io_uring_enter (as lib/aio.c's io_submit). */
+	struct event *submit_ev;
 } R = {.efd = -1};
+
+static void ring_submit(evutil_socket_t fd, short what, void *arg)
+{
+	int ret;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	ret = io_uring_submit(&R.ring);
+	if (ret < 0)
+		log_warn("ublk: io_uring_submit: %s", strerror(-ret));
+}
 
 static struct io_uring_sqe *ring_sqe(void)
 {
@@ -43,12 +59,12 @@ static struct io_uring_sqe *ring_sqe(void)
 	return sqe;
 }
 
-/* FETCH_REQ (first) or COMMIT_AND_FETCH_REQ with result. */
+/* Queue FETCH_REQ (first) or COMMIT_AND_FETCH_REQ with result, submitted
+ * once the loop has run this pass's callbacks. */
 static int tag_cmd(struct ub_tag *tg, unsigned op, int result)
 {
 	struct io_uring_sqe *sqe = ring_sqe();
 	struct ublksrv_io_cmd *cmd;
-	int ret;
 
 	if (!sqe)
 		return -EAGAIN;
@@ -62,8 +78,8 @@ static int tag_cmd(struct ub_tag *tg, unsigned op, int result)
 	io_uring_sqe_set_data(sqe, tg);
 	tg->in_ring = true;
 	tg->ud->in_ring++;
-	ret = io_uring_submit(&R.ring);
-	return ret < 0 ? ret : 0;
+	event_active(R.submit_ev, 0, 0);
+	return 0;
 }
 
 static void tag_commit(struct ub_tag *tg, int result)
@@ -220,7 +236,8 @@ static int ring_up(void)
 		goto fail;
 	}
 	R.ev = event_new(R.base, R.efd, EV_READ | EV_PERSIST, on_ring, NULL);
-	if (!R.ev || event_add(R.ev, NULL) < 0) {
+	R.submit_ev = event_new(R.base, -1, 0, ring_submit, NULL);
+	if (!R.ev || !R.submit_ev || event_add(R.ev, NULL) < 0) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -230,6 +247,9 @@ fail:
 	if (R.ev)
 		event_free(R.ev);
 	R.ev = NULL;
+	if (R.submit_ev)
+		event_free(R.submit_ev);
+	R.submit_ev = NULL;
 	if (R.efd >= 0)
 		close(R.efd);
 	R.efd = -1;
@@ -237,7 +257,8 @@ fail:
 	return ret ? ret : -EIO;
 }
 
-/* On the loop, called by the attach job: a fetch for every tag. */
+/* On the loop, called by the attach job: a fetch for every tag, in the
+ * kernel when this returns (START_DEV waits for them). */
 void ub_queue_start(void *arg)
 {
 	struct ub_dev *ud = arg;
@@ -254,6 +275,9 @@ void ub_queue_start(void *arg)
 			return;
 		}
 	}
+	ret = io_uring_submit(&R.ring);
+	if (ret < 0)
+		ud->fetch_err = ret;
 }
 
 void ub_io_setup(struct event_base *base, void (*drained)(struct ub_dev *ud))
@@ -274,6 +298,7 @@ void ub_io_free(void)
 {
 	if (R.ring_up) {
 		event_free(R.ev);
+		event_free(R.submit_ev);
 		io_uring_queue_exit(&R.ring);
 		close(R.efd);
 		R.ring_up = false;
