@@ -147,18 +147,17 @@ static void set_params(struct ub_dev *ud, struct ublk_params *p)
 	}
 }
 
-/* Open a node the driver makes (devtmpfs, at once; udev may lag). */
-static int open_node(const char *path, int flags)
+/* Wait for a node the driver makes (devtmpfs, at once; udev may lag):
+ * 0 with st filled, or -errno. */
+static int node_wait(const char *path, struct stat *st)
 {
-	int fd = -1;
-
-	for (unsigned ms = 0; ms < UB_NODE_WAIT_MS; ms += 20) {
-		fd = open(path, flags | O_CLOEXEC);
-		if (fd >= 0 || errno != ENOENT)
-			break;
+	for (unsigned ms = 0;; ms += 20) {
+		if (stat(path, st) == 0)
+			return 0;
+		if (errno != ENOENT || ms >= UB_NODE_WAIT_MS)
+			return -errno;
 		sleep_ms(20);
 	}
-	return fd;
 }
 
 void ub_attach_run(struct worker_job *job)
@@ -246,9 +245,11 @@ void ub_attach_run(struct worker_job *job)
 	}
 
 	snprintf(path, sizeof(path), "/dev/ublkc%d", ud->id);
-	ud->cfd = open_node(path, O_RDWR);
-	if (ud->cfd < 0) {
-		ub_fail(ud, -errno, "%s: %s", path, strerror(errno));
+	ret = node_wait(path, &st);
+	if (ret == 0 && (ud->cfd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		ub_fail(ud, ret, "%s: %s", path, strerror(-ret));
 		goto out;
 	}
 	ud->descs_len = (UB_DEPTH * sizeof(struct ublksrv_io_desc) + 4095) & ~(size_t)4095;
@@ -279,13 +280,9 @@ void ub_attach_run(struct worker_job *job)
 	}
 	ud->started = true;
 	snprintf(path, sizeof(path), "/dev/ublkb%d", ud->id);
-	for (unsigned ms = 0; ms < UB_NODE_WAIT_MS; ms += 20) {
-		if (stat(path, &st) == 0)
-			break;
-		sleep_ms(20);
-	}
-	if (stat(path, &st) < 0)
-		ub_fail(ud, -errno, "%s: %s", path, strerror(errno));
+	ret = node_wait(path, &st);
+	if (ret < 0)
+		ub_fail(ud, ret, "%s: %s", path, strerror(-ret));
 	else
 		ud->devnum = st.st_rdev;
 out:
